@@ -1,0 +1,3 @@
+from echora_server.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""CSRF defence for cookie-authenticated requests, by origin.
+
+A browser names the page that sent a request in ``Origin`` (and ``Sec-Fetch-Site``).
+A request with a session cookie that changes state must come from an allowed origin;
+when a client sends neither header (not a browser), it must send ``X-Requested-With``,
+which a foreign page cannot add without a CORS preflight we never grant.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from echora_server.errors import Forbidden
+from echora_server.keys import CONFIG
+
+
+def allowed_origins(request: web.Request) -> set[str]:
+    config = request.app[CONFIG]
+    origins = set(config.allowed_origins)
+    if config.public_url:
+        scheme, _, rest = config.public_url.partition("://")
+        origins.add(f"{scheme}://{rest.split('/', 1)[0]}")
+    else:
+        # Without a configured public URL, the server's own origin as the client sees it.
+        origins.add(f"{request.scheme}://{request.host}")
+    return origins
+
+
+def origin_allowed(request: web.Request, *, browser_only: bool = False) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin in allowed_origins(request)
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    return browser_only or "X-Requested-With" in request.headers
+
+
+def check_csrf(request: web.Request, *, browser_only: bool = False) -> None:
+    """Refuse a cross-site request. ``browser_only`` checks only what browsers send: for
+    requests that carry no cookie yet (logging in), a non-browser client is no risk."""
+    if not origin_allowed(request, browser_only=browser_only):
+        raise Forbidden(
+            "Cross-site request refused: the request's origin is not allowed.",
+            code="csrf_failed",
+        )

@@ -1,0 +1,101 @@
+"""Who is calling: a browser session cookie or a Bearer API token, resolved per request.
+
+Resolution is lazy (only handlers that need a caller pay for the lookup) and fresh on
+every request, so a revoked token or a removed member is refused on their very next call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+
+from echora_server.auth.csrf import check_csrf
+from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, well_formed
+from echora_server.db import credentials
+from echora_server.db.records import User
+from echora_server.errors import Unauthorized
+from echora_server.keys import IDENTITY, POOL
+
+SESSION_COOKIE = "echora_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: User
+    via: Literal["session", "token"]
+    token_id: int | None = None
+    # A token restricted to one workspace may not reach any other.
+    token_workspace_id: int | None = None
+    session_digest: bytes | None = None
+
+    def may_use_workspace(self, workspace_id: int) -> bool:
+        return self.token_workspace_id is None or self.token_workspace_id == workspace_id
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+async def _resolve(request: web.Request) -> Identity | None:
+    token = bearer_token(request)
+    if token is not None:
+        return await _resolve_token(request, token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is not None:
+        return await _resolve_session(request, cookie)
+    return None
+
+
+async def _resolve_token(request: web.Request, token: str) -> Identity:
+    invalid = Unauthorized("The API token is not valid.", code="invalid_token")
+    if not well_formed(token, API_TOKEN_PREFIX):
+        raise invalid
+    async with request.app[POOL].acquire() as conn:
+        credential = await credentials.select_token_credential(conn, digest(token))
+    if credential is None:
+        raise invalid
+    if credential.revoked:
+        raise Unauthorized("The API token was revoked.", code="token_revoked")
+    if credential.expires_at is not None and credential.expires_at <= dt.datetime.now(dt.UTC):
+        raise Unauthorized("The API token has expired.", code="token_expired")
+    return Identity(credential.user, "token", credential.token_id, credential.workspace_id)
+
+
+async def _resolve_session(request: web.Request, cookie: str) -> Identity:
+    expired = Unauthorized("Your session has expired; log in again.", code="session_expired")
+    if not well_formed(cookie, SESSION_PREFIX):
+        raise expired
+    session_digest = digest(cookie)
+    async with request.app[POOL].acquire() as conn:
+        credential = await credentials.select_session_credential(conn, session_digest)
+    if credential is None or (
+        credential.expires_at is not None and credential.expires_at <= dt.datetime.now(dt.UTC)
+    ):
+        raise expired
+    return Identity(credential.user, "session", session_digest=session_digest)
+
+
+async def current_identity(request: web.Request) -> Identity | None:
+    """The caller, or None when no credential was presented. Bad credentials raise 401."""
+    if IDENTITY not in request:
+        request[IDENTITY] = await _resolve(request)
+    identity = request[IDENTITY]
+    if identity is not None and identity.via == "session" and request.method not in SAFE_METHODS:
+        # Cookies ride along on cross-site requests; tokens do not, so only sessions need this.
+        check_csrf(request)
+    return identity
+
+
+async def require_identity(request: web.Request) -> Identity:
+    identity = await current_identity(request)
+    if identity is None:
+        raise Unauthorized()
+    return identity

@@ -1,0 +1,206 @@
+"""The ``echora`` command: loads configuration and runs one thing. No logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+import click
+from aiohttp import web
+from pydantic import SecretStr
+
+from echora_server import accounts
+from echora_server.config import Config, ConfigError, load_config
+from echora_server.db import users, workspaces
+from echora_server.db.records import Role
+from echora_server.embedded import embedded_postgres
+from echora_server.errors import ApiError
+from echora_server.logs import configure_logging
+from echora_server.migrations import MigrationError, migrate
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def _load() -> Config:
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
+    configure_logging(config.log_level, config.log_format)
+    return config
+
+
+@contextmanager
+def _database(config: Config) -> Iterator[Config]:
+    """The configuration with a database URL: the configured one or the embedded server's."""
+    if config.database_url is not None:
+        yield config
+        return
+    with embedded_postgres(config.pgdata_dir) as uri:
+        yield config.model_copy(update={"database_url": SecretStr(uri)})
+
+
+def _run_db(config: Config, work: Any) -> Any:
+    async def runner() -> Any:
+        assert config.database_url is not None
+        conn = await asyncpg.connect(config.database_url.get_secret_value())
+        try:
+            await migrate(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(runner())
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@click.group()
+@click.version_option(package_name="echora-server")
+def main() -> None:
+    """Echora server: self-hostable chat in which files are first-class."""
+
+
+@main.command()
+def serve() -> None:
+    """Run the server (embedded PostgreSQL and local files unless configured otherwise)."""
+    from echora_server.app import create_app
+
+    config = _load()
+    with _database(config) as resolved:
+        app = create_app(resolved)
+
+        def announce(_: str) -> None:
+            click.echo(f"Echora is running at {resolved.base_url}  (Ctrl+C to stop)")
+            click.echo("Create the first user with:  echora create-user --workspace acme alice")
+
+        try:
+            web.run_app(
+                app,
+                host=resolved.listen_host,
+                port=resolved.listen_port,
+                print=announce,
+                access_log=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                handle_signals=True,
+            )
+        except MigrationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@main.command("migrate")
+def migrate_command() -> None:
+    """Apply pending database migrations and exit."""
+    config = _load()
+
+    async def work(conn: asyncpg.Connection) -> None:
+        return None
+
+    with _database(config) as resolved:
+        _run_db(resolved, work)
+    click.echo("The database schema is up to date.")
+
+
+@main.command("check-config")
+def check_config() -> None:
+    """Validate the configuration and print it, secrets masked."""
+    config = _load()
+    click.echo(json.dumps(config.masked(), indent=2, default=str))
+
+
+def _read_password(confirm: bool) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    value: str = click.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+@main.command("create-user")
+@click.argument("username")
+@click.option("--workspace", "-w", required=True, help="Workspace slug; created if needed.")
+@click.option("--admin", is_flag=True, help="Make the user a workspace admin.")
+@click.option("--bot", is_flag=True, help="A bot account: no password, use create-token.")
+@click.option("--display-name", default="", help="Name shown to others.")
+def create_user(username: str, workspace: str, admin: bool, bot: bool, display_name: str) -> None:
+    """Create a user (password from stdin or a prompt) in a workspace."""
+    config = _load()
+    password = None if bot else _read_password(confirm=True)
+    role: Role = "bot" if bot else "admin" if admin else "member"
+
+    async def work(conn: asyncpg.Connection) -> tuple[Any, Any]:
+        return await accounts.create_user(
+            conn,
+            workspace_slug=workspace,
+            username=username,
+            password=password,
+            role=role,
+            display_name=display_name,
+        )
+
+    with _database(config) as resolved:
+        user, ws = _run_db(resolved, work)
+    click.echo(f"Created user {user.username} (id {user.id}) in workspace {ws.slug}.")
+
+
+@main.command("create-token")
+@click.argument("username")
+@click.option("--name", default="cli", show_default=True, help="What the token is for.")
+@click.option("--workspace", "-w", default=None, help="Restrict the token to this workspace.")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
+def create_token(
+    username: str, name: str, workspace: str | None, expires_in_days: int | None
+) -> None:
+    """Create an API token for a user and print it (shown only once)."""
+    config = _load()
+
+    async def work(conn: asyncpg.Connection) -> str:
+        user = await users.select_user_by_username(conn, username.strip().lower())
+        if user is None:
+            raise click.ClickException(f"no user named {username!r}")
+        workspace_id = None
+        if workspace is not None:
+            memberships = await workspaces.select_memberships_of_user(conn, user.id)
+            match = [m for m in memberships if m.workspace.slug == workspace.lower()]
+            if not match:
+                raise click.ClickException(f"{username} is not a member of {workspace!r}")
+            workspace_id = match[0].workspace.id
+        expires = dt.timedelta(days=expires_in_days) if expires_in_days else None
+        _, secret = await accounts.issue_api_token(
+            conn, user.id, name, workspace_id=workspace_id, expires_in=expires
+        )
+        return secret
+
+    with _database(config) as resolved:
+        secret = _run_db(resolved, work)
+    click.echo(secret)
+
+
+@main.command()
+@click.option("--url", default=None, help="Default: /readyz on ECHORA_LISTEN.")
+@click.option("--timeout", default=5.0, show_default=True)
+def healthcheck(url: str | None, timeout: float) -> None:
+    """Exit 0 when the running server reports ready (for container health checks)."""
+    if url is None:
+        config = _load()
+        host = config.listen_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104
+        url = f"http://{host}:{config.listen_port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            ok = response.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"not ready: {exc}") from None
+    if not ok:
+        raise click.ClickException("not ready")
+    click.echo("ready")

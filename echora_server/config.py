@@ -1,0 +1,200 @@
+"""Configuration: read from ``ECHORA_*`` environment variables once, validated once.
+
+Every secret may also come from a file: ``ECHORA_<NAME>_FILE=/run/secrets/x`` (the
+Docker/Kubernetes convention). Tests build ``Config(...)`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "ECHORA_"
+SECRET_FIELDS = ("database_url", "s3_secret_access_key", "s3_access_key_id")
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the variable."""
+
+
+class Config(BaseModel):
+    # A plain model rather than pydantic-settings: the environment is read in exactly one
+    # place (load_config), so a test's Config(...) never picks up stray ECHORA_* variables.
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(
+        Path("data"), description="Embedded PostgreSQL and local file storage live here."
+    )
+    listen: str = Field("127.0.0.1:8080", description="host:port to listen on.")
+    public_url: str | None = Field(
+        None, description="External URL (https://chat.example.com); sets origins and cookies."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra browser origins allowed for cookie requests and WebSockets.",
+    )
+
+    database_url: SecretStr | None = Field(
+        None, description="External PostgreSQL URL; empty means embedded PostgreSQL."
+    )
+    db_pool_min: int = Field(1, ge=0, le=100)
+    db_pool_max: int = Field(10, ge=1, le=500)
+    db_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
+
+    storage: Literal["local", "s3"] | None = Field(
+        None, description="Storage backend; default s3 when ECHORA_S3_BUCKET is set."
+    )
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = None
+    s3_prefix: str = Field("", description="Key prefix inside the bucket.")
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_create_bucket: bool = Field(False, description="Create the bucket at start.")
+    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
+
+    session_ttl_hours: int = Field(24 * 14, ge=1)
+    cookie_secure: bool | None = Field(None, description="Default: true when public_url is https.")
+    login_rate_per_minute: int = Field(10, ge=1)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Config:
+        if self.effective_storage == "s3" and not self.s3_bucket:
+            raise ValueError("ECHORA_S3_BUCKET: required when ECHORA_STORAGE=s3")
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("ECHORA_DB_POOL_MIN: must not exceed ECHORA_DB_POOL_MAX")
+        return self
+
+    @property
+    def effective_storage(self) -> Literal["local", "s3"]:
+        if self.storage:
+            return self.storage
+        return "s3" if self.s3_bucket else "local"
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = self.listen_host
+        shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        if ":" in shown:
+            shown = f"[{shown}]"
+        return f"http://{shown}:{self.listen_port}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return bool(self.public_url and self.public_url.startswith("https://"))
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked (for ``echora check-config``)."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********"
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[f"{ENV_PREFIX}{name.upper()}"] = value
+        shown["(effective storage)"] = self.effective_storage
+        shown["(database)"] = "external" if self.database_url else f"embedded in {self.pgdata_dir}"
+        return shown
+
+
+def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
+    """Resolve ``ECHORA_<NAME>_FILE`` into ``ECHORA_<NAME>`` for secret fields."""
+    resolved: dict[str, str] = {}
+    for name in SECRET_FIELDS:
+        var = f"{ENV_PREFIX}{name.upper()}_FILE"
+        path = environ.get(var)
+        if not path:
+            continue
+        try:
+            resolved[f"{ENV_PREFIX}{name.upper()}"] = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from exc
+    return resolved
+
+
+def load_config(environ: dict[str, str] | None = None) -> Config:
+    """Build the configuration from the environment; raise ConfigError naming the variable."""
+    env = dict(os.environ if environ is None else environ)
+    env.update(_read_secret_files(env))
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Config.model_fields}
+    known |= {f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_FIELDS}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown setting")
+    values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key in known and not key.endswith("_FILE")
+    }
+    try:
+        return Config.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        name = f"{ENV_PREFIX}{str(loc[0]).upper()}" if loc else "configuration"
+        message = error["msg"].removeprefix("Value error, ")
+        # Checks across fields already name their variable ("ECHORA_X is required when ...").
+        lines.append(message if message.startswith(ENV_PREFIX) else f"{name}: {message}")
+    return "; ".join(lines)

@@ -1,0 +1,176 @@
+"""One error family and the one middleware that shapes every failure as JSON.
+
+Body: ``{"error": {"code": str, "message": str, "details"?: any}}``. Codes are stable API;
+messages are for humans. Nothing else (no stack trace, no driver message) leaves the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from echora_server.storage.base import StorageError
+
+log = structlog.get_logger("echora.errors")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+    message = "Bad request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.details = details
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def with_status(self, status: int) -> ApiError:
+        self.status = status
+        return self
+
+
+class InvalidJson(ApiError):
+    code = "invalid_json"
+    message = "The request body is not valid JSON."
+
+
+class InvalidRequest(ApiError):
+    status = 422
+    code = "invalid_request"
+    message = "The request data is invalid."
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "auth_required"
+    message = "Authentication required."
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+    message = "You are not allowed to do this."
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+    message = "Not found."
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+    message = "Conflict."
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests; slow down."
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "service_unavailable"
+    message = "The service is temporarily unavailable."
+
+
+# Router and framework errors keep the same shape, with stable codes of their own.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "auth_required",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+_DB_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    response = web.json_response({"error": body}, status=status, headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The same shape for WebSocket error frames."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 413 else "The request body is too large."
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        details = {"limit_bytes": request.client_max_size} if exc.status == 413 else None
+        return error_response(exc.status, code, message, details, headers)
+    except StorageError:
+        log.warning("storage_unavailable", path=request.path, exc_info=True)
+        return error_response(
+            503,
+            "storage_unavailable",
+            "File storage is unavailable; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+    except _DB_DOWN:
+        log.warning("database_unavailable", path=request.path, exc_info=True)
+        return error_response(
+            503,
+            "database_unavailable",
+            "The database is unavailable; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled_error", path=request.path, method=request.method)
+        return error_response(500, "internal_error", "Internal server error.")

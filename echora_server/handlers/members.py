@@ -1,0 +1,79 @@
+"""Who am I, and workspace membership management."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import Field
+
+from echora_server.auth.access import require_manager, require_membership
+from echora_server.auth.identity import require_identity
+from echora_server.db import users, workspaces
+from echora_server.db.records import Role
+from echora_server.errors import Conflict, Forbidden, NotFound
+from echora_server.keys import POOL
+from echora_server.serialize import member_json, membership_json, user_json
+from echora_server.validation import Body, path_id, read_json
+
+
+class AddMemberBody(Body):
+    username: str = Field(min_length=1, max_length=64)
+    role: Role = "member"
+
+
+async def get_me(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    async with request.app[POOL].acquire() as conn:
+        memberships = await workspaces.select_memberships_of_user(conn, identity.user.id)
+    visible = [m for m in memberships if identity.may_use_workspace(m.workspace.id)]
+    return web.json_response(
+        {
+            "user": user_json(identity.user),
+            "auth": identity.via,
+            "workspaces": [membership_json(m) for m in visible],
+        }
+    )
+
+
+async def list_members(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    workspace_id = path_id(request, "workspace_id", "Workspace not found.")
+    async with request.app[POOL].acquire() as conn:
+        await require_membership(conn, identity, workspace_id)
+        members = await workspaces.select_members(conn, workspace_id)
+    return web.json_response({"members": [member_json(m) for m in members]})
+
+
+async def add_member(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    workspace_id = path_id(request, "workspace_id", "Workspace not found.")
+    body = await read_json(request, AddMemberBody)
+    async with request.app[POOL].acquire() as conn:
+        manager = await require_manager(conn, identity, workspace_id)
+        if body.role == "owner" and manager.role != "owner":
+            raise Forbidden("Only an owner can add another owner.")
+        user = await users.select_user_by_username(conn, body.username.strip().lower())
+        if user is None:
+            raise NotFound("No user with that username.", code="user_not_found")
+        await workspaces.upsert_membership(conn, workspace_id, user.id, body.role)
+    return web.json_response({**user_json(user), "role": body.role}, status=201)
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    workspace_id = path_id(request, "workspace_id", "Workspace not found.")
+    user_id = path_id(request, "user_id", "Member not found.")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        if user_id == identity.user.id:
+            caller = await require_membership(conn, identity, workspace_id)  # may always leave
+        else:
+            caller = await require_manager(conn, identity, workspace_id)
+        await workspaces.lock_workspace(conn, workspace_id)  # serialises the last-owner check
+        target = await workspaces.select_membership(conn, workspace_id, user_id)
+        if target is None:
+            raise NotFound("Member not found.")
+        if target.role == "owner" and caller.role != "owner":
+            raise Forbidden("Only an owner can remove an owner.")
+        if target.role == "owner" and await workspaces.count_owners(conn, workspace_id) <= 1:
+            raise Conflict("A workspace must keep at least one owner.", code="last_owner")
+        await workspaces.delete_membership(conn, workspace_id, user_id)
+    return web.Response(status=204)

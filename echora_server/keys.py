@@ -1,0 +1,27 @@
+"""Every typed application and request key, in one place (no string keys)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from echora_server.config import Config
+
+if TYPE_CHECKING:
+    from echora_server.auth.identity import Identity
+    from echora_server.metrics import Metrics
+    from echora_server.ratelimit import RateLimiter
+    from echora_server.storage.base import Storage
+
+CONFIG = web.AppKey("config", Config)
+POOL = web.AppKey("pool", asyncpg.Pool)
+# Keys whose types would import this module back are annotated rather than passed a type.
+STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+LOGIN_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_limiter")
+OPENAPI = web.AppKey("openapi", dict)
+
+IDENTITY: web.RequestKey[Identity | None] = web.RequestKey("identity")
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,168 @@
+"""The `echora` command end to end: embedded defaults, create-user, restart, tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+PASSWORD = "a long enough password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHORA_")}
+    env.update(extra)
+    return env
+
+
+def echora(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "echora_server", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def request(
+    url: str, body: dict | None = None, headers: dict | None = None
+) -> tuple[int, dict, dict]:  # type: ignore[type-arg]
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def embedded_postgres_running(pgdata: Path) -> bool:
+    for proc in psutil.process_iter(attrs=["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(pgdata) in " ".join(proc.info["cmdline"] or []):
+            return True
+    return False
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = clean_env(ECHORA_DATA_DIR=str(data_dir), ECHORA_LISTEN=f"127.0.0.1:{self.port}")
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> str:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "echora_server", "serve"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            seen.append(line)
+            if "Echora is running at" in line:
+                seen.append(self.process.stdout.readline())  # the create-user hint
+                return "".join(seen)
+            if not line and self.process.poll() is not None:
+                break
+        raise AssertionError("server did not start:\n" + "".join(seen))
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return code
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "data")
+    yield srv
+    if srv.process is not None:
+        if srv.process.poll() is None:
+            srv.process.kill()
+            srv.process.wait()
+        if srv.process.stdout is not None:
+            srv.process.stdout.close()
+
+
+def test_embedded_defaults_survive_a_restart(server: Server, tmp_path: Path) -> None:
+    banner = server.start()
+    assert server.url in banner and "echora create-user" in banner
+    status, body, _ = request(f"{server.url}/readyz")
+    assert status == 200, body
+
+    created = echora(
+        "create-user", "--workspace", "acme", "alice", env=server.env, stdin=PASSWORD + "\n"
+    )
+    assert created.returncode == 0, created.stderr
+    assert "alice" in created.stdout
+
+    status, body, headers = request(
+        f"{server.url}/api/auth/login", {"username": "alice", "password": PASSWORD}
+    )
+    assert status == 200, body
+    cookie = headers["Set-Cookie"].split(";")[0]
+    status, me, _ = request(f"{server.url}/api/me", headers={"Cookie": cookie})
+    assert status == 200 and me["user"]["username"] == "alice"
+    assert me["workspaces"][0]["slug"] == "acme"
+
+    token = echora("create-token", "alice", "--name", "ci", env=server.env)
+    assert token.returncode == 0, token.stderr
+    secret = token.stdout.strip()
+    assert secret.startswith("echt_")
+
+    pgdata = (tmp_path / "data" / "pgdata").resolve()
+    assert embedded_postgres_running(pgdata)
+    assert server.stop() == 0
+    assert not embedded_postgres_running(pgdata), "stopping the server stops embedded PostgreSQL"
+
+    server.start()
+    status, me, _ = request(f"{server.url}/api/me", headers={"Authorization": f"Bearer {secret}"})
+    assert status == 200 and me["user"]["username"] == "alice"
+    status, _, _ = request(
+        f"{server.url}/api/auth/login", {"username": "alice", "password": PASSWORD}
+    )
+    assert status == 200
+    health = echora("healthcheck", env=server.env)
+    assert health.returncode == 0, health.stderr
+    assert server.stop() == 0
+    unhealthy = echora("healthcheck", env=server.env)
+    assert unhealthy.returncode != 0
+
+
+def test_create_user_refuses_a_taken_name_and_a_short_password(server: Server) -> None:
+    ok = echora("create-user", "-w", "acme", "bob", env=server.env, stdin=PASSWORD + "\n")
+    assert ok.returncode == 0, ok.stderr
+    taken = echora("create-user", "-w", "acme", "bob", env=server.env, stdin=PASSWORD + "\n")
+    assert taken.returncode != 0 and "taken" in taken.stderr
+    short = echora("create-user", "-w", "acme", "carol", env=server.env, stdin="short\n")
+    assert short.returncode != 0 and "at least 8" in short.stderr
+    migrate = echora("migrate", env=server.env)
+    assert migrate.returncode == 0 and "up to date" in migrate.stdout

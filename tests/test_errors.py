@@ -1,0 +1,80 @@
+"""Every failure has the one JSON error shape and a stable code."""
+
+from __future__ import annotations
+
+import io
+
+from aiohttp.test_utils import TestClient
+from support.people import People
+
+
+def assert_error_shape(body: dict, code: str) -> None:  # type: ignore[type-arg]
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+async def test_router_404(client: TestClient) -> None:
+    response = await client.get("/api/nothing-here")
+    assert response.status == 404
+    assert response.content_type == "application/json"
+    assert_error_shape(await response.json(), "not_found")
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_router_405(client: TestClient) -> None:
+    response = await client.put("/api/me")
+    assert response.status == 405
+    assert_error_shape(await response.json(), "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+async def test_malformed_json_is_kept_apart_from_invalid_data(
+    client: TestClient, people: People
+) -> None:
+    alice = await people.create("alice")
+    bad = await alice.post(
+        "/api/tokens", data=b"{not json", headers={**alice.auth, "Content-Type": "application/json"}
+    )
+    assert bad.status == 400
+    assert_error_shape(await bad.json(), "invalid_json")
+    invalid = await alice.post("/api/tokens", json={"name": "", "surprise": 1})
+    assert invalid.status == 422
+    body = await invalid.json()
+    assert_error_shape(body, "invalid_request")
+    assert {d["field"] for d in body["error"]["details"]} == {"name", "surprise"}
+
+
+async def test_wrong_content_type(client: TestClient, people: People) -> None:
+    alice = await people.create("alice")
+    response = await alice.post("/api/tokens", data="name=x")
+    assert response.status == 415
+    assert_error_shape(await response.json(), "unsupported_media_type")
+
+
+async def test_oversize_json_body_gives_413(client: TestClient, people: People) -> None:
+    alice = await people.create("alice")
+    response = await alice.post(
+        "/api/tokens",
+        data=io.BytesIO(b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'),
+        headers={**alice.auth, "Content-Type": "application/json"},
+    )
+    assert response.status == 413
+    body = await response.json()
+    assert_error_shape(body, "payload_too_large")
+    assert body["error"]["details"]["limit_bytes"] == 1024 * 1024
+
+
+async def test_non_numeric_ids_are_not_found(client: TestClient, people: People) -> None:
+    alice = await people.create("alice")
+    for path in ("/api/workspaces/abc/members", "/api/workspaces/99999999999999999999/members"):
+        response = await alice.get(path)
+        assert response.status == 404
+        assert_error_shape(await response.json(), "not_found")
+
+
+async def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    mine = await client.get("/healthz", headers={"X-Request-ID": "trace-12345678"})
+    assert mine.headers["X-Request-ID"] == "trace-12345678"
+    made = await client.get("/healthz", headers={"X-Request-ID": "not a valid id!"})
+    assert len(made.headers["X-Request-ID"]) == 32

