@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import random
 import tracemalloc
@@ -29,9 +30,6 @@ from echora_server.storage import (
 )
 from echora_server.storage.s3 import DEFAULT_MAX_POOL_CONNECTIONS
 
-# Harmless once the root conftest lists it too; lets this module run on its own.
-pytest_plugins = ["support.seaweed"]
-
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: the smallest multipart test
 ODD_SIZES = (65_537, 1, 300_001, 12_345, 777_777)
@@ -42,12 +40,11 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 
 async def odd_chunks(data: bytes) -> AsyncIterator[bytes]:
-    """``data`` in irregular chunks, as a socket would deliver it."""
+    """``data`` in irregular chunks, as a socket would deliver it (they straddle parts)."""
     pos = 0
-    for i in range(len(data)):
+    for size in itertools.cycle(ODD_SIZES):
         if pos >= len(data):
             return
-        size = ODD_SIZES[i % len(ODD_SIZES)]
         yield data[pos : pos + size]
         pos += size
 
@@ -133,11 +130,20 @@ async def test_empty_object(storage: Storage) -> None:
         await storage.open("files/1/empty", 0, 0)
 
 
-async def test_multipart_round_trip_and_ranges(storage: Storage) -> None:
+async def test_multipart_round_trip_and_ranges(
+    storage: Storage, request: pytest.FixtureRequest
+) -> None:
     data = payload(11 * MiB + 12_345, seed=1)
     stored = await storage.put_stream("files/1/big", odd_chunks(data), content_type="x/y")
     assert stored.size == len(data)
     assert await read_all(storage, "files/1/big") == data
+    if isinstance(storage, S3Storage):  # really three parts: a multipart ETag says "-3"
+        server: S3Server = request.getfixturevalue("s3_server")
+        async with direct_s3_client(server) as client:
+            head = await client.head_object(
+                Bucket=server.bucket, Key=f"{storage.prefix}files/1/big"
+            )
+        assert head["ETag"].strip('"').endswith("-3")
     # A range across the first part boundary.
     assert (
         await read_all(storage, "files/1/big", PART - 10, PART + 9) == data[PART - 10 : PART + 10]

@@ -7,6 +7,7 @@ isolation from a fresh random key prefix each (``s3_config_values``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -17,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,29 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=5)
 
 
-def start_seaweed(base_dir: Path) -> S3Server:
+def _death_signal() -> Callable[[], None] | None:
+    """A child-side hook: SIGTERM weed when pytest dies, even by SIGKILL (Linux only).
+    ``prctl`` is looked up here, in the parent, so the child runs no loader code."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def start_seaweed(base_dir: Path, attempts: int = 2) -> S3Server:
+    """Start ``weed mini``; retried with fresh ports, since another process may grab a
+    port between our probe and weed's bind (weed would then silently move elsewhere)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_once(base_dir / f"try{attempt}")
+        except RuntimeError as exc:
+            if attempt == attempts:
+                pytest.fail(f"SeaweedFS failed to start: {exc}")
+    raise AssertionError("unreachable")
+
+
+def _start_once(base_dir: Path) -> S3Server:
     data_dir = base_dir / "data"
     data_dir.mkdir(parents=True)
     log_path = base_dir / "weed.log"
@@ -165,7 +188,12 @@ def start_seaweed(base_dir: Path) -> S3Server:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            args, cwd=base_dir, env=env, stdout=log, stderr=subprocess.STDOUT
+            args,
+            cwd=base_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_death_signal(),
         )
     endpoint_url = f"http://127.0.0.1:{ports['s3']}"
     deadline = time.monotonic() + START_TIMEOUT
@@ -179,7 +207,7 @@ def start_seaweed(base_dir: Path) -> S3Server:
         _create_bucket(endpoint_url, deadline)
     except Exception as exc:
         _stop(process)
-        pytest.fail(f"SeaweedFS failed to start: {exc}\n--- {log_path} ---\n{_log_tail(log_path)}")
+        raise RuntimeError(f"{exc}\n--- {log_path} ---\n{_log_tail(log_path)}") from exc
     return S3Server(
         endpoint_url=endpoint_url,
         access_key=ACCESS_KEY,
