@@ -4,18 +4,33 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from echora_server.config import Config
-from echora_server.db.pool import pool_ctx
+from echora_server.db.pool import database_dsn, pool_ctx
 from echora_server.errors import error_middleware
-from echora_server.keys import CONFIG, LOGIN_LIMITER, METRICS, OPENAPI, STORAGE
+from echora_server.fanout.base import Fanout
+from echora_server.fanout.memory import MemoryFanout
+from echora_server.fanout.postgres import PostgresFanout
+from echora_server.hub import Hub
+from echora_server.keys import (
+    CONFIG,
+    FANOUT,
+    HUB,
+    LOGIN_LIMITER,
+    MESSAGE_LIMITER,
+    METRICS,
+    OPENAPI,
+    POOL,
+    STORAGE,
+)
 from echora_server.logs import request_context_middleware
 from echora_server.metrics import Metrics, metrics_middleware
 from echora_server.openapi import build_document
 from echora_server.ratelimit import RateLimiter
 from echora_server.routes import add_routes
 from echora_server.storage import create_storage
+from echora_server.uploads import uploads_ctx
 
 # JSON bodies are small; file uploads stream and count their own bytes.
 CLIENT_MAX_SIZE = 1024 * 1024
@@ -31,6 +46,29 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await storage.close()
 
 
+def create_fanout(app: web.Application) -> Fanout:
+    config = app[CONFIG]
+    if config.fanout == "memory":
+        return MemoryFanout()
+    return PostgresFanout(app[POOL], database_dsn(config))
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The WebSocket hub, fed by the fan-out backend (after the pool, before sweepers)."""
+    hub = app[HUB] = Hub(app[CONFIG].ws_send_queue)
+    fanout = create_fanout(app)
+    await fanout.start(hub.deliver)
+    app[FANOUT] = fanout
+    try:
+        yield
+    finally:
+        await fanout.close()
+
+
+async def close_websockets(app: web.Application) -> None:
+    await app[HUB].close_all(WSCloseCode.GOING_AWAY, "server shutdown")
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         client_max_size=CLIENT_MAX_SIZE,
@@ -42,9 +80,15 @@ def create_app(config: Config) -> web.Application:
     app[LOGIN_LIMITER] = RateLimiter(
         config.login_rate_per_minute, burst=config.login_rate_per_minute
     )
+    app[MESSAGE_LIMITER] = RateLimiter(
+        config.message_rate_per_minute, burst=config.message_rate_burst
+    )
     app[OPENAPI] = build_document()
     add_routes(app)
     # Started in this order, stopped in reverse.
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(hub_ctx)
+    app.cleanup_ctx.append(uploads_ctx)  # stopped first: its cleanups need storage
+    app.on_shutdown.append(close_websockets)
     return app

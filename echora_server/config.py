@@ -52,6 +52,16 @@ class Config(BaseModel):
     db_pool_max: int = Field(10, ge=1, le=500)
     db_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
 
+    fanout: Literal["postgres", "memory"] = Field(
+        "postgres",
+        description="How events reach every server process: postgres (LISTEN/NOTIFY, "
+        "works for one or many processes) or memory (a single process only).",
+    )
+
+    ws_send_queue: int = Field(
+        512, ge=4, le=100_000, description="Frames queued per WebSocket before it is dropped."
+    )
+
     storage: Literal["local", "s3"] | None = Field(
         None, description="Storage backend; default s3 when ECHORA_S3_BUCKET is set."
     )
@@ -64,9 +74,23 @@ class Config(BaseModel):
     s3_create_bucket: bool = Field(False, description="Create the bucket at start.")
     s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
 
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, le=2**40, description="Largest file one upload may store."
+    )
+    max_files_per_upload: int = Field(10, ge=1, le=100, description="Files per upload request.")
+    upload_idle_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds an upload may stall before it is refused."
+    )
+
     session_ttl_hours: int = Field(24 * 14, ge=1)
     cookie_secure: bool | None = Field(None, description="Default: true when public_url is https.")
     login_rate_per_minute: int = Field(10, ge=1)
+    message_rate_per_minute: int = Field(
+        120, ge=1, description="Messages one user may post per minute, sustained."
+    )
+    message_rate_burst: int = Field(
+        20, ge=1, description="Messages one user may post at once before the rate applies."
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

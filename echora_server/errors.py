@@ -104,7 +104,7 @@ _HTTP_CODES = {
     429: "rate_limited",
 }
 
-_DB_DOWN = (
+DATABASE_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
@@ -114,6 +114,21 @@ _DB_DOWN = (
     OSError,
     TimeoutError,
 )
+
+
+def outage(exc: BaseException) -> ApiError:
+    """The 503 a storage or database failure answers with (for HTTP and WebSocket alike)."""
+    if isinstance(exc, StorageError):
+        return ServiceUnavailable(
+            "File storage is unavailable; try again shortly.",
+            code="storage_unavailable",
+            headers={"Retry-After": "5"},
+        )
+    return ServiceUnavailable(
+        "The database is unavailable; try again shortly.",
+        code="database_unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 def error_response(
@@ -153,22 +168,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         details = {"limit_bytes": request.client_max_size} if exc.status == 413 else None
         return error_response(exc.status, code, message, details, headers)
-    except StorageError:
-        log.warning("storage_unavailable", path=request.path, exc_info=True)
-        return error_response(
-            503,
-            "storage_unavailable",
-            "File storage is unavailable; try again shortly.",
-            headers={"Retry-After": "5"},
-        )
-    except _DB_DOWN:
-        log.warning("database_unavailable", path=request.path, exc_info=True)
-        return error_response(
-            503,
-            "database_unavailable",
-            "The database is unavailable; try again shortly.",
-            headers={"Retry-After": "5"},
-        )
+    except (StorageError, *DATABASE_DOWN) as exc:
+        api = outage(exc)
+        log.warning(api.code, path=request.path, exc_info=True)
+        return error_response(api.status, api.code, api.message, headers=api.headers)
     except asyncio.CancelledError:
         raise
     except Exception:

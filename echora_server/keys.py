@@ -11,9 +11,12 @@ from echora_server.config import Config
 
 if TYPE_CHECKING:
     from echora_server.auth.identity import Identity
+    from echora_server.fanout.base import Fanout
+    from echora_server.hub import Hub
     from echora_server.metrics import Metrics
     from echora_server.ratelimit import RateLimiter
     from echora_server.storage.base import Storage
+    from echora_server.uploads import Uploader
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -21,6 +24,10 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 LOGIN_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_limiter")
+MESSAGE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("message_limiter")
+FANOUT: web.AppKey[Fanout] = web.AppKey("fanout")
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+UPLOADER: web.AppKey[Uploader] = web.AppKey("uploader")
 OPENAPI = web.AppKey("openapi", dict)
 
 IDENTITY: web.RequestKey[Identity | None] = web.RequestKey("identity")

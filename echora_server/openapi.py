@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
+
+from pydantic import BaseModel
 
 from echora_server import __version__
 from echora_server.routes import ROUTES, STATIC_PREFIX, Route
@@ -34,6 +37,27 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    params = []
+    for name, prop in schema["properties"].items():
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        prop.pop("title", None)
+        # An optional parameter is simply left out of a query string; it is never null.
+        variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
+        if len(variants) == 1:
+            del prop["anyOf"]
+            prop.update(variants[0])
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param["schema"] = prop
+        params.append(param)
+    return params
+
+
 def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": route.summary,
@@ -41,12 +65,14 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         "operationId": route.handler.__name__,
         "responses": {},
     }
-    params = _PARAM.findall(route.path)
+    params = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
+        for p in _PARAM.findall(route.path)
+    ]
+    if route.query is not None:
+        params.extend(_query_parameters(route.query))
     if params:
-        op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
-            for p in params
-        ]
+        op["parameters"] = params
     if route.body is not None:
         name = route.body.__name__
         schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -55,6 +81,12 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+        }
+    if route.request_content is not None:
+        op["requestBody"] = {
+            "required": True,
+            "description": route.request_content.description,
+            "content": copy.deepcopy(route.request_content.content),
         }
     for status, description in route.responses.items():
         if status >= 400:
@@ -69,8 +101,9 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     if route.authenticated:
         op["responses"].setdefault("401", _error("Not authenticated"))
         op["security"] = [{"session": []}, {"bearer": []}]
-    if route.body is not None:
-        op["responses"].setdefault("400", _error("Malformed JSON"))
+    if route.body is not None or route.request_content is not None:
+        malformed = "Malformed JSON" if route.body is not None else "Malformed body"
+        op["responses"].setdefault("400", _error(malformed))
         op["responses"].setdefault("422", _error("Invalid data"))
     op["responses"].setdefault("503", _error("Database or storage unavailable"))
     return op

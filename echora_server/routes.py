@@ -4,14 +4,59 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from echora_server.handlers import auth, health, members, site
+from echora_server import ws
+from echora_server.handlers import auth, channels, files, health, members, messages, site
 from echora_server.metrics import get_metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContent:
+    """A request body described as OpenAPI media types: ``{"multipart/form-data":
+    {"schema": {...}}}``."""
+
+    description: str
+    content: dict[str, dict[str, Any]]
+
+
+UPLOAD_CONTENT = RequestContent(
+    "One or more files as multipart/form-data (optional channel_id / workspace_id fields "
+    "first), or one file as the raw body of any other type, named by ?filename=. "
+    "No Content-Encoding.",
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "channel_id": {"type": "integer", "minimum": 1},
+                    "workspace_id": {"type": "integer", "minimum": 1},
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    },
+                },
+            },
+        },
+        "*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
+    },
+)
+_UPLOAD_RESPONSES = {
+    201: "Stored: every file, or none",
+    400: "Interrupted or malformed body",
+    403: "Not in the channel",
+    404: "No such channel or workspace of mine",
+    408: "The upload stalled (upload_idle_timeout)",
+    413: "A file is too large (details.limit_bytes), or too many files",
+    415: "Content-Encoding sent, or the content contradicts its declared image type",
+    422: "Invalid fields, no file, or several workspaces and none named",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +67,10 @@ class Route:
     summary: str
     tag: str
     body: type[BaseModel] | None = None
+    # The query-string model the handler parses; documented as query parameters.
+    query: type[BaseModel] | None = None
+    # A body that is not a JSON model (file uploads), as OpenAPI media types.
+    request_content: RequestContent | None = None
     authenticated: bool = True
     # Status codes and what they mean, beyond the common error responses.
     responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
@@ -118,6 +167,164 @@ ROUTES: tuple[Route, ...] = (
         "Remove a member (owners and admins; anyone may leave)",
         "workspaces",
         responses={204: "Removed", 403: "Not allowed", 404: "No such member", 409: "Last owner"},
+    ),
+    Route(
+        "POST",
+        "/api/channels",
+        channels.create_channel,
+        "Create a channel (the creator joins it)",
+        "channels",
+        body=channels.CreateChannelBody,
+        responses={
+            201: "Created",
+            404: "No such workspace of mine",
+            409: "A channel of that name exists (names ignore case)",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/channels",
+        channels.list_channels,
+        "List a workspace's public channels and my private ones",
+        "channels",
+        query=channels.ChannelsQuery,
+        responses={200: "OK", 404: "No such workspace of mine", 422: "Invalid query"},
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}",
+        channels.get_channel,
+        "A channel, and whether I am in it",
+        "channels",
+        responses={200: "OK", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/join",
+        channels.join_channel,
+        "Join a public channel",
+        "channels",
+        responses={200: "Joined (or already in it)", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/leave",
+        channels.leave_channel,
+        "Leave a channel",
+        "channels",
+        responses={204: "Left (or was not in it)", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}/members",
+        channels.list_channel_members,
+        "List a channel's members",
+        "channels",
+        responses={200: "OK", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/members",
+        channels.add_channel_member,
+        "Add a workspace member to a channel I am in",
+        "channels",
+        body=channels.AddChannelMemberBody,
+        responses={
+            201: "Added",
+            200: "Already a member",
+            403: "I am not in the channel",
+            404: "No such channel visible to me, or no such member of the workspace",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/channels/{channel_id}/members/{user_id}",
+        channels.remove_channel_member,
+        "Remove a member from a channel (owners and admins; anyone may remove themselves)",
+        "channels",
+        responses={
+            204: "Removed",
+            403: "Not allowed",
+            404: "No such channel visible to me, or no such member",
+        },
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/messages",
+        messages.post_message,
+        "Post a message (idempotent per client_id)",
+        "messages",
+        body=messages.PostMessageBody,
+        responses={
+            201: "Posted",
+            200: "Posted before with this client_id: the same message",
+            403: "I am not in the channel",
+            404: "No such channel visible to me",
+            429: "Sending too fast (Retry-After)",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}/messages",
+        messages.list_messages,
+        "A page of history: newest first (before / latest), oldest first (after)",
+        "messages",
+        query=messages.MessagesQuery,
+        responses={200: "OK", 404: "No such channel visible to me", 422: "Invalid query"},
+    ),
+    Route(
+        "PATCH",
+        "/api/messages/{message_id}",
+        messages.edit_message,
+        "Edit my message",
+        "messages",
+        body=messages.EditMessageBody,
+        responses={
+            200: "Edited",
+            403: "Not the author",
+            404: "No such message visible to me",
+            429: "Sending too fast (Retry-After)",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/messages/{message_id}",
+        messages.delete_message,
+        "Delete a message (its author, or workspace owners and admins)",
+        "messages",
+        responses={204: "Deleted", 403: "Not allowed", 404: "No such message visible to me"},
+    ),
+    Route(
+        "GET",
+        "/api/ws",
+        ws.websocket,
+        "WebSocket: live events, message.send, resume (see the ws module for the protocol)",
+        "messages",
+        responses={
+            101: "Switching protocols",
+            401: "Not authenticated",
+            403: "Cookie login from an origin that is not allowed",
+        },
+    ),
+    Route(
+        "POST",
+        "/api/upload",
+        files.upload_files,
+        "Upload files (multipart/form-data, or a raw body)",
+        "files",
+        query=files.UploadQuery,
+        request_content=UPLOAD_CONTENT,
+        responses=_UPLOAD_RESPONSES,
+    ),
+    Route(
+        "PUT",
+        "/api/upload",
+        files.put_file,
+        "Upload one file as the raw body (curl -T)",
+        "files",
+        query=files.UploadQuery,
+        request_content=UPLOAD_CONTENT,
+        responses=_UPLOAD_RESPONSES,
     ),
     Route(
         "GET",

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
-from echora_server.db.records import ApiToken, Member, Membership, User
+from echora_server.db.records import (
+    ApiToken,
+    Attachment,
+    Channel,
+    ChannelMember,
+    ChannelView,
+    Member,
+    Membership,
+    Message,
+    User,
+)
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -38,3 +49,60 @@ def token_json(token: ApiToken) -> dict[str, Any]:
         "last_used_at": iso(token.last_used_at),
         "revoked": token.revoked_at is not None,
     }
+
+
+def channel_json(channel: Channel) -> dict[str, Any]:
+    """A channel as every viewer sees it (events carry this shape)."""
+    return {
+        "id": channel.id,
+        "workspace_id": channel.workspace_id,
+        "name": channel.name,
+        "topic": channel.topic,
+        "private": channel.private,
+        "created_by": channel.created_by,
+        "created_at": channel.created_at.isoformat(),
+    }
+
+
+def channel_view_json(view: ChannelView) -> dict[str, Any]:
+    """A channel as the caller sees it: whether they are in it."""
+    return {**channel_json(view.channel), "joined": view.joined}
+
+
+def channel_member_json(member: ChannelMember) -> dict[str, Any]:
+    return {**user_json(member.user), "joined_at": member.joined_at.isoformat()}
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "channel_id": message.channel_id,
+        "workspace_id": message.workspace_id,
+        "author": user_json(message.author),
+        "content": message.content,
+        "client_id": message.client_id,
+        "created_at": message.created_at.isoformat(),
+        "edited_at": message.edited_at.isoformat() if message.edited_at else None,
+        "attachments": [],  # filled in when attachments land
+    }
+
+
+def attachment_url(attachment: Attachment) -> str:
+    """The download URL; the name in it is cosmetic (downloads use the stored name)."""
+    return f"/api/files/{attachment.id}/{quote(attachment.filename, safe='')}"
+
+
+def attachment_json(attachment: Attachment) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": attachment.id,
+        "filename": attachment.filename,
+        "size": attachment.size,
+        # What the bytes are, when known; else the safe type a download gets.
+        "mime_type": attachment.detected_type or "application/octet-stream",
+        "sha256": attachment.sha256.hex(),
+        "created_at": attachment.created_at.isoformat(),
+        "url": attachment_url(attachment),
+    }
+    if attachment.width is not None and attachment.height is not None:
+        body["width"], body["height"] = attachment.width, attachment.height
+    return body

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncpg
 
 from echora_server.auth.identity import Identity
-from echora_server.db import workspaces
-from echora_server.db.records import MANAGER_ROLES, Membership
+from echora_server.db import channels, workspaces
+from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Membership
 from echora_server.errors import Forbidden, NotFound
 
 WORKSPACE_NOT_FOUND = "Workspace not found."
+CHANNEL_NOT_FOUND = "Channel not found."
 
 
 async def require_membership(
@@ -32,3 +33,21 @@ async def require_manager(
     if membership.role not in MANAGER_ROLES:
         raise Forbidden("Only workspace owners and admins can do this.")
     return membership
+
+
+async def require_channel(
+    conn: asyncpg.Connection, identity: Identity, channel_id: int
+) -> ChannelAccess:
+    """The channel with the caller's standing in it, read fresh from current memberships.
+
+    A channel in a workspace the caller is not in (or their token may not reach), and a
+    private channel they are not in, answer 404 exactly like a channel that never existed.
+    """
+    access = await channels.select_channel_access(conn, channel_id, identity.user.id)
+    if (
+        access is None
+        or not identity.may_use_workspace(access.channel.workspace_id)
+        or (access.channel.private and not access.joined)
+    ):
+        raise NotFound(CHANNEL_NOT_FOUND)
+    return access

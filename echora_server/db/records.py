@@ -63,3 +63,70 @@ class Credential:
     workspace_id: int | None  # a token restricted to one workspace
     expires_at: dt.datetime | None
     revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    id: int
+    workspace_id: int
+    name: str
+    topic: str
+    private: bool
+    created_by: int | None  # None once the creator's account is gone
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelView:
+    """A channel as one user sees it."""
+
+    channel: Channel
+    joined: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAccess:
+    """A channel with the caller's standing in it; None from the db when they are not in
+    the channel's workspace at all."""
+
+    channel: Channel
+    role: Role  # the caller's workspace role
+    joined: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMember:
+    user: User
+    joined_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    channel_id: int
+    workspace_id: int
+    author: User
+    content: str
+    client_id: str | None
+    created_at: dt.datetime
+    edited_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    id: str
+    workspace_id: int
+    uploader_id: int
+    channel_id: int | None  # the channel it may be linked into, when the upload named one
+    message_id: int | None  # None until linked to a message
+    storage_key: str
+    filename: str  # sanitised; display only
+    size: int
+    declared_type: str
+    detected_type: str | None
+    sha256: bytes
+    width: int | None
+    height: int | None
+    thumbnail_key: str | None
+    created_at: dt.datetime
+    linked_at: dt.datetime | None

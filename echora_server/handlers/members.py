@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import Field
 
+from echora_server import channels
 from echora_server.auth.access import require_manager, require_membership
 from echora_server.auth.identity import require_identity
+from echora_server.chat import publish_events
 from echora_server.db import users, workspaces
 from echora_server.db.records import Role
 from echora_server.errors import Conflict, Forbidden, NotFound
@@ -75,5 +77,8 @@ async def remove_member(request: web.Request) -> web.Response:
             raise Forbidden("Only an owner can remove an owner.")
         if target.role == "owner" and await workspaces.count_owners(conn, workspace_id) <= 1:
             raise Conflict("A workspace must keep at least one owner.", code="last_owner")
+        # Their channel memberships go in this transaction; the events after it commits.
+        events = await channels.remove_from_workspace_channels(conn, workspace_id, user_id)
         await workspaces.delete_membership(conn, workspace_id, user_id)
+    await publish_events(request.app, events)
     return web.Response(status=204)

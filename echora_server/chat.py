@@ -1,0 +1,183 @@
+"""The chat service for messages, shared by the REST handlers and the WebSocket.
+
+Each function authorizes the caller against *current* memberships, writes in one
+transaction and publishes its events only after that transaction committed; a write that
+changes nothing (a retried post) publishes nothing. A message in a channel the caller may
+not see answers 404 exactly like a missing one. Channels and their members are in
+echora_server/channels.py, under the same rules.
+
+Who may do what: members of a channel post in it; every workspace member may read a public
+channel's history; the author edits; the author or a workspace owner or admin deletes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel
+from echora_server.auth.identity import Identity
+from echora_server.db import messages
+from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Message
+from echora_server.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests
+from echora_server.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED, Event, publish
+from echora_server.keys import MESSAGE_LIMITER, POOL
+from echora_server.serialize import message_json
+from echora_server.validation import MAX_ID, check_text
+
+log = structlog.get_logger("echora.chat")
+
+MAX_CONTENT = 4000
+MAX_CLIENT_ID = 64
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+MESSAGE_NOT_FOUND = "Message not found."
+# Visible ASCII: client ids are opaque tokens (UUIDs, ULIDs, counters), never shown.
+_CLIENT_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_CLIENT_ID}}}")
+
+
+async def post_message(
+    app: web.Application,
+    identity: Identity,
+    channel_id: int,
+    content: str,
+    client_id: str | None = None,
+) -> tuple[Message, bool]:
+    """Post as a member of the channel. Returns the message and whether it was created now:
+    a retry with a client_id this author already used in this channel returns that message
+    again (whatever the new content) and publishes nothing. Once that message is deleted,
+    the client_id is free again (deletes remove the row)."""
+    content = _check_content(content)
+    if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
+        problem = f"must be 1-{MAX_CLIENT_ID} visible ASCII characters"
+        raise InvalidRequest(details=[{"field": "client_id", "problem": problem}])
+    _take_send_token(app, identity)
+    async with app[POOL].acquire() as conn, conn.transaction():
+        access = await require_channel(conn, identity, channel_id)
+        if not access.joined:
+            raise Forbidden("Join the channel to post in it.", code="not_channel_member")
+        message = await messages.insert_message(
+            conn, channel_id, identity.user.id, content, client_id
+        )
+        created = message is not None
+        if message is None and client_id is not None:
+            message = await messages.select_message_by_client_id(
+                conn, identity.user.id, channel_id, client_id
+            )
+        if message is None:  # removed from the channel since the check above
+            raise NotFound(CHANNEL_NOT_FOUND)
+    if created:
+        await publish_events(app, [_message_event(MESSAGE_CREATED, message)])
+    return message, created
+
+
+async def list_messages(
+    app: web.Application,
+    identity: Identity,
+    channel_id: int,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    limit: int = DEFAULT_PAGE,
+) -> tuple[list[Message], bool]:
+    """A page of history and whether more lies beyond it. ``after`` pages forwards, oldest
+    first; otherwise backwards from ``before`` (default: the latest), newest first."""
+    if before is not None and after is not None:
+        raise InvalidRequest("Give before or after, not both.")
+    for field, value, low, high in (
+        ("before", before, 0, MAX_ID),
+        ("after", after, 0, MAX_ID),
+        ("limit", limit, 1, MAX_PAGE),
+    ):
+        if value is not None and not low <= value <= high:
+            raise InvalidRequest(details=[{"field": field, "problem": f"must be {low}-{high}"}])
+    async with app[POOL].acquire() as conn:
+        await require_channel(conn, identity, channel_id)
+        if after is not None:
+            page = await messages.select_messages_after(conn, channel_id, after, limit + 1)
+        else:
+            cursor = before if before is not None else MAX_ID
+            page = await messages.select_messages_before(conn, channel_id, cursor, limit + 1)
+    return page[:limit], len(page) > limit
+
+
+async def edit_message(
+    app: web.Application, identity: Identity, message_id: int, content: str
+) -> Message:
+    """Replace a message's text; only its author may."""
+    content = _check_content(content)
+    _take_send_token(app, identity)  # edits fan out like posts, so they share the budget
+    async with app[POOL].acquire() as conn, conn.transaction():
+        message, _access = await _visible_message(conn, identity, message_id)
+        if message.author.id != identity.user.id:
+            raise Forbidden("Only the author can edit a message.")
+        updated = await messages.update_message_content(conn, message_id, content)
+        if updated is None:  # deleted meanwhile
+            raise NotFound(MESSAGE_NOT_FOUND)
+    await publish_events(app, [_message_event(MESSAGE_UPDATED, updated)])
+    return updated
+
+
+async def delete_message(app: web.Application, identity: Identity, message_id: int) -> None:
+    """Delete a message for good: its author, or a workspace owner or admin."""
+    async with app[POOL].acquire() as conn, conn.transaction():
+        message, access = await _visible_message(conn, identity, message_id)
+        if message.author.id != identity.user.id and access.role not in MANAGER_ROLES:
+            raise Forbidden("Only the author or a workspace owner or admin can delete this.")
+        if not await messages.delete_message(conn, message_id):
+            raise NotFound(MESSAGE_NOT_FOUND)
+    data = {"channel_id": message.channel_id, "message_id": message.id}
+    event = Event(MESSAGE_DELETED, message.workspace_id, message.channel_id, data)
+    await publish_events(app, [event])
+
+
+async def publish_events(app: web.Application, events: Iterable[Event]) -> None:
+    """Publish committed events. A fan-out failure is logged, not raised: the write stands,
+    and failing the request would make the client retry something that succeeded; clients
+    catch up from history (REST) or resume (WebSocket)."""
+    for event in events:
+        try:
+            await publish(app, event)
+        except Exception:
+            log.exception("event_publish_failed", type=event.type, channel_id=event.channel_id)
+
+
+async def _visible_message(
+    conn: asyncpg.Connection, identity: Identity, message_id: int
+) -> tuple[Message, ChannelAccess]:
+    message = await messages.select_message(conn, message_id)
+    if message is None:
+        raise NotFound(MESSAGE_NOT_FOUND)
+    try:
+        access = await require_channel(conn, identity, message.channel_id)
+    except NotFound:
+        raise NotFound(MESSAGE_NOT_FOUND) from None  # no hint that the message exists
+    return message, access
+
+
+def _check_content(content: str) -> str:
+    content = check_text(content, "content", max_length=MAX_CONTENT, multiline=True)
+    if not content.strip():  # attachment-only messages will be allowed here
+        raise InvalidRequest(details=[{"field": "content", "problem": "must not be empty"}])
+    return content
+
+
+def _take_send_token(app: web.Application, identity: Identity) -> None:
+    wait = app[MESSAGE_LIMITER].hit(identity.user.id)
+    if wait:
+        seconds = max(1, math.ceil(wait))
+        raise TooManyRequests(
+            "You are sending messages too fast; wait and try again.",
+            details={"retry_after_seconds": seconds},
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+def _message_event(kind: str, message: Message) -> Event:
+    data = {"channel_id": message.channel_id, "message": message_json(message)}
+    return Event(kind, message.workspace_id, message.channel_id, data)

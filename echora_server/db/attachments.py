@@ -1,0 +1,170 @@
+"""Attachments: rows for stored objects, and the queue of objects still to delete.
+
+Rows are inserted only after their objects are stored (see echora_server/uploads.py), and
+a deleted row queues its objects in ``storage_deletions`` (a trigger, sql/0003).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from echora_server.db.records import Attachment
+
+
+@dataclass(frozen=True, slots=True)
+class NewAttachment:
+    """One stored file of an upload, before its row exists."""
+
+    id: str
+    storage_key: str
+    filename: str
+    size: int
+    declared_type: str
+    detected_type: str | None
+    sha256: bytes
+    width: int | None
+    height: int | None
+    thumbnail_key: str | None
+
+
+_ATTACHMENT = """
+a.id, a.workspace_id, a.uploader_id, a.channel_id, a.message_id, a.storage_key, a.filename,
+a.size, a.declared_type, a.detected_type, a.sha256, a.width, a.height, a.thumbnail_key,
+a.created_at, a.linked_at
+"""
+
+
+def to_attachment(row: asyncpg.Record) -> Attachment:
+    return Attachment(
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        uploader_id=row["uploader_id"],
+        channel_id=row["channel_id"],
+        message_id=row["message_id"],
+        storage_key=row["storage_key"],
+        filename=row["filename"],
+        size=row["size"],
+        declared_type=row["declared_type"],
+        detected_type=row["detected_type"],
+        sha256=bytes(row["sha256"]),
+        width=row["width"],
+        height=row["height"],
+        thumbnail_key=row["thumbnail_key"],
+        created_at=row["created_at"],
+        linked_at=row["linked_at"],
+    )
+
+
+# One statement for the whole upload. The rows come from the uploader's CURRENT
+# membership, read again here (the upload was authorised before its bytes streamed in,
+# possibly minutes ago) and locked FOR KEY SHARE: a removal commits first (no row is
+# inserted) or waits for this insert. A channel-scoped upload also needs the uploader to
+# be in the channel still.
+INSERT_ATTACHMENTS = f"""
+WITH allowed AS (
+    SELECT m.workspace_id, m.user_id
+    FROM memberships m
+    WHERE m.workspace_id = $1 AND m.user_id = $2
+      AND ($3::bigint IS NULL OR EXISTS (
+          SELECT 1 FROM channel_members cm
+          WHERE cm.channel_id = $3 AND cm.user_id = $2 AND cm.workspace_id = $1))
+    FOR KEY SHARE
+), a AS (
+    INSERT INTO attachments (
+        id, workspace_id, uploader_id, channel_id, storage_key, filename, size,
+        declared_type, detected_type, sha256, width, height, thumbnail_key)
+    SELECT f.id, allowed.workspace_id, allowed.user_id, $3, f.storage_key, f.filename, f.size,
+           f.declared_type, f.detected_type, f.sha256, f.width, f.height, f.thumbnail_key
+    FROM allowed
+    CROSS JOIN unnest(
+        $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[],
+        $10::bytea[], $11::integer[], $12::integer[], $13::text[]
+    ) AS f(id, storage_key, filename, size, declared_type, detected_type,
+           sha256, width, height, thumbnail_key)
+    RETURNING *
+)
+SELECT {_ATTACHMENT} FROM a
+"""
+
+
+async def insert_attachments(
+    conn: asyncpg.Connection,
+    workspace_id: int,
+    uploader_id: int,
+    channel_id: int | None,
+    files: Sequence[NewAttachment],
+) -> list[Attachment]:
+    """Insert every file of one upload, in order. Returns no rows at all when the uploader
+    is no longer a member of the workspace (or of the channel, when one was named)."""
+    rows = await conn.fetch(
+        INSERT_ATTACHMENTS,
+        workspace_id,
+        uploader_id,
+        channel_id,
+        [f.id for f in files],
+        [f.storage_key for f in files],
+        [f.filename for f in files],
+        [f.size for f in files],
+        [f.declared_type for f in files],
+        [f.detected_type for f in files],
+        [f.sha256 for f in files],
+        [f.width for f in files],
+        [f.height for f in files],
+        [f.thumbnail_key for f in files],
+    )
+    order = {f.id: i for i, f in enumerate(files)}
+    return sorted((to_attachment(r) for r in rows), key=lambda a: order[a.id])
+
+
+SELECT_ATTACHMENTS_BY_IDS = f"SELECT {_ATTACHMENT} FROM attachments a WHERE a.id = ANY($1::text[])"
+
+
+async def select_attachments_by_ids(
+    conn: asyncpg.Connection, ids: Sequence[str]
+) -> list[Attachment]:
+    """The rows for ``ids``, in the order given (missing ones left out)."""
+    found = {
+        r["id"]: to_attachment(r) for r in await conn.fetch(SELECT_ATTACHMENTS_BY_IDS, list(ids))
+    }
+    return [found[i] for i in ids if i in found]
+
+
+# Visible to a reader when it is linked to a message they may read (the message rule of
+# require_channel: a current member of the workspace, and in the channel when it is
+# private), or when it is not linked yet and they uploaded it and are still a member.
+# Callers also apply the token's workspace restriction (Identity.may_use_workspace).
+SELECT_ATTACHMENT_FOR_READER = f"""
+SELECT {_ATTACHMENT}
+FROM attachments a
+JOIN memberships m ON m.workspace_id = a.workspace_id AND m.user_id = $2
+LEFT JOIN messages msg ON msg.id = a.message_id
+LEFT JOIN channels c ON c.id = msg.channel_id
+WHERE a.id = $1
+  AND CASE
+      WHEN a.message_id IS NULL THEN a.uploader_id = $2
+      ELSE c.workspace_id = a.workspace_id AND (NOT c.private OR EXISTS (
+          SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = $2))
+  END
+"""
+
+
+async def select_attachment_for_reader(
+    conn: asyncpg.Connection, attachment_id: str, user_id: int
+) -> Attachment | None:
+    """The attachment if ``user_id`` may read it now; None exactly as for a missing one."""
+    row = await conn.fetchrow(SELECT_ATTACHMENT_FOR_READER, attachment_id, user_id)
+    return to_attachment(row) if row else None
+
+
+INSERT_STORAGE_DELETIONS = """
+INSERT INTO storage_deletions (key) SELECT unnest($1::text[])
+ON CONFLICT (key) DO NOTHING
+"""
+
+
+async def insert_storage_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    """Queue objects whose delete failed (storage down) for the sweeper to retry."""
+    await conn.execute(INSERT_STORAGE_DELETIONS, list(keys))

@@ -1,0 +1,179 @@
+"""Channels and channel membership.
+
+Visibility rules live in the service (echora_server/chat.py); these queries return what
+they are asked for, always alongside the caller's standing where access depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from echora_server.db.records import Channel, ChannelAccess, ChannelMember, ChannelView, User
+from echora_server.db.users import to_user
+
+_CHANNEL = "c.id, c.workspace_id, c.name, c.topic, c.private, c.created_by, c.created_at"
+
+
+def to_channel(row: asyncpg.Record) -> Channel:
+    return Channel(
+        row["id"],
+        row["workspace_id"],
+        row["name"],
+        row["topic"],
+        row["private"],
+        row["created_by"],
+        row["created_at"],
+    )
+
+
+INSERT_CHANNEL = f"""
+INSERT INTO channels AS c (workspace_id, name, topic, private, created_by)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, lower(name)) DO NOTHING
+RETURNING {_CHANNEL}
+"""
+
+
+async def insert_channel(
+    conn: asyncpg.Connection,
+    workspace_id: int,
+    name: str,
+    topic: str,
+    private: bool,
+    created_by: int,
+) -> Channel | None:
+    """Create a channel; None when the workspace already has one of that name (any case)."""
+    row = await conn.fetchrow(INSERT_CHANNEL, workspace_id, name, topic, private, created_by)
+    return to_channel(row) if row else None
+
+
+# The inner join on memberships makes a channel of another workspace look missing.
+SELECT_CHANNEL_ACCESS = f"""
+SELECT {_CHANNEL}, m.role, cm.user_id IS NOT NULL AS joined
+FROM channels c
+JOIN memberships m ON m.workspace_id = c.workspace_id AND m.user_id = $2
+LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
+WHERE c.id = $1
+"""
+
+
+async def select_channel_access(
+    conn: asyncpg.Connection, channel_id: int, user_id: int
+) -> ChannelAccess | None:
+    row = await conn.fetchrow(SELECT_CHANNEL_ACCESS, channel_id, user_id)
+    return ChannelAccess(to_channel(row), row["role"], row["joined"]) if row else None
+
+
+SELECT_VISIBLE_CHANNELS = f"""
+SELECT {_CHANNEL}, cm.user_id IS NOT NULL AS joined
+FROM channels c
+LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
+WHERE c.workspace_id = $1 AND (NOT c.private OR cm.user_id IS NOT NULL)
+ORDER BY lower(c.name), c.id
+"""
+
+
+async def select_visible_channels(
+    conn: asyncpg.Connection, workspace_id: int, user_id: int
+) -> list[ChannelView]:
+    """The workspace's public channels and the private ones the user is in."""
+    rows = await conn.fetch(SELECT_VISIBLE_CHANNELS, workspace_id, user_id)
+    return [ChannelView(to_channel(r), r["joined"]) for r in rows]
+
+
+INSERT_CHANNEL_MEMBER = """
+INSERT INTO channel_members (channel_id, workspace_id, user_id) VALUES ($1, $2, $3)
+ON CONFLICT (channel_id, user_id) DO NOTHING
+RETURNING true
+"""
+
+
+async def insert_channel_member(
+    conn: asyncpg.Connection, channel_id: int, workspace_id: int, user_id: int
+) -> bool:
+    """Add a member; False when they already were one. Raises ForeignKeyViolationError
+    when the user is not a member of the channel's workspace."""
+    return bool(await conn.fetchval(INSERT_CHANNEL_MEMBER, channel_id, workspace_id, user_id))
+
+
+DELETE_CHANNEL_MEMBER = """
+WITH gone AS (
+    DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2 RETURNING user_id
+)
+SELECT u.id, u.username, u.display_name, u.created_at FROM gone JOIN users u ON u.id = gone.user_id
+"""
+
+
+async def delete_channel_member(
+    conn: asyncpg.Connection, channel_id: int, user_id: int
+) -> User | None:
+    """Remove a member; returns who was removed, None when they were not a member."""
+    row = await conn.fetchrow(DELETE_CHANNEL_MEMBER, channel_id, user_id)
+    return to_user(row) if row else None
+
+
+DELETE_WORKSPACE_CHANNEL_MEMBERSHIPS = """
+DELETE FROM channel_members WHERE workspace_id = $1 AND user_id = $2
+RETURNING channel_id
+"""
+
+
+async def delete_workspace_channel_memberships(
+    conn: asyncpg.Connection, workspace_id: int, user_id: int
+) -> list[int]:
+    """Remove the user from every channel of the workspace; returns those channels' ids."""
+    rows = await conn.fetch(DELETE_WORKSPACE_CHANNEL_MEMBERSHIPS, workspace_id, user_id)
+    return sorted(r["channel_id"] for r in rows)
+
+
+_MEMBER = "u.id, u.username, u.display_name, u.created_at, cm.joined_at"
+
+SELECT_CHANNEL_MEMBERS = f"""
+SELECT {_MEMBER}
+FROM channel_members cm JOIN users u ON u.id = cm.user_id
+WHERE cm.channel_id = $1
+ORDER BY u.username
+"""
+
+
+async def select_channel_members(conn: asyncpg.Connection, channel_id: int) -> list[ChannelMember]:
+    rows = await conn.fetch(SELECT_CHANNEL_MEMBERS, channel_id)
+    return [ChannelMember(to_user(r), r["joined_at"]) for r in rows]
+
+
+SELECT_CHANNEL_MEMBER = f"""
+SELECT {_MEMBER}
+FROM channel_members cm JOIN users u ON u.id = cm.user_id
+WHERE cm.channel_id = $1 AND cm.user_id = $2
+"""
+
+
+async def select_channel_member(
+    conn: asyncpg.Connection, channel_id: int, user_id: int
+) -> ChannelMember | None:
+    row = await conn.fetchrow(SELECT_CHANNEL_MEMBER, channel_id, user_id)
+    return ChannelMember(to_user(row), row["joined_at"]) if row else None
+
+
+SELECT_CHANNEL_MEMBER_IDS = "SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY 1"
+
+
+async def select_channel_member_ids(conn: asyncpg.Connection, channel_id: int) -> list[int]:
+    return [r["user_id"] for r in await conn.fetch(SELECT_CHANNEL_MEMBER_IDS, channel_id)]
+
+
+SELECT_CHANNEL_IDS_FOR_USER = """
+SELECT channel_id, workspace_id FROM channel_members
+WHERE user_id = $1 AND ($2::bigint IS NULL OR workspace_id = $2)
+ORDER BY channel_id
+"""
+
+
+async def select_channel_ids_for_user(
+    conn: asyncpg.Connection, user_id: int, workspace_id: int | None = None
+) -> list[tuple[int, int]]:
+    """(channel_id, workspace_id) of every channel the user is in now (in one workspace,
+    if given): what a socket subscribes to. The workspace rides along so the hub can drop
+    a workspace's channels when the user leaves it."""
+    rows = await conn.fetch(SELECT_CHANNEL_IDS_FOR_USER, user_id, workspace_id)
+    return [(r["channel_id"], r["workspace_id"]) for r in rows]

@@ -1,0 +1,31 @@
+"""The events outbox behind the PostgreSQL fan-out."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# One statement: the row and the notification commit (or fail) together.
+INSERT_AND_NOTIFY = """
+WITH e AS (INSERT INTO events (body) VALUES ($2::jsonb) RETURNING id)
+SELECT pg_notify($1, id::text) FROM e
+"""
+
+
+async def insert_and_notify(conn: asyncpg.Connection, channel: str, body: str) -> None:
+    await conn.execute(INSERT_AND_NOTIFY, channel, body)
+
+
+SELECT_EVENT_BODIES = "SELECT id, body::text FROM events WHERE id = ANY($1::bigint[])"
+
+
+async def select_event_bodies(conn: asyncpg.Connection, ids: list[int]) -> list[str]:
+    """The bodies in the order given (notification order is commit order)."""
+    found = {row["id"]: row["body"] for row in await conn.fetch(SELECT_EVENT_BODIES, ids)}
+    return [found[i] for i in ids if i in found]
+
+
+DELETE_OLD_EVENTS = "DELETE FROM events WHERE created_at < now() - make_interval(secs => $1)"
+
+
+async def delete_events_older_than(conn: asyncpg.Connection, seconds: float) -> None:
+    await conn.execute(DELETE_OLD_EVENTS, seconds)

@@ -1,0 +1,61 @@
+"""Events: what the server tells WebSocket clients, published only after a commit.
+
+Every write that others should see ends with ``await publish(app, Event(...))`` *after* its
+transaction committed, so a rolled-back write never emits anything. The fan-out backend
+carries the event to every server process; each process's hub delivers it to the local
+sockets subscribed to the channel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from echora_server.keys import FANOUT
+
+# Event types (the "type" field of a frame).
+MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+MESSAGE_DELETED = "message.deleted"
+CHANNEL_CREATED = "channel.created"
+CHANNEL_MEMBER_ADDED = "channel.member_added"
+CHANNEL_MEMBER_REMOVED = "channel.member_removed"
+WORKSPACE_MEMBER_REMOVED = "workspace.member_removed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    workspace_id: int
+    # The channel whose subscribers receive it; None for workspace-level events, which
+    # only the hub itself consumes (to drop a removed member's subscriptions).
+    channel_id: int | None
+    # The JSON body sent to clients, beside "type".
+    data: dict[str, Any] = field(default_factory=dict)
+    # The user a membership change is about.
+    user_id: int | None = None
+
+    def frame(self) -> str:
+        """The text frame as sent to clients (serialised once per event per process)."""
+        return json.dumps({"type": self.type, **self.data}, separators=(",", ":"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "workspace_id": self.workspace_id,
+            "channel_id": self.channel_id,
+            "data": self.data,
+            "user_id": self.user_id,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Event:
+        return cls(raw["type"], raw["workspace_id"], raw["channel_id"], raw["data"], raw["user_id"])
+
+
+async def publish(app: web.Application, event: Event) -> None:
+    """Hand an event to the fan-out. Call only after the write's transaction committed."""
+    await app[FANOUT].publish(event)

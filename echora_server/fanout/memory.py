@@ -1,0 +1,21 @@
+"""In-process fan-out: for a single server process."""
+
+from __future__ import annotations
+
+from echora_server.events import Event
+from echora_server.fanout.base import Deliver
+
+
+class MemoryFanout:
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def publish(self, event: Event) -> None:
+        if self._deliver is not None:
+            await self._deliver(event)
+
+    async def close(self) -> None:
+        self._deliver = None

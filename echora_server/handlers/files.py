@@ -1,0 +1,66 @@
+"""File uploads: ``POST /api/upload`` (multipart or raw body) and ``PUT`` (``curl -T``).
+
+Where files go: ``channel_id`` (they may then only be linked into that channel, and the
+caller must be in it), else ``workspace_id``, else the caller's only workspace (the one
+their token is limited to, or the only one they belong to); a caller with several must
+say which (422 ``workspace_required``).
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+from aiohttp import web
+
+from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel, require_membership
+from echora_server.auth.identity import Identity, require_identity
+from echora_server.db import workspaces
+from echora_server.errors import Forbidden, InvalidRequest, NotFound
+from echora_server.keys import POOL, UPLOADER
+from echora_server.serialize import attachment_json
+from echora_server.upload_bodies import TargetFields, UploadBody, UploadQuery
+from echora_server.uploads import UploadTarget
+from echora_server.validation import read_query
+
+__all__ = ["UploadQuery", "put_file", "upload_files"]
+
+
+async def upload_files(request: web.Request) -> web.Response:
+    identity = await require_identity(request)  # before a single body byte is read
+    uploader = request.app[UPLOADER]
+    query = read_query(request, UploadQuery)
+    body = await UploadBody.open(request, query, uploader.limits.idle_timeout)
+    target = await _authorize(request, identity, await body.target())
+    async with uploader.batch(target, identity.user.id) as batch, aclosing(body.files()) as files:
+        async for incoming in files:
+            await batch.add(incoming)
+        stored = await batch.commit()
+    return web.json_response({"attachments": [attachment_json(a) for a in stored]}, status=201)
+
+
+async def put_file(request: web.Request) -> web.Response:
+    """The same upload by PUT, which is what ``curl -T file URL`` sends."""
+    return await upload_files(request)
+
+
+async def _authorize(
+    request: web.Request, identity: Identity, fields: TargetFields
+) -> UploadTarget:
+    async with request.app[POOL].acquire() as conn:
+        if fields.channel_id is not None:
+            access = await require_channel(conn, identity, fields.channel_id)
+            if fields.workspace_id not in (None, access.channel.workspace_id):
+                raise NotFound(CHANNEL_NOT_FOUND)
+            if not access.joined:
+                raise Forbidden("Join the channel to upload to it.", code="not_channel_member")
+            return UploadTarget(access.channel.workspace_id, access.channel.id)
+        if fields.workspace_id is not None:
+            await require_membership(conn, identity, fields.workspace_id)
+            return UploadTarget(fields.workspace_id, None)
+        memberships = await workspaces.select_memberships_of_user(conn, identity.user.id)
+    usable = [m.workspace.id for m in memberships if identity.may_use_workspace(m.workspace.id)]
+    if len(usable) != 1:
+        raise InvalidRequest(
+            "Say where the files go: channel_id or workspace_id.", code="workspace_required"
+        )
+    return UploadTarget(usable[0], None)

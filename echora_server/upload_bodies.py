@@ -1,0 +1,218 @@
+"""The HTTP side of an upload: what the client sends, read with limits of our own.
+
+Two shapes are accepted:
+- ``multipart/form-data``: optional ``channel_id`` / ``workspace_id`` fields, which must
+  come before the files (the target is authorised before any file byte is stored), then
+  one or more ``file`` parts;
+- a raw body of any other type (``curl -T file`` or ``--data-binary @file``): one file,
+  named by ``?filename=``.
+Both take ``channel_id`` / ``workspace_id`` from the query string too.
+
+aiohttp neither caps a ``read_chunk()`` loop nor times out a stalled body: every read
+here has an idle timeout, and the pipeline (uploads.py) counts the bytes. A client that
+vanishes or sends a broken body becomes an ApiError here, never a bare OSError (which
+the error middleware would mistake for a database outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from pydantic import Field
+
+from echora_server.errors import ApiError, InvalidRequest
+from echora_server.validation import MAX_ID, Query
+
+T = TypeVar("T")
+
+# Bytes asked of the socket per read: large enough to keep per-chunk overhead low.
+READ_SIZE = 64 * 1024
+TARGET_FIELDS = ("channel_id", "workspace_id")
+FILE_FIELD = "file"
+_FIELD_MAX_BYTES = 32
+_IDENTITY_ENCODINGS = frozenset({"", "identity", "binary", "7bit", "8bit"})
+
+
+class UploadTimeout(ApiError):
+    status = 408
+    code = "upload_timeout"
+    message = "The upload stalled; no data arrived for too long."
+
+
+class UploadIncomplete(ApiError):
+    status = 400
+    code = "upload_incomplete"
+    message = "The upload was interrupted or its body is malformed."
+
+
+class UnsupportedEncoding(ApiError):
+    status = 415
+    code = "unsupported_encoding"
+    message = "Send uploads without Content-Encoding or Content-Transfer-Encoding."
+
+
+class UploadQuery(Query):
+    """The query string of an upload (documented as OpenAPI query parameters)."""
+
+    channel_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="The channel the files are for"
+    )
+    workspace_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="The workspace, when no channel is named"
+    )
+    filename: str | None = Field(
+        None, max_length=1000, description="The file's name, for a raw-body upload"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFields:
+    channel_id: int | None
+    workspace_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    """One file as the client sends it; ``reader.read()`` gives its next chunk, b"" at the end."""
+
+    filename: str | None  # unsanitised
+    declared_type: str | None
+    reader: ChunkReader
+
+
+class ChunkReader:
+    """Reads one file's bytes from the client with the idle timeout."""
+
+    def __init__(self, body: UploadBody, part: BodyPartReader | None) -> None:
+        self._body = body
+        self._part = part
+
+    async def read(self) -> bytes:
+        if self._part is not None:
+            return await self._body.client(self._part.read_chunk(READ_SIZE))
+        return await self._body.client(self._body.request.content.read(READ_SIZE))
+
+
+def _parse_id(name: str, raw: str) -> int:
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        raise InvalidRequest(details=[{"field": name, "problem": "must be a positive integer"}])
+    return int(raw)
+
+
+def _check_encoding(headers: Mapping[str, str]) -> None:
+    for header in (hdrs.CONTENT_ENCODING, "Content-Transfer-Encoding"):
+        if headers.get(header, "").strip().lower() not in _IDENTITY_ENCODINGS:
+            raise UnsupportedEncoding()
+
+
+class UploadBody:
+    """One upload request's body; ``target()`` first, then ``files()``."""
+
+    def __init__(self, request: web.Request, query: UploadQuery, idle_timeout: float) -> None:
+        self.request = request
+        self._filename = query.filename
+        self._idle_timeout = idle_timeout
+        self._multipart: MultipartReader | None = None
+        self._first_file: BodyPartReader | None = None
+        self._fields = {
+            name: value
+            for name, value in (
+                ("channel_id", query.channel_id),
+                ("workspace_id", query.workspace_id),
+            )
+            if value is not None
+        }
+
+    @classmethod
+    async def open(
+        cls, request: web.Request, query: UploadQuery, idle_timeout: float
+    ) -> UploadBody:
+        """Refuse encodings we would store undecoded (and decompression bombs)."""
+        _check_encoding(request.headers)
+        body = cls(request, query, idle_timeout)
+        if request.content_type == "multipart/form-data":
+            try:
+                body._multipart = await request.multipart()
+            except ValueError:
+                raise UploadIncomplete("The multipart body has no valid boundary.") from None
+        elif request.content_type.startswith("multipart/"):
+            raise ApiError(
+                "Send files as multipart/form-data, or as a raw body.",
+                code="unsupported_media_type",
+            ).with_status(415)
+        return body
+
+    async def client(self, read: Awaitable[T]) -> T:
+        """Await a read from the client: with the idle timeout, errors translated."""
+        timeout = asyncio.timeout(self._idle_timeout)
+        try:
+            async with timeout:
+                return await read
+        except TimeoutError:
+            if timeout.expired():
+                raise UploadTimeout(details={"idle_timeout_seconds": self._idle_timeout}) from None
+            raise UploadIncomplete() from None
+        except (OSError, HttpProcessingError, ValueError, RuntimeError):
+            # A reset connection, a short body, a malformed part: the client's problem.
+            raise UploadIncomplete() from None
+
+    async def target(self) -> TargetFields:
+        """``channel_id`` / ``workspace_id`` from the query and the leading form fields."""
+        if self._multipart is not None:
+            await self._read_fields(self._multipart)
+        return TargetFields(self._fields.get("channel_id"), self._fields.get("workspace_id"))
+
+    async def _read_fields(self, multipart: MultipartReader) -> None:
+        while (part := await self._next_part(multipart)) is not None:
+            if part.name == FILE_FIELD:
+                self._first_file = part
+                return
+            if part.name not in TARGET_FIELDS:
+                raise InvalidRequest(
+                    details=[{"field": str(part.name), "problem": "unknown field"}]
+                )
+            raw = b""
+            while chunk := await self.client(part.read_chunk(READ_SIZE)):
+                raw += chunk
+                if len(raw) > _FIELD_MAX_BYTES:
+                    raise InvalidRequest(details=[{"field": part.name, "problem": "too long"}])
+            value = _parse_id(part.name, raw.decode("ascii", "replace"))
+            if self._fields.setdefault(part.name, value) != value:
+                raise InvalidRequest(
+                    details=[{"field": part.name, "problem": "differs from the query string"}]
+                )
+
+    async def _next_part(self, multipart: MultipartReader) -> BodyPartReader | None:
+        part = await self.client(multipart.next())
+        if part is None:
+            return None
+        if not isinstance(part, BodyPartReader):
+            raise InvalidRequest("Nested multipart bodies are not accepted.")
+        _check_encoding(part.headers)
+        return part
+
+    async def files(self) -> AsyncGenerator[IncomingFile, None]:
+        """Every file, in order. Consume each one's reader to the end before the next."""
+        if self._multipart is None:
+            yield IncomingFile(
+                self._filename,
+                self.request.headers.get(hdrs.CONTENT_TYPE),
+                ChunkReader(self, None),
+            )
+            return
+        part = self._first_file
+        while part is not None:
+            if part.name != FILE_FIELD:
+                raise InvalidRequest(
+                    details=[{"field": str(part.name), "problem": "fields must come before files"}]
+                )
+            yield IncomingFile(
+                part.filename, part.headers.get(hdrs.CONTENT_TYPE), ChunkReader(self, part)
+            )
+            part = await self._next_part(self._multipart)

@@ -1,0 +1,71 @@
+"""Helpers for channel and message tests: fixtures that record events, and short calls."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from echora_server.app import create_app
+from echora_server.config import Config
+from echora_server.keys import POOL
+from support.people import Person
+from support.recording import RECORDER, RecordingFanout, recording_app
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+async def recording_client(config: Config, aiohttp_client: ClientFactory) -> TestClient:
+    """A test client of the real app, with a fan-out that records what was published."""
+    return await aiohttp_client(recording_app(create_app(config)))
+
+
+def recorder(client: TestClient) -> RecordingFanout:
+    return client.app[RECORDER]
+
+
+async def make_channel(
+    person: Person, name: str, *, private: bool = False, topic: str = ""
+) -> dict[str, Any]:
+    response = await person.post(
+        "/api/channels",
+        json={
+            "workspace_id": person.workspace_id,
+            "name": name,
+            "private": private,
+            "topic": topic,
+        },
+    )
+    assert response.status == 201, await response.text()
+    return await response.json()  # type: ignore[no-any-return]
+
+
+async def post(person: Person, channel_id: int, content: str, **extra: Any) -> dict[str, Any]:
+    response = await person.post(
+        f"/api/channels/{channel_id}/messages", json={"content": content, **extra}
+    )
+    assert response.status == 201, await response.text()
+    return await response.json()  # type: ignore[no-any-return]
+
+
+async def fetch(client: TestClient, sql: str, *args: Any) -> Any:
+    async with client.app[POOL].acquire() as conn:
+        return await conn.fetchval(sql, *args)
+
+
+HIDDEN_HEADERS = ("Content-Length", "Content-Type", "Cache-Control")
+
+
+async def assert_same_response(
+    person: Person, method: str, theirs: str, missing: str, **kw: Any
+) -> None:
+    """A resource the caller may not see answers exactly like one that does not exist."""
+    r1 = await person.request(method, theirs, **kw)
+    r2 = await person.request(method, missing, **kw)
+    body1, body2 = await r1.read(), await r2.read()
+    assert (r1.status, body1) == (r2.status, body2), (method, theirs, body1, body2)
+    assert r1.status == 404, (method, theirs, r1.status)
+    assert {h: r1.headers.get(h) for h in HIDDEN_HEADERS} == {
+        h: r2.headers.get(h) for h in HIDDEN_HEADERS
+    }

@@ -1,0 +1,49 @@
+"""A real fan-out for tests that records every published event before passing it on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from echora_server.events import Event
+from echora_server.fanout.base import Deliver, Fanout
+from echora_server.keys import FANOUT
+
+
+class RecordingFanout:
+    """Implements the Fanout protocol around the app's own backend, so the hub still works."""
+
+    def __init__(self, inner: Fanout) -> None:
+        self.inner = inner
+        self.events: list[Event] = []
+
+    async def start(self, deliver: Deliver) -> None:
+        await self.inner.start(deliver)
+
+    async def publish(self, event: Event) -> None:
+        self.events.append(event)
+        await self.inner.publish(event)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def of_type(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.type == kind]
+
+
+RECORDER = web.AppKey("test_recorder", RecordingFanout)
+
+
+async def record_events(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context appended after create_app's: wraps the started fan-out. The
+    wrapped backend is still closed by its own context."""
+    recorder = RecordingFanout(app[FANOUT])
+    app[FANOUT] = recorder
+    app[RECORDER] = recorder
+    yield
+
+
+def recording_app(app: web.Application) -> web.Application:
+    app.cleanup_ctx.append(record_events)
+    return app
