@@ -24,6 +24,10 @@ CHANNEL_CREATED = "channel.created"
 CHANNEL_MEMBER_ADDED = "channel.member_added"
 CHANNEL_MEMBER_REMOVED = "channel.member_removed"
 WORKSPACE_MEMBER_REMOVED = "workspace.member_removed"
+# Internal to the hubs (never sent to clients): a token was revoked or a session ended,
+# so sockets opened with it close. ``data`` holds "token_id" or "session" (digest, hex).
+CREDENTIAL_REVOKED = "credential.revoked"
+NO_WORKSPACE = 0
 
 
 @dataclass(frozen=True, slots=True)

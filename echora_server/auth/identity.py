@@ -35,6 +35,12 @@ class Identity:
     def may_use_workspace(self, workspace_id: int) -> bool:
         return self.token_workspace_id is None or self.token_workspace_id == workspace_id
 
+    def credential_key(self) -> int | str | None:
+        """What a revocation names: the token id, or the session digest in hex."""
+        if self.token_id is not None:
+            return self.token_id
+        return self.session_digest.hex() if self.session_digest is not None else None
+
 
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")

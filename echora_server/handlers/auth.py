@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from aiohttp import web
 from pydantic import Field
@@ -10,9 +11,11 @@ from pydantic import Field
 from echora_server import accounts
 from echora_server.auth.csrf import check_csrf
 from echora_server.auth.identity import SESSION_COOKIE, current_identity, require_identity
+from echora_server.chat import publish_events
 from echora_server.db import credentials, workspaces
 from echora_server.db.records import User
 from echora_server.errors import NotFound, TooManyRequests, Unauthorized
+from echora_server.events import CREDENTIAL_REVOKED, NO_WORKSPACE, Event
 from echora_server.keys import CONFIG, LOGIN_LIMITER, POOL
 from echora_server.serialize import membership_json, token_json, user_json
 from echora_server.validation import Body, path_id, read_json
@@ -79,6 +82,7 @@ async def logout(request: web.Request) -> web.Response:
     if identity is not None and identity.session_digest is not None:
         async with request.app[POOL].acquire() as conn:
             await credentials.delete_session(conn, identity.session_digest)
+        await _revoked(request, identity.user.id, {"session": identity.session_digest.hex()})
     response = web.json_response({"ok": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -121,4 +125,11 @@ async def revoke_token(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         if not await credentials.revoke_token(conn, token_id, identity.user.id):
             raise NotFound("Token not found.")
+    await _revoked(request, identity.user.id, {"token_id": token_id})
     return web.Response(status=204)
+
+
+async def _revoked(request: web.Request, user_id: int, credential: dict[str, Any]) -> None:
+    """Close the sockets opened with a credential that no longer works (on every process)."""
+    event = Event(CREDENTIAL_REVOKED, NO_WORKSPACE, None, credential, user_id=user_id)
+    await publish_events(request.app, [event])
