@@ -1,0 +1,66 @@
+"""Translating botocore/aiohttp errors into ours, and judging what a failure means.
+
+Every S3 call goes through ``translated`` so callers of the storage package only ever
+see StorageError (ObjectNotFound) or InvalidRange, never raw botocore types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from echora_server.storage.base import InvalidRange, ObjectNotFound, StorageError
+
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_RETRYABLE_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling"})
+# What an S3 call raises when the store refused (ClientError) or could not be reached
+# (the rest; OSError covers TimeoutError). Anything else is a bug of ours: let it be.
+S3_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, OSError)
+
+
+def error_code(exc: ClientError) -> str:
+    """The S3 error code (``NoSuchKey``, ``SlowDown``...), ``""`` when there is none."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def is_transient(exc: Exception) -> bool:
+    """Worth retrying: the store was unreachable or said so (5xx, throttling)."""
+    if not isinstance(exc, ClientError):
+        return True
+    return _http_status(exc) >= 500 or error_code(exc) in _RETRYABLE_CODES
+
+
+def may_have_been_written(exc: BaseException) -> bool:
+    """After a failed PutObject/Complete: could the object exist anyway? Not when the
+    store refused the request (4xx); yes after a timeout, a cut or a cancellation."""
+    cause = exc.__cause__ if isinstance(exc, StorageError) else None
+    if isinstance(cause, ClientError):
+        return _http_status(cause) >= 500
+    return True
+
+
+def translate(exc: Exception, action: str, key: str | None) -> StorageError | InvalidRange:
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        if key is not None and code in NOT_FOUND_CODES:
+            return ObjectNotFound(key)
+        if code == "InvalidRange":
+            return InvalidRange(f"range not satisfiable for {key!r}")
+        return StorageError(f"S3 {action} failed: {code or 'unknown error'}")
+    return StorageError(f"S3 {action} failed: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def translated(action: str, key: str | None = None) -> Iterator[None]:
+    """Turn S3 errors into ours; ``key`` given means a 404 is ObjectNotFound."""
+    try:
+        yield
+    except S3_ERRORS as exc:
+        raise translate(exc, action, key) from exc

@@ -1,0 +1,208 @@
+"""Writing one object to S3 from a stream of chunks, all or nothing.
+
+Below one part it is a single PutObject; otherwise a multipart upload fed part by part,
+so at most one part is buffered. Any failure or cancellation aborts the upload (and
+deletes an object that may have been stored anyway), shielded and retried, so a failed
+write leaves no object and no pending upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from echora_server.storage.base import ShieldedCleanups, StorageError
+from echora_server.storage.s3_errors import (
+    S3_ERRORS,
+    error_code,
+    is_transient,
+    may_have_been_written,
+    translated,
+)
+
+log = logging.getLogger(__name__)
+
+# Cleanup after a failed write: the store may be briefly unreachable. Whatever still
+# fails after these attempts is left to the sweeper (list_pending_uploads / list).
+CLEANUP_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+class PartSplitter:
+    """Cuts a chunk source into parts of exactly ``size`` bytes (the last may be
+    shorter). It holds only the part being filled and the unread rest of one chunk."""
+
+    def __init__(self, source: AsyncIterator[bytes], size: int) -> None:
+        self._source = source
+        self._size = size
+        self._rest = memoryview(b"")
+        self._exhausted = False
+
+    @property
+    def drained(self) -> bool:
+        return self._exhausted and not self._rest
+
+    async def next(self) -> bytearray:
+        """The next part; empty once the source is drained."""
+        part = bytearray(self._rest[: self._size])
+        self._rest = self._rest[self._size :]
+        while len(part) < self._size and not self._exhausted:
+            try:
+                chunk = memoryview(await anext(self._source))
+            except StopAsyncIteration:
+                self._exhausted = True
+                break
+            need = self._size - len(part)
+            part += chunk[:need]
+            self._rest = chunk[need:]
+        return part
+
+
+class PartBody(io.RawIOBase):
+    """A seekable file over one part, read in place.
+
+    Passing ``bytes`` would make botocore wrap them in a BytesIO, and aiohttp then
+    copies that whole (``BytesIO.getbuffer`` unshares): two parts in memory, not one."""
+
+    def __init__(self, data: bytearray) -> None:
+        super().__init__()
+        self._data = data
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        end = len(self._data) if size < 0 else min(len(self._data), self._pos + size)
+        with memoryview(self._data) as view:
+            data = bytes(view[self._pos : end])
+        self._pos = max(self._pos, end)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._data)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+async def abort_upload(client: Any, bucket: str, s3_key: str, upload_id: str) -> None:
+    """Abort a multipart upload; one that is already gone counts as aborted."""
+    try:
+        await client.abort_multipart_upload(Bucket=bucket, Key=s3_key, UploadId=upload_id)
+    except ClientError as exc:
+        if error_code(exc) not in ("NoSuchUpload", "404"):
+            raise
+
+
+class S3Uploader:
+    """Stores streams under bucket keys through a started client.
+
+    Cleanups of failed writes run in ``cleanups``, which the storage drains before it
+    closes the client they still need."""
+
+    def __init__(
+        self, client: Any, bucket: str, part_size: int, cleanups: ShieldedCleanups
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._part_size = part_size
+        self._cleanups = cleanups
+
+    async def upload(self, s3_key: str, chunks: AsyncIterator[bytes], *, content_type: str) -> int:
+        """Store ``chunks`` under ``s3_key``; the number of bytes stored."""
+        parts = PartSplitter(aiter(chunks), self._part_size)
+        part = await parts.next()
+        if parts.drained:  # smaller than one part: a single PutObject
+            await self._put_single(s3_key, part, content_type)
+            return len(part)
+        upload_id: str | None = None
+        completing = False
+        total = 0
+        try:
+            with translated("CreateMultipartUpload"):
+                created = await self._client.create_multipart_upload(
+                    Bucket=self._bucket, Key=s3_key, ContentType=content_type
+                )
+            upload_id = created["UploadId"]
+            done: list[dict[str, Any]] = []
+            while part:
+                number = len(done) + 1
+                with translated("UploadPart"):
+                    uploaded = await self._client.upload_part(
+                        Bucket=self._bucket,
+                        Key=s3_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=PartBody(part),
+                    )
+                done.append({"PartNumber": number, "ETag": uploaded["ETag"]})
+                total += len(part)
+                part = bytearray()  # drop the sent part before buffering the next one
+                part = await parts.next()
+            completing = True
+            await self._complete(s3_key, upload_id, done, total)
+        except BaseException as exc:
+            written = completing and may_have_been_written(exc)
+            await self._cleanups.run(self._clean_up_failed_write(s3_key, upload_id, written))
+            raise
+        return total
+
+    async def _put_single(self, s3_key: str, data: bytearray, content_type: str) -> None:
+        try:
+            with translated("PutObject"):
+                await self._client.put_object(
+                    Bucket=self._bucket, Key=s3_key, Body=PartBody(data), ContentType=content_type
+                )
+        except BaseException as exc:
+            if may_have_been_written(exc):  # a timeout or cancellation may follow a stored object
+                cleanup = self._clean_up_failed_write(s3_key, None, maybe_written=True)
+                await self._cleanups.run(cleanup)
+            raise
+
+    async def _complete(
+        self, s3_key: str, upload_id: str, parts: list[dict[str, Any]], total: int
+    ) -> None:
+        with translated("CompleteMultipartUpload"):
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        # A Complete can answer 200 with an error inside; trust only the stored size.
+        with translated("HeadObject"):
+            head = await self._client.head_object(Bucket=self._bucket, Key=s3_key)
+        if head["ContentLength"] != total:
+            raise StorageError(f"S3 stored {head['ContentLength']} bytes, sent {total}")
+
+    async def _clean_up_failed_write(
+        self, s3_key: str, upload_id: str | None, maybe_written: bool
+    ) -> None:
+        """Abort the upload and/or delete the object of a failed write; never raises."""
+        last: Exception | None = None
+        for delay in CLEANUP_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                if upload_id is not None:
+                    await abort_upload(self._client, self._bucket, s3_key, upload_id)
+                    upload_id = None
+                if maybe_written:
+                    await self._client.delete_object(Bucket=self._bucket, Key=s3_key)
+                return
+            except S3_ERRORS as exc:
+                last = exc
+                if not is_transient(exc):  # e.g. access denied: retrying will not help
+                    break
+        log.warning(
+            "s3 cleanup of a failed write to %s failed; left for the sweeper: %r", s3_key, last
+        )
