@@ -30,6 +30,7 @@ from echora_server.openapi import build_document
 from echora_server.ratelimit import RateLimiter
 from echora_server.routes import add_routes
 from echora_server.storage import create_storage
+from echora_server.sweeper_task import sweeper_ctx
 from echora_server.uploads import uploads_ctx
 
 # JSON bodies are small; file uploads stream and count their own bytes.
@@ -89,6 +90,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(hub_ctx)
-    app.cleanup_ctx.append(uploads_ctx)  # stopped first: its cleanups need storage
+    app.cleanup_ctx.append(uploads_ctx)  # its cleanups need storage
+    app.cleanup_ctx.append(sweeper_ctx)  # stopped first: a pass needs pool and storage
     app.on_shutdown.append(close_websockets)
     return app

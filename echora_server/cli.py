@@ -187,6 +187,27 @@ def create_token(
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+def cleanup(dry_run: bool) -> None:
+    """Run one cleanup pass now (what the server's sweeper does every few minutes)."""
+    from echora_server.storage import StorageError
+    from echora_server.sweeper_task import run_cleanup
+
+    config = _load()
+    with _database(config) as resolved:
+        try:
+            result = asyncio.run(run_cleanup(resolved, dry_run=dry_run))
+        except (MigrationError, StorageError) as exc:
+            raise click.ClickException(str(exc)) from None
+    if dry_run:
+        click.echo("Dry run: what a pass would remove; nothing was changed.")
+    for kind, count in result.counts().items():
+        click.echo(f"{kind}: {count}")
+    if result.errors:
+        raise click.ClickException(f"{result.errors} errors (logged); the next pass retries")
+
+
+@main.command()
 @click.option("--url", default=None, help="Default: /readyz on ECHORA_LISTEN.")
 @click.option("--timeout", default=5.0, show_default=True)
 def healthcheck(url: str | None, timeout: float) -> None:

@@ -22,6 +22,7 @@ from pydantic import (
 
 ENV_PREFIX = "ECHORA_"
 SECRET_FIELDS = ("database_url", "s3_secret_access_key", "s3_access_key_id")
+UPLOAD_SLACK_SECONDS = 300
 
 
 class ConfigError(Exception):
@@ -81,6 +82,20 @@ class Config(BaseModel):
     upload_idle_timeout: float = Field(
         30.0, gt=0, le=3600, description="Seconds an upload may stall before it is refused."
     )
+    # The sweeper's thresholds rest on this bound: see upload_horizon_seconds.
+    max_upload_seconds: int = Field(
+        3600, ge=1, le=7 * 86400, description="Longest one upload request may take."
+    )
+
+    unlinked_ttl_hours: int = Field(
+        24, ge=1, le=24 * 365, description="Uploads never linked to a message live this long."
+    )
+    orphan_grace_hours: int = Field(
+        6, ge=1, le=24 * 365, description="Age at which an object no row claims is deleted."
+    )
+    sweep_interval_seconds: float = Field(
+        300, ge=0, le=86400, description="Seconds between cleanup sweeps; 0: none here."
+    )
 
     session_ttl_hours: int = Field(24 * 14, ge=1)
     cookie_secure: bool | None = Field(None, description="Default: true when public_url is https.")
@@ -123,6 +138,14 @@ class Config(BaseModel):
             raise ValueError("ECHORA_S3_BUCKET: required when ECHORA_STORAGE=s3")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("ECHORA_DB_POOL_MIN: must not exceed ECHORA_DB_POOL_MAX")
+        # An object is stored before its row (up to a whole upload earlier): a grace any
+        # shorter would let the orphan sweep delete the object of an upload in flight.
+        if self.orphan_grace_hours * 3600 <= self.upload_horizon_seconds:
+            raise ValueError(
+                "ECHORA_ORPHAN_GRACE_HOURS: must exceed the longest upload "
+                f"({self.upload_horizon_seconds:.0f} s: ECHORA_MAX_UPLOAD_SECONDS + "
+                "ECHORA_UPLOAD_IDLE_TIMEOUT + 5 minutes)"
+            )
         return self
 
     @property
@@ -130,6 +153,13 @@ class Config(BaseModel):
         if self.storage:
             return self.storage
         return "s3" if self.s3_bucket else "local"
+
+    @property
+    def upload_horizon_seconds(self) -> float:
+        """How long after it started an upload may still be writing: its deadline, one
+        idle timeout (a read begun just before the deadline), and UPLOAD_SLACK_SECONDS for
+        the work after the last read (last part, thumbnail, commit) and clock skew."""
+        return self.max_upload_seconds + self.upload_idle_timeout + UPLOAD_SLACK_SECONDS
 
     @property
     def listen_host(self) -> str:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from echora_server.keys import METRICS
@@ -29,6 +29,29 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        # The cleanup sweeper (sweeper_task.py); kinds are SweepResult's fields.
+        self.sweep_removed = Counter(
+            "echora_sweep_removed",
+            "What cleanup sweeps removed, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.sweep_errors = Counter(
+            "echora_sweep_errors",
+            "Cleanup operations that failed (a failed sweep counts one); retried later.",
+            registry=self.registry,
+        )
+        self.sweep_duration = Histogram(
+            "echora_sweep_duration_seconds",
+            "How long one cleanup sweep took.",
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+        )
+        self.sweep_last_success = Gauge(
+            "echora_sweep_last_success_timestamp_seconds",
+            "When a cleanup sweep last finished without any error (Unix time).",
+            registry=self.registry,
         )
 
 

@@ -66,7 +66,12 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         "responses": {},
     }
     params = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
+        {
+            "name": p,
+            "in": "path",
+            "required": True,
+            "schema": copy.deepcopy(route.path_params.get(p, {"type": "integer"})),
+        }
         for p in _PARAM.findall(route.path)
     ]
     if route.query is not None:
@@ -83,15 +88,17 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
     if route.request_content is not None:
+        # Beside a JSON body (a route taking either), else on its own.
+        json_body = op.get("requestBody", {}).get("content", {})
         op["requestBody"] = {
             "required": True,
             "description": route.request_content.description,
-            "content": copy.deepcopy(route.request_content.content),
+            "content": {**json_body, **copy.deepcopy(route.request_content.content)},
         }
     for status, description in route.responses.items():
         if status >= 400:
             op["responses"][str(status)] = _error(description)
-        elif status == 204:
+        elif status in (204, 304):
             op["responses"][str(status)] = {"description": description}
         else:
             op["responses"][str(status)] = {

@@ -47,6 +47,27 @@ UPLOAD_CONTENT = RequestContent(
         "*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
     },
 )
+ONE_SHOT_CONTENT = RequestContent(
+    "JSON (PostMessageBody), or multipart/form-data for a one-shot send: the content and "
+    "client_id fields first, then file parts; the files are uploaded into this channel and "
+    "attached, all or nothing. No Content-Encoding.",
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "content": {"type": "string", "maxLength": 4000},
+                    "client_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "file": {
+                        "type": "array",
+                        "maxItems": 10,
+                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    },
+                },
+            },
+        },
+    },
+)
 _UPLOAD_RESPONSES = {
     201: "Stored: every file, or none",
     400: "Interrupted or malformed body",
@@ -57,6 +78,14 @@ _UPLOAD_RESPONSES = {
     415: "Content-Encoding sent, or the content contradicts its declared image type",
     422: "Invalid fields, no file, or several workspaces and none named",
 }
+_DOWNLOAD_RESPONSES = {
+    200: "The file",
+    206: "The one byte range asked for (several ranges: the whole file, 200)",
+    304: "Not modified (If-None-Match)",
+    404: "No such file readable by me (and no thumbnail, for thumbnails)",
+    416: "The range starts past the end (Content-Range: bytes */size)",
+}
+_ATTACHMENT_ID: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +104,10 @@ class Route:
     # Status codes and what they mean, beyond the common error responses.
     responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
     content_type: str = "application/json"
+    # Path parameters that are not integer ids, as OpenAPI schemas.
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A GET that also answers HEAD (same headers, no body).
+    allow_head: bool = False
 
 
 ROUTES: tuple[Route, ...] = (
@@ -252,14 +285,22 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/api/channels/{channel_id}/messages",
         messages.post_message,
-        "Post a message (idempotent per client_id)",
+        "Post a message with my uploads and links (idempotent per client_id); or, as "
+        "multipart/form-data, upload files and post them in one request",
         "messages",
         body=messages.PostMessageBody,
+        request_content=ONE_SHOT_CONTENT,
         responses={
             201: "Posted",
             200: "Posted before with this client_id: the same message",
             403: "I am not in the channel",
             404: "No such channel visible to me",
+            408: "Multipart: the upload stalled (upload_idle_timeout)",
+            409: "An attachment of mine is already in a message (attachment_already_linked)",
+            413: "Multipart: a file is too large, or too many files",
+            415: "Neither JSON nor multipart, or a file contradicts its declared image type",
+            422: "Invalid fields, or an attachment that is not mine, not in this workspace or "
+            "channel, or missing: all answer attachment_unavailable",
             429: "Sending too fast (Retry-After)",
         },
     ),
@@ -328,6 +369,31 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/api/files/{attachment_id}/{filename}",
+        files.download_file,
+        "Download a file (Range, If-None-Match; the name in the URL is cosmetic)",
+        "files",
+        responses=_DOWNLOAD_RESPONSES,
+        content_type="application/octet-stream",
+        path_params={
+            "attachment_id": _ATTACHMENT_ID,
+            "filename": {"type": "string", "description": "Any name; headers use the stored one"},
+        },
+        allow_head=True,
+    ),
+    Route(
+        "GET",
+        "/api/thumbnails/{attachment_id}",
+        files.download_thumbnail,
+        "An image's thumbnail (WebP, at most 400 px a side)",
+        "files",
+        responses={k: v for k, v in _DOWNLOAD_RESPONSES.items() if k not in (206, 416)},
+        content_type="image/webp",
+        path_params={"attachment_id": _ATTACHMENT_ID},
+        allow_head=True,
+    ),
+    Route(
+        "GET",
         "/",
         site.index,
         "The browser client",
@@ -342,5 +408,8 @@ STATIC_PREFIX = "/static"
 
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        if route.allow_head:
+            app.router.add_get(route.path, route.handler, allow_head=True)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
     app.router.add_static(STATIC_PREFIX, site.static_root(), append_version=True)

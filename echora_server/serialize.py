@@ -83,7 +83,8 @@ def message_json(message: Message) -> dict[str, Any]:
         "client_id": message.client_id,
         "created_at": message.created_at.isoformat(),
         "edited_at": message.edited_at.isoformat() if message.edited_at else None,
-        "attachments": [],  # filled in when attachments land
+        "attachments": [attachment_json(a) for a in message.attachments],
+        "links": [{"url": link.url, "title": link.title} for link in message.links],
     }
 
 
@@ -105,4 +106,6 @@ def attachment_json(attachment: Attachment) -> dict[str, Any]:
     }
     if attachment.width is not None and attachment.height is not None:
         body["width"], body["height"] = attachment.width, attachment.height
+    if attachment.thumbnail_key is not None:
+        body["thumbnail_url"] = f"/api/thumbnails/{attachment.id}"
     return body

@@ -112,12 +112,24 @@ def _check_encoding(headers: Mapping[str, str]) -> None:
 
 
 class UploadBody:
-    """One upload request's body; ``target()`` first, then ``files()``."""
+    """One upload request's body; ``target()`` first, then ``files()``.
 
-    def __init__(self, request: web.Request, query: UploadQuery, idle_timeout: float) -> None:
+    ``text_fields`` (name: most bytes) replaces the target fields with text ones, read the
+    same way before the files and then given by ``text(name)``: the one-shot message send
+    (``content``, ``client_id``), whose channel is in its path."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        query: UploadQuery,
+        idle_timeout: float,
+        text_fields: Mapping[str, int] | None = None,
+    ) -> None:
         self.request = request
         self._filename = query.filename
         self._idle_timeout = idle_timeout
+        self._text_limits = dict(text_fields or {})
+        self._texts: dict[str, str] = {}
         self._multipart: MultipartReader | None = None
         self._first_file: BodyPartReader | None = None
         self._fields = {
@@ -131,11 +143,15 @@ class UploadBody:
 
     @classmethod
     async def open(
-        cls, request: web.Request, query: UploadQuery, idle_timeout: float
+        cls,
+        request: web.Request,
+        query: UploadQuery,
+        idle_timeout: float,
+        text_fields: Mapping[str, int] | None = None,
     ) -> UploadBody:
         """Refuse encodings we would store undecoded (and decompression bombs)."""
         _check_encoding(request.headers)
-        body = cls(request, query, idle_timeout)
+        body = cls(request, query, idle_timeout, text_fields)
         if request.content_type == "multipart/form-data":
             try:
                 body._multipart = await request.multipart()
@@ -173,20 +189,40 @@ class UploadBody:
             if part.name == FILE_FIELD:
                 self._first_file = part
                 return
-            if part.name not in TARGET_FIELDS:
+            if part.name in self._text_limits:
+                await self._read_text(part.name, part)
+                continue
+            if self._text_limits or part.name not in TARGET_FIELDS:
                 raise InvalidRequest(
                     details=[{"field": str(part.name), "problem": "unknown field"}]
                 )
-            raw = b""
-            while chunk := await self.client(part.read_chunk(READ_SIZE)):
-                raw += chunk
-                if len(raw) > _FIELD_MAX_BYTES:
-                    raise InvalidRequest(details=[{"field": part.name, "problem": "too long"}])
+            raw = await self._read_value(part.name, part, _FIELD_MAX_BYTES)
             value = _parse_id(part.name, raw.decode("ascii", "replace"))
             if self._fields.setdefault(part.name, value) != value:
                 raise InvalidRequest(
                     details=[{"field": part.name, "problem": "differs from the query string"}]
                 )
+
+    async def _read_value(self, name: str, part: BodyPartReader, limit: int) -> bytes:
+        raw = bytearray()
+        while chunk := await self.client(part.read_chunk(READ_SIZE)):
+            raw += chunk
+            if len(raw) > limit:
+                raise InvalidRequest(details=[{"field": name, "problem": "too long"}])
+        return bytes(raw)
+
+    async def _read_text(self, name: str, part: BodyPartReader) -> None:
+        if name in self._texts:
+            raise InvalidRequest(details=[{"field": name, "problem": "given twice"}])
+        raw = await self._read_value(name, part, self._text_limits[name])
+        try:
+            self._texts[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(details=[{"field": name, "problem": "must be UTF-8"}]) from None
+
+    def text(self, name: str) -> str | None:
+        """A text field read by ``target()``; None when the client did not send it."""
+        return self._texts.get(name)
 
     async def _next_part(self, multipart: MultipartReader) -> BodyPartReader | None:
         part = await self.client(multipart.next())

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -41,10 +41,12 @@ from echora_server.images import THUMBNAIL_TYPE, Thumbnailer, decodable, read_di
 from echora_server.keys import CONFIG, POOL, STORAGE, UPLOADER
 from echora_server.mediatypes import classify, served_type
 from echora_server.storage.base import ObjectTooLarge, Storage, StorageError, new_key
-from echora_server.upload_bodies import ChunkReader, IncomingFile
+from echora_server.upload_bodies import ChunkReader, IncomingFile, UploadTimeout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Work done in the transaction that inserts a batch's rows, given those rows.
+InTransaction = Callable[[asyncpg.Connection, list[Attachment]], Awaitable[T]]
 
 FILES_KIND = "files"
 THUMBNAIL_SUFFIX = "-thumb"
@@ -70,6 +72,9 @@ class UploadLimits:
     max_bytes: int
     max_files: int
     idle_timeout: float
+    # Whole request, first file byte to commit. The sweeper relies on it: an object
+    # older than this (plus slack) whose row is missing will never get one.
+    max_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +86,11 @@ class UploadTarget:
 class _Meter:
     """Counts, hashes and forwards one file's chunks, stopping at the size limit."""
 
-    def __init__(self, reader: ChunkReader, limit: int) -> None:
+    def __init__(self, reader: ChunkReader, limits: UploadLimits, deadline: float) -> None:
         self._reader = reader
-        self._limit = limit
+        self._limit = limits.max_bytes
+        self._max_seconds = limits.max_seconds
+        self._deadline = deadline  # event loop time
         self._sha256 = hashlib.sha256()
         self._head: list[bytes] = []
         self._ended = False
@@ -92,6 +99,11 @@ class _Meter:
     async def _next(self) -> bytes:
         if self._ended:
             return b""
+        if asyncio.get_running_loop().time() > self._deadline:
+            raise UploadTimeout(
+                "The upload took longer than the server allows.",
+                details={"max_upload_seconds": self._max_seconds},
+            )
         chunk = await self._reader.read()
         if not chunk:
             self._ended = True
@@ -188,6 +200,7 @@ class UploadBatch:
         self._files: list[NewAttachment] = []
         self._keys: list[str] = []  # every object stored so far, thumbnails included
         self._settled = False  # the commit task (or a discard) owns the objects now
+        self._deadline = asyncio.get_running_loop().time() + uploader.limits.max_seconds
 
     async def __aenter__(self) -> UploadBatch:
         return self
@@ -208,7 +221,7 @@ class UploadBatch:
         if len(self._files) >= limits.max_files:
             raise TooManyFiles(details={"limit_files": limits.max_files})
         filename = sanitize_filename(incoming.filename)
-        meter = _Meter(incoming.reader, limits.max_bytes)
+        meter = _Meter(incoming.reader, limits, self._deadline)
         key = new_key(FILES_KIND, self._target.workspace_id)
         try:
             head = await meter.read_head()
@@ -256,9 +269,23 @@ class UploadBatch:
         if not self._files:
             raise InvalidRequest("Send at least one file.", code="no_files")
         self._settled = True
-        return await self._uploader.run_owned(self._commit_or_discard())
+        work = self._commit_or_discard(_rows_only, recover=lambda found: found)
+        return await self._uploader.run_owned(work)
 
-    async def _commit_or_discard(self) -> list[Attachment]:
+    async def commit_with(self, work: InTransaction[T]) -> T:
+        """Insert every row (there may be none), then run ``work`` in the same transaction:
+        all of it commits, or nothing does and the objects are deleted (a one-shot message
+        and its files, echora_server/message_uploads.py). A COMMIT that failed yet happened
+        re-raises: the rows stand, and ``work``'s result is the caller's to find again."""
+        self._settled = True
+        return await self._uploader.run_owned(self._commit_or_discard(work, recover=None))
+
+    async def _commit_or_discard(
+        self,
+        work: InTransaction[T],
+        *,
+        recover: Callable[[list[Attachment]], T] | None,
+    ) -> T:
         pool, target = self._uploader.pool, self._target
         committing = False
         try:
@@ -268,13 +295,16 @@ class UploadBatch:
                 )
                 if len(rows) != len(self._files):  # membership lost during the upload
                     raise NotFound(CHANNEL_NOT_FOUND if target.channel_id else WORKSPACE_NOT_FOUND)
+                result = await work(conn, rows)
                 committing = True
-            return rows
+            return result
         except BaseException:
             if committing:  # the COMMIT itself failed: it may have happened anyway
                 found = await self._rows_if_committed()
+                if found and recover is not None:
+                    return recover(found)
                 if found:
-                    return found
+                    raise
                 if found is None:  # unknowable now; deleting might leave dangling rows
                     log.warning("upload commit outcome unknown; the orphan sweep decides")
                     raise
@@ -291,6 +321,10 @@ class UploadBatch:
             return None
 
 
+async def _rows_only(conn: asyncpg.Connection, rows: list[Attachment]) -> list[Attachment]:
+    return rows
+
+
 async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
     """The upload service; on shutdown, waits for its commits and cleanups to finish."""
     config = app[CONFIG]
@@ -298,6 +332,7 @@ async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
         max_bytes=config.max_upload_bytes,
         max_files=config.max_files_per_upload,
         idle_timeout=config.upload_idle_timeout,
+        max_seconds=config.max_upload_seconds,
     )
     uploader = Uploader(app[POOL], app[STORAGE], limits, Thumbnailer())
     app[UPLOADER] = uploader

@@ -3,7 +3,8 @@
 Protocol (text frames, JSON):
 - On connect the client is subscribed to every channel it belongs to (no explicit
   subscribe) and receives ``{"type": "hello", "user": {...}, "channel_ids": [...]}``.
-- ``{"type": "message.send", "channel_id", "content", "client_id"?, "ref"?}`` →
+- ``{"type": "message.send", "channel_id", "content", "client_id"?, "attachment_ids"?,
+  "links"?, "ref"?}`` →
   ``{"type": "message.ack", "ref", "message": {...}}`` or
   ``{"type": "error", "ref", "error": {"code", "message"}}``.
 - ``{"type": "resume", "after_id": N}`` (or ``?after_id=N`` on connect) → the messages
@@ -38,6 +39,13 @@ from echora_server.errors import (
 )
 from echora_server.hub import Client
 from echora_server.keys import HUB, POOL
+from echora_server.message_parts import (
+    MAX_ATTACHMENTS,
+    MAX_LINKS,
+    AttachmentId,
+    LinkIn,
+    with_attachments,
+)
 from echora_server.serialize import message_json, user_json
 from echora_server.storage.base import StorageError
 from echora_server.validation import Body
@@ -54,6 +62,8 @@ class SendFrame(Body):
     channel_id: int = Field(ge=1)
     content: str = Field("", max_length=4000)
     client_id: str | None = Field(None, min_length=1, max_length=64)
+    attachment_ids: list[AttachmentId] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    links: list[LinkIn] = Field(default_factory=list, max_length=MAX_LINKS)
     ref: str | int | None = None
 
 
@@ -122,7 +132,8 @@ async def _resume(app: web.Application, client: Client, after_id: int) -> None:
         missed = await message_rows.select_messages_after_for_user(
             conn, client.user_id, after_id, RESUME_LIMIT + 1, client.identity.token_workspace_id
         )
-    for message in missed[:RESUME_LIMIT]:
+        replayed = await with_attachments(conn, missed[:RESUME_LIMIT])
+    for message in replayed:
         client.send(
             _frame(
                 {
@@ -155,7 +166,13 @@ async def _handle(app: web.Application, client: Client, data: str) -> None:
         if kind == "message.send":
             frame = SendFrame.model_validate(raw)
             message, _created = await chat.post_message(
-                app, client.identity, frame.channel_id, frame.content, frame.client_id
+                app,
+                client.identity,
+                frame.channel_id,
+                frame.content,
+                frame.client_id,
+                attachment_ids=frame.attachment_ids,
+                links=frame.links,
             )
             client.send(
                 _frame({"type": "message.ack", "ref": frame.ref, "message": message_json(message)})

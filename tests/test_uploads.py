@@ -591,3 +591,39 @@ async def test_database_cut_before_the_rows_deletes_the_objects(
         assert [info async for info in client.app[STORAGE].list()] == []  # thumbnail too
         proxy.unblock()
         assert (await leftovers(client.app, config, None)).empty
+
+
+async def test_an_upload_has_a_deadline(
+    request: pytest.FixtureRequest, config: Config, aiohttp_client: ClientFactory
+) -> None:
+    """However steadily the bytes trickle in, a request ends at ``max_upload_seconds``:
+    the sweeper's thresholds (orphans, multipart uploads, temp files) rest on it."""
+    client = await aiohttp_client(create_app(config.model_copy(update={"max_upload_seconds": 1})))
+    alice = await People(client).create("alice")
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        f"POST /api/upload?filename=slow.txt HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {alice.token}\r\nContent-Length: 100000\r\n\r\n".encode()
+    )
+
+    async def trickle() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(100):  # well inside the idle timeout, every time
+                writer.write(b"x" * 1000)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+    sender = asyncio.create_task(trickle())
+    try:
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+            rest = b""
+            while b"}}" not in rest and (chunk := await reader.read(65536)):
+                rest += chunk
+    finally:
+        sender.cancel()
+        writer.close()
+    assert b" 408 " in status_line
+    assert b'"upload_timeout"' in rest and b'"max_upload_seconds": 1' in rest
+    server = request.getfixturevalue("s3_server") if config.effective_storage == "s3" else None
+    assert (await leftovers(client.app, config, server)).empty

@@ -168,3 +168,94 @@ ON CONFLICT (key) DO NOTHING
 async def insert_storage_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
     """Queue objects whose delete failed (storage down) for the sweeper to retry."""
     await conn.execute(INSERT_STORAGE_DELETIONS, list(keys))
+
+
+# Linking, in the transaction that inserts the message. The conditions are the whole rule
+# (invariant 5): the sender's own upload, of the message's workspace, not linked yet, and
+# uploaded for this channel or for none. A concurrent link of the same row waits for the
+# row lock and then re-checks ``message_id IS NULL`` against the committed row: exactly one
+# transaction links it. Position keeps the order the sender listed the ids in.
+LINK_ATTACHMENTS = """
+UPDATE attachments a
+SET message_id = $5, linked_at = now(), position = array_position($1::text[], a.id) - 1
+WHERE a.id = ANY($1::text[]) AND a.uploader_id = $2 AND a.workspace_id = $3
+  AND a.message_id IS NULL AND (a.channel_id IS NULL OR a.channel_id = $4)
+RETURNING a.id
+"""
+
+
+async def link_attachments(
+    conn: asyncpg.Connection,
+    ids: Sequence[str],
+    uploader_id: int,
+    workspace_id: int,
+    channel_id: int,
+    message_id: int,
+) -> list[str]:
+    """Link what the rule allows of ``ids`` (distinct) to the message; the ids linked."""
+    rows = await conn.fetch(
+        LINK_ATTACHMENTS, list(ids), uploader_id, workspace_id, channel_id, message_id
+    )
+    return [r["id"] for r in rows]
+
+
+# Which of the ids are the caller's own uploads in this workspace, already in a message:
+# telling them "already linked" reveals nothing they did not know. Anything else that
+# cannot be linked (another user's, another workspace's, missing) gets one answer.
+SELECT_OWN_LINKED_IDS = """
+SELECT a.id FROM attachments a
+WHERE a.id = ANY($1::text[]) AND a.uploader_id = $2 AND a.workspace_id = $3
+  AND a.message_id IS NOT NULL
+"""
+
+
+async def select_own_linked_ids(
+    conn: asyncpg.Connection, ids: Sequence[str], uploader_id: int, workspace_id: int
+) -> list[str]:
+    rows = await conn.fetch(SELECT_OWN_LINKED_IDS, list(ids), uploader_id, workspace_id)
+    return [r["id"] for r in rows]
+
+
+SELECT_ATTACHMENTS_OF_MESSAGES = f"""
+SELECT {_ATTACHMENT} FROM attachments a
+WHERE a.message_id = ANY($1::bigint[])
+ORDER BY a.message_id, a.position NULLS LAST, a.created_at, a.id
+"""
+
+
+async def select_attachments_of_messages(
+    conn: asyncpg.Connection, message_ids: Sequence[int]
+) -> dict[int, list[Attachment]]:
+    """Every attachment of these messages (one query for a page), in link order."""
+    found: dict[int, list[Attachment]] = {}
+    if not message_ids:
+        return found
+    for row in await conn.fetch(SELECT_ATTACHMENTS_OF_MESSAGES, list(message_ids)):
+        found.setdefault(row["message_id"], []).append(to_attachment(row))
+    return found
+
+
+# Explicit rather than left to the message's ON DELETE CASCADE, so the caller learns the
+# keys: the trigger queues them in storage_deletions either way, and the caller deletes
+# the objects right after its commit (rows first, objects second).
+DELETE_ATTACHMENTS_OF_MESSAGE = """
+DELETE FROM attachments WHERE message_id = $1 RETURNING storage_key, thumbnail_key
+"""
+
+
+async def delete_attachments_of_message(conn: asyncpg.Connection, message_id: int) -> list[str]:
+    """Delete a message's attachment rows; the storage keys they queued for deletion."""
+    keys: list[str] = []
+    for row in await conn.fetch(DELETE_ATTACHMENTS_OF_MESSAGE, message_id):
+        keys.append(row["storage_key"])
+        if row["thumbnail_key"] is not None:
+            keys.append(row["thumbnail_key"])
+    return keys
+
+
+DELETE_STORAGE_DELETIONS = "DELETE FROM storage_deletions WHERE key = ANY($1::text[])"
+
+
+async def delete_storage_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    """Dequeue objects whose delete succeeded (the sweeper retries whatever stays)."""
+    await conn.execute(DELETE_STORAGE_DELETIONS, list(keys))

@@ -12,13 +12,16 @@ for cursors too would need commit-ordered positions (e.g. xid8 snapshots).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 import asyncpg
 
-from echora_server.db.records import Message, User
+from echora_server.db.records import Link, Message, User
 
 _MESSAGE = """
 m.id, m.channel_id, m.workspace_id, m.content, m.client_id, m.created_at, m.edited_at,
-u.id AS author_id, u.username, u.display_name, u.created_at AS author_created_at
+m.links, u.id AS author_id, u.username, u.display_name, u.created_at AS author_created_at
 """
 
 
@@ -33,6 +36,8 @@ def to_message(row: asyncpg.Record) -> Message:
         row["client_id"],
         row["created_at"],
         row["edited_at"],
+        # jsonb arrives as text (the pool sets no codec); the server wrote and checked it.
+        tuple(Link(link["url"], link["title"]) for link in json.loads(row["links"])),
     )
 
 
@@ -41,8 +46,8 @@ def to_message(row: asyncpg.Record) -> Message:
 # A retry with a client_id already used answers no row; the caller then selects that one.
 INSERT_MESSAGE = f"""
 WITH m AS (
-    INSERT INTO messages (channel_id, workspace_id, author_id, content, client_id)
-    SELECT cm.channel_id, cm.workspace_id, cm.user_id, $3, $4
+    INSERT INTO messages (channel_id, workspace_id, author_id, content, client_id, links)
+    SELECT cm.channel_id, cm.workspace_id, cm.user_id, $3, $4, $5::jsonb
     FROM channel_members cm
     WHERE cm.channel_id = $1 AND cm.user_id = $2
     FOR KEY SHARE
@@ -59,10 +64,12 @@ async def insert_message(
     author_id: int,
     content: str,
     client_id: str | None,
+    links: Sequence[Link] = (),
 ) -> Message | None:
     """Post as a current channel member. None when the author is not a member or the
     client_id was used before (see select_message_by_client_id)."""
-    row = await conn.fetchrow(INSERT_MESSAGE, channel_id, author_id, content, client_id)
+    encoded = json.dumps([{"url": link.url, "title": link.title} for link in links])
+    row = await conn.fetchrow(INSERT_MESSAGE, channel_id, author_id, content, client_id, encoded)
     return to_message(row) if row else None
 
 

@@ -101,6 +101,14 @@ class ChannelMember:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """An external link a message carries (validated: http or https)."""
+
+    url: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     id: int
     channel_id: int
@@ -110,6 +118,10 @@ class Message:
     client_id: str | None
     created_at: dt.datetime
     edited_at: dt.datetime | None
+    links: tuple[Link, ...] = ()
+    # Loaded separately (one query per page: echora_server.message_parts.with_attachments),
+    # in the order the sender gave them.
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

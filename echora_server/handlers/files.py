@@ -1,4 +1,5 @@
-"""File uploads: ``POST /api/upload`` (multipart or raw body) and ``PUT`` (``curl -T``).
+"""File uploads: ``POST /api/upload`` (multipart or raw body) and ``PUT`` (``curl -T``);
+downloads: ``GET``/``HEAD /api/files/{id}/{name}`` and ``/api/thumbnails/{id}``.
 
 Where files go: ``channel_id`` (they may then only be linked into that channel, and the
 caller must be in it), else ``workspace_id``, else the caller's only workspace (the one
@@ -12,17 +13,18 @@ from contextlib import aclosing
 
 from aiohttp import web
 
+from echora_server import downloads
 from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel, require_membership
 from echora_server.auth.identity import Identity, require_identity
 from echora_server.db import workspaces
 from echora_server.errors import Forbidden, InvalidRequest, NotFound
-from echora_server.keys import POOL, UPLOADER
+from echora_server.keys import POOL, STORAGE, UPLOADER
 from echora_server.serialize import attachment_json
 from echora_server.upload_bodies import TargetFields, UploadBody, UploadQuery
 from echora_server.uploads import UploadTarget
 from echora_server.validation import read_query
 
-__all__ = ["UploadQuery", "put_file", "upload_files"]
+__all__ = ["UploadQuery", "download_file", "download_thumbnail", "put_file", "upload_files"]
 
 
 async def upload_files(request: web.Request) -> web.Response:
@@ -41,6 +43,24 @@ async def upload_files(request: web.Request) -> web.Response:
 async def put_file(request: web.Request) -> web.Response:
     """The same upload by PUT, which is what ``curl -T file URL`` sends."""
     return await upload_files(request)
+
+
+async def download_file(request: web.Request) -> web.StreamResponse:
+    """The stored file. The name in the URL is cosmetic: headers use the stored name."""
+    identity = await require_identity(request)
+    attachment = await downloads.readable_attachment(
+        request.app[POOL], identity, request.match_info["attachment_id"]
+    )
+    return await downloads.serve(request, request.app[STORAGE], downloads.original(attachment))
+
+
+async def download_thumbnail(request: web.Request) -> web.StreamResponse:
+    """An image's WebP thumbnail, with the same authorisation as the file itself."""
+    identity = await require_identity(request)
+    attachment = await downloads.readable_attachment(
+        request.app[POOL], identity, request.match_info["attachment_id"]
+    )
+    return await downloads.serve(request, request.app[STORAGE], downloads.thumbnail(attachment))
 
 
 async def _authorize(

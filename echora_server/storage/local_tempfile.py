@@ -105,9 +105,13 @@ def remove_stale_temp_files(temp_dir: Path, older_than: float) -> int:
     removed = 0
     with os.scandir(temp_dir) as entries:
         for entry in entries:
-            if entry.is_file(follow_symlinks=False) and (
-                entry.stat(follow_symlinks=False).st_mtime < older_than
-            ):
+            try:
+                stale = entry.is_file(follow_symlinks=False) and (
+                    entry.stat(follow_symlinks=False).st_mtime < older_than
+                )
+            except FileNotFoundError:
+                continue  # an upload just moved it into place (or discarded it)
+            if stale:
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
     return removed
