@@ -90,7 +90,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     identity = await require_identity(request)  # refused with a JSON 401 before any upgrade
     if identity.via == "session":
         _check_origin(request)
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
+    # No per-message deflate: chat frames are a few hundred bytes, and compressing each one
+    # once per socket costs more CPU than the whole rest of a delivery.
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, compress=False)
     await ws.prepare(request)
     hub = request.app[HUB]
     client = hub.connect(ws, identity, request.transport)
