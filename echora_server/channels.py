@@ -20,7 +20,6 @@ from aiohttp import web
 
 from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel, require_membership
 from echora_server.auth.identity import Identity
-from echora_server.chat import publish_events
 from echora_server.db import channels, users, workspaces
 from echora_server.db.records import MANAGER_ROLES, Channel, ChannelMember, ChannelView, User
 from echora_server.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -29,6 +28,7 @@ from echora_server.events import (
     CHANNEL_MEMBER_REMOVED,
     WORKSPACE_MEMBER_REMOVED,
     Event,
+    publish,
 )
 from echora_server.keys import POOL
 from echora_server.serialize import channel_json, user_json
@@ -60,7 +60,7 @@ async def create_channel(
             raise Conflict("A channel with that name exists already.", code="channel_name_taken")
         await channels.insert_channel_member(conn, channel.id, workspace_id, identity.user.id)
     # The hub subscribes the creator's sockets on member_added, which carries the channel.
-    await publish_events(app, [_member_added(channel, identity.user)])
+    await publish(app, _member_added(channel, identity.user))
     return ChannelView(channel, joined=True)
 
 
@@ -87,7 +87,7 @@ async def join_channel(app: web.Application, identity: Identity, channel_id: int
         if added is None:
             raise NotFound(CHANNEL_NOT_FOUND)
     if added:
-        await publish_events(app, [_member_added(access.channel, identity.user)])
+        await publish(app, _member_added(access.channel, identity.user))
     return ChannelView(access.channel, joined=True)
 
 
@@ -97,9 +97,7 @@ async def leave_channel(app: web.Application, identity: Identity, channel_id: in
         access = await require_channel(conn, identity, channel_id)
         removed = await channels.delete_channel_member(conn, channel_id, identity.user.id)
     if removed is not None:
-        await publish_events(
-            app, [_member_removed(access.channel.workspace_id, channel_id, removed)]
-        )
+        await publish(app, _member_removed(access.channel.workspace_id, channel_id, removed))
 
 
 async def list_channel_members(
@@ -134,7 +132,7 @@ async def add_channel_member(
         if member is None:  # they left between the insert and this read
             raise NotFound(MEMBER_NOT_FOUND)
     if added:
-        await publish_events(app, [_member_added(access.channel, user)])
+        await publish(app, _member_added(access.channel, user))
     return member, added
 
 
@@ -148,7 +146,7 @@ async def remove_channel_member(
         removed = await channels.delete_channel_member(conn, channel_id, user_id)
         if removed is None:
             raise NotFound(MEMBER_NOT_FOUND)
-    await publish_events(app, [_member_removed(access.channel.workspace_id, channel_id, removed)])
+    await publish(app, _member_removed(access.channel.workspace_id, channel_id, removed))
 
 
 async def remove_from_workspace_channels(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -81,7 +81,7 @@ async def post_message(
     async with app[POOL].acquire() as conn, conn.transaction():
         message, created = await write_message(conn, identity, channel_id, draft)
     if created:
-        await publish_events(app, [message_event(MESSAGE_CREATED, message)])
+        await publish(app, message_event(MESSAGE_CREATED, message))
     return message, created
 
 
@@ -170,7 +170,7 @@ async def edit_message(
         (updated,) = await with_attachments(conn, [found])
         if not (content.strip() or updated.links or updated.attachments):
             raise _empty_content()  # the update rolls back
-    await publish_events(app, [message_event(MESSAGE_UPDATED, updated)])
+    await publish(app, message_event(MESSAGE_UPDATED, updated))
     return updated
 
 
@@ -187,19 +187,8 @@ async def delete_message(app: web.Application, identity: Identity, message_id: i
             raise NotFound(MESSAGE_NOT_FOUND)
     data = {"channel_id": message.channel_id, "message_id": message.id}
     event = Event(MESSAGE_DELETED, message.workspace_id, message.channel_id, data)
-    await publish_events(app, [event])
+    await publish(app, event)
     await delete_objects(app, keys)
-
-
-async def publish_events(app: web.Application, events: Iterable[Event]) -> None:
-    """Publish committed events. A fan-out failure is logged, not raised: the write stands,
-    and failing the request would make the client retry something that succeeded; clients
-    catch up from history (REST) or resume (WebSocket)."""
-    for event in events:
-        try:
-            await publish(app, event)
-        except Exception:
-            log.exception("event_publish_failed", type=event.type, channel_id=event.channel_id)
 
 
 async def _visible_message(

@@ -12,9 +12,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from echora_server.keys import FANOUT
+
+log = structlog.get_logger("echora.events")
 
 # Event types (the "type" field of a frame).
 MESSAGE_CREATED = "message.created"
@@ -60,6 +63,14 @@ class Event:
         return cls(raw["type"], raw["workspace_id"], raw["channel_id"], raw["data"], raw["user_id"])
 
 
-async def publish(app: web.Application, event: Event) -> None:
-    """Hand an event to the fan-out. Call only after the write's transaction committed."""
-    await app[FANOUT].publish(event)
+async def publish(app: web.Application, *events: Event) -> None:
+    """Hand events to the fan-out. Call only after the write's transaction committed.
+
+    A fan-out failure is logged, not raised: the write stands, and failing the request
+    would make the client retry something that succeeded; clients catch up from history
+    (REST) or ``resume`` (WebSocket)."""
+    for event in events:
+        try:
+            await app[FANOUT].publish(event)
+        except Exception:
+            log.exception("event_publish_failed", type=event.type, channel_id=event.channel_id)

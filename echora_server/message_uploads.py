@@ -24,7 +24,7 @@ from echora_server.auth.identity import Identity
 from echora_server.db import messages
 from echora_server.db.records import Attachment, Message
 from echora_server.errors import Forbidden
-from echora_server.events import MESSAGE_CREATED
+from echora_server.events import MESSAGE_CREATED, publish
 from echora_server.keys import POOL, UPLOADER
 from echora_server.message_parts import MAX_ATTACHMENTS, Parts, with_attachments
 from echora_server.upload_bodies import UploadBody, UploadQuery
@@ -86,7 +86,7 @@ async def post_message_with_files(
             message = await batch.commit_with(write)
     except _PostedBefore as retried:
         return retried.message, False
-    await chat.publish_events(app, [chat.message_event(MESSAGE_CREATED, message)])
+    await publish(app, chat.message_event(MESSAGE_CREATED, message))
     return message, True
 
 

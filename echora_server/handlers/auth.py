@@ -11,11 +11,10 @@ from pydantic import Field
 from echora_server import accounts
 from echora_server.auth.csrf import check_csrf
 from echora_server.auth.identity import SESSION_COOKIE, current_identity, require_identity
-from echora_server.chat import publish_events
 from echora_server.db import credentials, workspaces
 from echora_server.db.records import User
 from echora_server.errors import NotFound, TooManyRequests, Unauthorized
-from echora_server.events import CREDENTIAL_REVOKED, NO_WORKSPACE, Event
+from echora_server.events import CREDENTIAL_REVOKED, NO_WORKSPACE, Event, publish
 from echora_server.keys import CONFIG, LOGIN_LIMITER, POOL
 from echora_server.serialize import membership_json, token_json, user_json
 from echora_server.validation import Body, path_id, read_json
@@ -132,4 +131,4 @@ async def revoke_token(request: web.Request) -> web.Response:
 async def _revoked(request: web.Request, user_id: int, credential: dict[str, Any]) -> None:
     """Close the sockets opened with a credential that no longer works (on every process)."""
     event = Event(CREDENTIAL_REVOKED, NO_WORKSPACE, None, credential, user_id=user_id)
-    await publish_events(request.app, [event])
+    await publish(request.app, event)

@@ -8,10 +8,10 @@ from pydantic import Field
 from echora_server import channels
 from echora_server.auth.access import require_manager, require_membership
 from echora_server.auth.identity import require_identity
-from echora_server.chat import publish_events
 from echora_server.db import users, workspaces
 from echora_server.db.records import Role
 from echora_server.errors import Conflict, Forbidden, NotFound
+from echora_server.events import publish
 from echora_server.keys import POOL
 from echora_server.serialize import member_json, membership_json, user_json
 from echora_server.validation import Body, path_id, read_json
@@ -80,5 +80,5 @@ async def remove_member(request: web.Request) -> web.Response:
         # Their channel memberships go in this transaction; the events after it commits.
         events = await channels.remove_from_workspace_channels(conn, workspace_id, user_id)
         await workspaces.delete_membership(conn, workspace_id, user_id)
-    await publish_events(request.app, events)
+    await publish(request.app, *events)
     return web.Response(status=204)
