@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
-import structlog
 from aiohttp import web
 
 from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel
@@ -40,8 +39,6 @@ from echora_server.message_parts import (
 )
 from echora_server.serialize import message_json
 from echora_server.validation import MAX_ID, check_text
-
-log = structlog.get_logger("echora.chat")
 
 MAX_CONTENT = 4000
 MAX_CLIENT_ID = 64
