@@ -1,0 +1,381 @@
+// Wiring: views, state, and what each server event does to them.
+
+import { ApiError, api, onUnauthorized } from "./api.js";
+import { Composer } from "./composer.js";
+import { showConnection } from "./connection.js";
+import { $ } from "./dom.js";
+import { setUpLogin } from "./login.js";
+import { MessageList } from "./messages.js";
+import { Sidebar } from "./sidebar.js";
+import { LiveSocket } from "./socket.js";
+import { setUpViewer } from "./viewer.js";
+
+const PAGE = 50;
+const MAX_GAP_PAGES = 10;
+const STORED_WORKSPACE = "echora.workspace";
+const storedChannelKey = (workspaceId) => `echora.channel.${workspaceId}`;
+
+const state = {
+  me: null,
+  workspaces: [],
+  workspaceId: null,
+  channels: [],
+  channelId: null,
+  unread: new Map(),
+  lastSeenId: 0, // the highest message id seen anywhere: what a reconnect resumes after
+  loading: null, // {channelId, buffered: []} while a channel's first page is on its way
+  loadedChannelId: null, // the channel whose latest page is shown
+  generation: 0, // bumped on every channel switch: late answers for another channel are dropped
+};
+
+const views = { boot: $("#boot-view"), login: $("#login-view"), chat: $("#chat-view") };
+
+function show(name) {
+  for (const [key, el] of Object.entries(views)) el.hidden = key !== name;
+  document.title = name === "chat" && currentChannel() ? `#${currentChannel().name} · Echora` : "Echora";
+}
+
+const socket = new LiveSocket({
+  lastSeenId: () => state.lastSeenId,
+  canRetry: async () => {
+    try {
+      await api.me();
+      return true;
+    } catch (error) {
+      return !(error instanceof ApiError && error.status === 401);
+    }
+  },
+});
+showConnection(socket);
+
+const openImage = setUpViewer();
+const messages = new MessageList({
+  scroller: $("#messages"),
+  list: $("#message-list"),
+  olderButton: $("#load-older"),
+  empty: $("#no-messages"),
+  onOpenImage: openImage,
+});
+
+const composer = new Composer(
+  {
+    form: $("#composer"),
+    textarea: $("#message-input"),
+    sendButton: $("#send"),
+    attachButton: $("#attach"),
+    fileInput: $("#file-input"),
+    pendingList: $("#pending"),
+    dropHint: $("#drop-hint"),
+    hintEl: $("#composer-hint"),
+    liveEl: $("#composer-live"),
+    errorEl: $("#composer-error"),
+  },
+  async (channelId, body) => {
+    const message = await api.postMessage(channelId, body);
+    seen(message);
+    if (channelId === state.channelId) messages.upsert(message);
+    return message;
+  },
+);
+
+const sidebar = new Sidebar(
+  {
+    workspaceSelect: $("#workspace-select"),
+    myList: $("#my-channels"),
+    otherList: $("#other-channels"),
+    noOthers: $("#no-other-channels"),
+    createForm: $("#create-channel"),
+    nameInput: $("#channel-name"),
+    privateInput: $("#channel-private"),
+    createError: $("#create-channel-error"),
+  },
+  {
+    selectWorkspace: (id) => openWorkspace(id),
+    selectChannel: (id) => selectChannel(id),
+    join: async (id) => {
+      await api.joinChannel(id);
+      await refreshChannels();
+      await selectChannel(id);
+    },
+    create: async (name, isPrivate) => {
+      const channel = await api.createChannel(state.workspaceId, name, isPrivate);
+      await refreshChannels();
+      await selectChannel(channel.id);
+    },
+  },
+);
+
+const login = setUpLogin(() => enterChat());
+
+function currentChannel() {
+  return state.channels.find((c) => c.id === state.channelId) || null;
+}
+
+function seen(message) {
+  if (message && message.id > state.lastSeenId) state.lastSeenId = message.id;
+}
+
+function renderSidebar() {
+  sidebar.setChannels(state.channels, state.channelId, state.unread);
+}
+
+// ----- entering and leaving -----
+
+async function boot() {
+  try {
+    await enterChat();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      leaveChat();
+      return;
+    }
+    views.boot.querySelector("p").textContent = `The server cannot be reached (${error.message}). Reload to try again.`;
+    views.boot.removeAttribute("aria-busy");
+  }
+}
+
+/** The room is busy (aria-busy) until its channel's first page is shown. */
+function roomBusy(on) {
+  const room = $("#room");
+  if (on) room.setAttribute("aria-busy", "true");
+  else room.removeAttribute("aria-busy");
+}
+
+async function enterChat() {
+  roomBusy(true);
+  const me = await api.me();
+  state.me = me.user;
+  state.workspaces = me.workspaces;
+  messages.meId = me.user.id;
+  $("#me-name").textContent = me.user.display_name || me.user.username;
+  show("chat");
+  socket.start();
+  const stored = Number(localStorage.getItem(STORED_WORKSPACE));
+  const workspace = me.workspaces.find((w) => w.id === stored) || me.workspaces[0];
+  sidebar.setWorkspaces(me.workspaces, workspace ? workspace.id : null);
+  try {
+    if (workspace) await openWorkspace(workspace.id);
+    else selectNothing();
+  } catch (error) {
+    showRoomError(`Channels could not be loaded: ${error.message}`); // the chat view is up already
+  } finally {
+    roomBusy(false);
+  }
+}
+
+function leaveChat(message = "") {
+  socket.stop();
+  Object.assign(state, { me: null, workspaces: [], workspaceId: null, channels: [], channelId: null });
+  state.unread.clear();
+  state.lastSeenId = 0;
+  state.loading = null;
+  state.loadedChannelId = null;
+  state.generation += 1;
+  for (const draft of composer.drafts.values()) for (const upload of draft.uploads) upload.cancel();
+  composer.drafts.clear();
+  composer.setChannel(null);
+  messages.reset();
+  show("login");
+  login.show(message);
+}
+
+$("#logout").addEventListener("click", async () => {
+  try {
+    await api.logout();
+  } finally {
+    leaveChat();
+  }
+});
+
+socket.addEventListener("ended", () => leaveChat("Your session ended; log in again."));
+onUnauthorized(() => {
+  if (state.me) leaveChat("Your session ended; log in again.");
+});
+
+// ----- workspaces and channels -----
+
+async function openWorkspace(workspaceId) {
+  state.workspaceId = workspaceId;
+  localStorage.setItem(STORED_WORKSPACE, String(workspaceId));
+  state.channels = [];
+  await refreshChannels();
+  const stored = Number(localStorage.getItem(storedChannelKey(workspaceId)));
+  const joined = state.channels.filter((c) => c.joined);
+  const channel = joined.find((c) => c.id === stored) || joined[0];
+  if (channel) await selectChannel(channel.id);
+  else selectNothing();
+}
+
+async function refreshChannels() {
+  const workspaceId = state.workspaceId;
+  const { channels } = await api.channels(workspaceId);
+  if (workspaceId !== state.workspaceId) return;
+  state.channels = channels;
+  renderSidebar();
+}
+
+function selectNothing() {
+  state.channelId = null;
+  state.loadedChannelId = null;
+  state.generation += 1;
+  $("#channel-title").textContent = "No channel";
+  $("#channel-topic").textContent = "Create or join a channel to start.";
+  $("#join-channel").hidden = true;
+  messages.reset();
+  composer.setChannel(null);
+  renderSidebar();
+  roomBusy(false);
+}
+
+async function selectChannel(channelId) {
+  const channel = state.channels.find((c) => c.id === channelId);
+  if (!channel) return selectNothing();
+  const generation = ++state.generation;
+  state.channelId = channelId;
+  state.unread.delete(channelId);
+  localStorage.setItem(storedChannelKey(state.workspaceId), String(channelId));
+  $("#channel-title").textContent = `#${channel.name}`;
+  $("#channel-topic").textContent = channel.topic || "";
+  $("#join-channel").hidden = channel.joined;
+  document.title = `#${channel.name} · Echora`;
+  renderSidebar();
+  composer.setChannel(channel);
+  messages.reset();
+  state.loadedChannelId = null;
+  state.loading = { channelId, buffered: [] };
+  showRoomError("");
+  roomBusy(true);
+  try {
+    const page = await api.messages(channelId, { limit: PAGE });
+    if (generation !== state.generation) return;
+    page.messages.forEach(seen);
+    messages.showLatest(page.messages, page.has_more);
+    state.loadedChannelId = channelId;
+    for (const { message, edit } of state.loading.buffered) applyLive(message, edit);
+  } catch (error) {
+    if (generation === state.generation) showRoomError(`Messages could not be loaded: ${error.message}`);
+    return;
+  } finally {
+    if (generation === state.generation) {
+      state.loading = null;
+      roomBusy(false);
+    }
+  }
+  composer.focus();
+}
+
+function showRoomError(text) {
+  const el = $("#room-error");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+$("#join-channel").addEventListener("click", () => {
+  const channel = currentChannel();
+  if (channel) sidebar.actions.join(channel.id);
+});
+
+$("#load-older").addEventListener("click", async () => {
+  const channelId = state.channelId;
+  const generation = state.generation;
+  const button = $("#load-older");
+  button.disabled = true;
+  try {
+    const page = await api.messages(channelId, { before: messages.oldestId, limit: PAGE });
+    if (generation !== state.generation) return;
+    messages.showOlder(page.messages, page.has_more);
+  } catch (error) {
+    showRoomError(`Older messages could not be loaded: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+  if (button.hidden) $("#messages").focus(); // the button is gone: keep the focus nearby
+});
+
+/** Everything after the newest message shown, over REST: after a reconnect, or when the
+ * replay had more than the server sends at once. */
+async function fetchGap() {
+  const channelId = state.channelId;
+  const generation = state.generation;
+  if (!channelId || state.loadedChannelId !== channelId) return; // a first page on its way is fresh anyway
+  let hasMore = true;
+  for (let pages = 0; hasMore; pages += 1) {
+    if (pages === MAX_GAP_PAGES) {
+      await selectChannel(channelId); // a long absence: start again from the latest page
+      return;
+    }
+    const page = await api.messages(channelId, { after: messages.newestId, limit: PAGE });
+    if (generation !== state.generation) return;
+    for (const message of page.messages) {
+      seen(message);
+      messages.upsert(message);
+    }
+    hasMore = page.has_more && page.messages.length > 0;
+  }
+}
+
+// ----- live events -----
+
+/** A live message of this channel: new ones are added; edits replace only what is shown
+ * (an edit of a message beyond the loaded history must not pull it in out of place). */
+function showLive(channelId, message, { edit = false } = {}) {
+  if (state.loading && state.loading.channelId === channelId) state.loading.buffered.push({ message, edit });
+  else if (channelId === state.channelId) applyLive(message, edit);
+}
+
+function applyLive(message, edit) {
+  if (edit) messages.replace(message);
+  else messages.upsert(message);
+}
+
+const handlers = {
+  hello: () => fetchGap().catch(() => {}),
+  "resume.done": (frame) => {
+    if (frame.has_more) fetchGap().catch(() => {});
+  },
+  "message.created": (frame) => {
+    seen(frame.message);
+    if (frame.channel_id === state.channelId) {
+      showLive(frame.channel_id, frame.message);
+    } else if (frame.message.author?.id !== state.me?.id && state.channels.some((c) => c.id === frame.channel_id)) {
+      state.unread.set(frame.channel_id, (state.unread.get(frame.channel_id) || 0) + 1);
+      renderSidebar();
+    }
+  },
+  "message.updated": (frame) => showLive(frame.channel_id, frame.message, { edit: true }),
+  "message.deleted": (frame) => {
+    if (frame.channel_id === state.channelId) messages.remove(frame.message_id);
+  },
+  "channel.member_added": (frame) => {
+    if (frame.user?.id === state.me?.id && frame.channel?.workspace_id === state.workspaceId) {
+      refreshChannels().catch(() => {});
+    }
+  },
+  "channel.member_removed": async (frame) => {
+    if (frame.user?.id !== state.me?.id) return;
+    await refreshChannels();
+    if (frame.channel_id === state.channelId) {
+      const channel = currentChannel();
+      if (channel) await selectChannel(channel.id);
+      else selectNothing();
+    }
+  },
+  "workspace.member_removed": () => enterChat().catch(() => leaveChat()),
+};
+
+socket.addEventListener("frame", (event) => {
+  const frame = event.detail;
+  const handler = handlers[frame.type];
+  if (handler && state.me) {
+    Promise.resolve(handler(frame)).catch((error) => console.warn("event failed", frame.type, error));
+  }
+});
+
+// Files dropped outside the composer must not make the browser navigate away to them.
+for (const type of ["dragover", "drop"]) {
+  window.addEventListener(type, (event) => {
+    if (event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files")) event.preventDefault();
+  });
+}
+
+boot();

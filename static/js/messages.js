@@ -1,0 +1,253 @@
+// The message list: history pages, live inserts in id order, edits and deletes.
+// Everything a user wrote (text, names, filenames, link titles) goes in as text nodes.
+
+import { h, localUrl, safeUrl } from "./dom.js";
+import { formatSize, formatTime, fullTime } from "./format.js";
+
+// What the server serves inline (echora_server/mediatypes.py INLINE_TYPES); the rest are cards.
+const IMAGE_TYPES = new Set(["image/png", "image/apng", "image/jpeg", "image/gif", "image/webp"]);
+const VIDEO_TYPES = new Set(["video/mp4", "video/webm"]);
+const AUDIO_TYPES = new Set(["audio/mpeg", "audio/ogg", "audio/x-wav", "audio/wav"]);
+const IMAGE_BOX = { width: 360, height: 280 };
+const NEAR_BOTTOM = 80;
+
+export function attachmentKind(attachment) {
+  const type = String(attachment.mime_type || "").toLowerCase();
+  if (IMAGE_TYPES.has(type)) return "image";
+  if (VIDEO_TYPES.has(type)) return "video";
+  if (AUDIO_TYPES.has(type)) return "audio";
+  return "file";
+}
+
+/** The displayed size of an image: fitted in IMAGE_BOX, never enlarged. */
+function fitted(width, height) {
+  const scale = Math.min(1, IMAGE_BOX.width / width, IMAGE_BOX.height / height);
+  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+}
+
+function downloadLink(attachment, href, label = "Download") {
+  return h(
+    "a",
+    { class: "download", href, download: "", "aria-label": `Download ${attachment.filename}` },
+    label,
+  );
+}
+
+function caption(attachment, href) {
+  return h(
+    "span",
+    { class: "caption" },
+    h("span", { class: "caption-name", title: attachment.filename }, attachment.filename),
+    h("span", { class: "caption-size" }, formatSize(attachment.size)),
+    downloadLink(attachment, href),
+  );
+}
+
+function renderImage(attachment, href, onOpenImage) {
+  const src = localUrl(attachment.thumbnail_url) || href;
+  const img = h("img", {
+    src,
+    alt: attachment.filename,
+    loading: "lazy",
+    decoding: "async",
+  });
+  if (attachment.width > 0 && attachment.height > 0) {
+    const size = fitted(attachment.width, attachment.height);
+    img.width = size.width;
+    img.height = size.height;
+  }
+  const open = h(
+    "button",
+    {
+      type: "button",
+      class: "image-open",
+      "aria-label": `Open ${attachment.filename} full size`,
+      onclick: () => onOpenImage(attachment, href),
+    },
+    img,
+  );
+  return h("figure", { class: "attachment image" }, open, h("figcaption", {}, caption(attachment, href)));
+}
+
+function renderMedia(tag, attachment, href) {
+  const player = h(tag, { controls: true, preload: "metadata", src: href, "aria-label": attachment.filename });
+  if (tag === "video" && attachment.width > 0 && attachment.height > 0) {
+    const size = fitted(attachment.width, attachment.height);
+    player.width = size.width;
+    player.height = size.height;
+  }
+  return h("figure", { class: `attachment ${tag}` }, player, h("figcaption", {}, caption(attachment, href)));
+}
+
+function renderFileCard(attachment, href) {
+  const dot = attachment.filename.lastIndexOf(".");
+  const ext = dot > 0 ? attachment.filename.slice(dot + 1, dot + 5).toUpperCase() : "FILE";
+  return h(
+    "div",
+    { class: "attachment file-card" },
+    h("span", { class: "file-glyph", "aria-hidden": "true" }, ext),
+    h(
+      "span",
+      { class: "file-info" },
+      h("span", { class: "file-name", title: attachment.filename }, attachment.filename),
+      h("span", { class: "file-size" }, formatSize(attachment.size)),
+    ),
+    downloadLink(attachment, href),
+  );
+}
+
+export function renderAttachment(attachment, onOpenImage) {
+  const href = localUrl(attachment.url);
+  if (!href) return null;
+  switch (attachmentKind(attachment)) {
+    case "image":
+      return renderImage(attachment, href, onOpenImage);
+    case "video":
+      return renderMedia("video", attachment, href);
+    case "audio":
+      return renderMedia("audio", attachment, href);
+    default:
+      return renderFileCard(attachment, href);
+  }
+}
+
+function renderLinks(links) {
+  const items = [];
+  for (const link of links || []) {
+    const href = safeUrl(link.url);
+    if (!href) continue;
+    const host = new URL(href).host;
+    items.push(
+      h(
+        "li",
+        {},
+        h("a", { href, target: "_blank", rel: "noopener noreferrer nofollow ugc" }, link.title || href),
+        link.title ? h("span", { class: "link-host" }, ` ${host}`) : null,
+      ),
+    );
+  }
+  return items.length ? h("ul", { class: "links", "aria-label": "Links" }, items) : null;
+}
+
+export function renderMessage(message, { meId, onOpenImage }) {
+  const author = message.author || {};
+  const attachments = (message.attachments || [])
+    .map((a) => renderAttachment(a, onOpenImage))
+    .filter(Boolean);
+  return h(
+    "li",
+    { class: author.id === meId ? "message mine" : "message", id: `message-${message.id}`, dataset: { id: message.id } },
+    h(
+      "div",
+      { class: "message-meta" },
+      h("span", { class: "author" }, author.display_name || author.username || "someone"),
+      " ",
+      h("time", { datetime: message.created_at, title: fullTime(message.created_at) }, formatTime(message.created_at)),
+      message.edited_at ? h("span", { class: "edited" }, " (edited)") : null,
+    ),
+    message.content ? h("p", { class: "content" }, message.content) : null,
+    attachments.length ? h("div", { class: "attachments" }, attachments) : null,
+    renderLinks(message.links),
+  );
+}
+
+export class MessageList {
+  /** @param {{scroller: HTMLElement, list: HTMLOListElement, olderButton: HTMLButtonElement,
+   *           empty: HTMLElement, onOpenImage: Function}} parts */
+  constructor(parts) {
+    Object.assign(this, parts);
+    this.meId = null;
+    this.rows = new Map(); // message id -> <li>
+    this.hasMore = false;
+  }
+
+  reset() {
+    this.rows.clear();
+    this.list.replaceChildren();
+    this.hasMore = false;
+    this.refresh();
+  }
+
+  get oldestId() {
+    const first = this.list.firstElementChild;
+    return first ? Number(first.dataset.id) : null;
+  }
+
+  get newestId() {
+    const last = this.list.lastElementChild;
+    return last ? Number(last.dataset.id) : 0;
+  }
+
+  /** The first page (newest first, as the server sends it). */
+  showLatest(messages, hasMore) {
+    this.reset();
+    this.bulk(() => messages.forEach((m) => this.insert(m)));
+    this.hasMore = hasMore;
+    this.refresh();
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  /** An older page (newest first): keeps what the reader is looking at in place. */
+  showOlder(messages, hasMore) {
+    const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
+    this.bulk(() => messages.forEach((m) => this.insert(m)));
+    this.hasMore = hasMore;
+    this.refresh();
+    this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
+  }
+
+  /** A live or caught-up message; returns true when it was not shown yet. */
+  upsert(message) {
+    const atBottom =
+      this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < NEAR_BOTTOM;
+    const added = this.insert(message);
+    this.refresh();
+    if (atBottom) this.scroller.scrollTop = this.scroller.scrollHeight;
+    return added;
+  }
+
+  /** A page of history is not news: screen readers should not read it out as live. */
+  bulk(fn) {
+    this.scroller.setAttribute("aria-busy", "true");
+    try {
+      fn();
+    } finally {
+      // After this task: the log's additions are settled by then.
+      setTimeout(() => this.scroller.removeAttribute("aria-busy"), 0);
+    }
+  }
+
+  /** An edited message, if it is shown. */
+  replace(message) {
+    if (this.rows.has(message.id)) this.insert(message);
+  }
+
+  remove(messageId) {
+    const row = this.rows.get(messageId);
+    if (!row) return;
+    row.remove();
+    this.rows.delete(messageId);
+    this.refresh();
+  }
+
+  insert(message) {
+    const row = renderMessage(message, { meId: this.meId, onOpenImage: this.onOpenImage });
+    const existing = this.rows.get(message.id);
+    this.rows.set(message.id, row);
+    if (existing) {
+      existing.replaceWith(row);
+      return false;
+    }
+    // Ids increase: walk back from the newest to the first smaller id.
+    let before = this.list.lastElementChild;
+    while (before && Number(before.dataset.id) > message.id) before = before.previousElementSibling;
+    if (before) before.after(row);
+    else this.list.prepend(row);
+    return true;
+  }
+
+  refresh() {
+    this.olderButton.hidden = !this.hasMore;
+    this.empty.hidden = this.rows.size > 0;
+  }
+}
