@@ -9,7 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from echora_server import __version__
-from echora_server.routes import ROUTES, STATIC_PREFIX, Route
+from echora_server.routes import ROUTES, STATIC_PREFIX
+from echora_server.routing import Route
 
 _PARAM = re.compile(r"\{(\w+)\}")
 

@@ -9,7 +9,7 @@ Two shapes are accepted:
 Both take ``channel_id`` / ``workspace_id`` from the query string too.
 
 aiohttp neither caps a ``read_chunk()`` loop nor times out a stalled body: every read
-here has an idle timeout, and the pipeline (uploads.py) counts the bytes. A client that
+here has an idle timeout, and the pipeline (upload_meter.py) counts the bytes. A client that
 vanishes or sends a broken body becomes an ApiError here, never a bare OSError (which
 the error middleware would mistake for a database outage).
 """

@@ -1,6 +1,6 @@
 """Attachments: rows for stored objects, and the queue of objects still to delete.
 
-Rows are inserted only after their objects are stored (see echora_server/uploads.py), and
+Rows are inserted only after their objects are stored (see echora_server/upload_batch.py), and
 a deleted row queues its objects in ``storage_deletions`` (a trigger, sql/0003).
 """
 

@@ -16,6 +16,7 @@ from echora_server.db.records import User
 from echora_server.errors import NotFound, TooManyRequests, Unauthorized
 from echora_server.events import CREDENTIAL_REVOKED, NO_WORKSPACE, Event, publish
 from echora_server.keys import CONFIG, LOGIN_LIMITER, POOL
+from echora_server.routing import Route
 from echora_server.serialize import membership_json, token_json, user_json
 from echora_server.validation import Body, path_id, read_json
 
@@ -132,3 +133,44 @@ async def _revoked(request: web.Request, user_id: int, credential: dict[str, Any
     """Close the sockets opened with a credential that no longer works (on every process)."""
     event = Event(CREDENTIAL_REVOKED, NO_WORKSPACE, None, credential, user_id=user_id)
     await publish(request.app, event)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/auth/login",
+        login,
+        "Log in with a password (sets the session cookie)",
+        "auth",
+        body=LoginBody,
+        authenticated=False,
+        responses={200: "Logged in", 401: "Wrong username or password", 429: "Too many attempts"},
+    ),
+    Route(
+        "POST",
+        "/api/auth/logout",
+        logout,
+        "Log out (ends the session)",
+        "auth",
+        authenticated=False,
+    ),
+    Route(
+        "POST",
+        "/api/tokens",
+        create_token,
+        "Create an API token (logged in, or with username and password)",
+        "auth",
+        body=TokenBody,
+        authenticated=False,
+        responses={201: "The token; its secret is shown only here", 401: "Not authenticated"},
+    ),
+    Route("GET", "/api/tokens", list_tokens, "List my API tokens", "auth"),
+    Route(
+        "DELETE",
+        "/api/tokens/{token_id}",
+        revoke_token,
+        "Revoke one of my API tokens",
+        "auth",
+        responses={204: "Revoked", 404: "No such token of mine"},
+    ),
+)

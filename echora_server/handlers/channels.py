@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from echora_server import channels
 from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
+from echora_server.routing import Route
 from echora_server.serialize import channel_member_json, channel_view_json
 from echora_server.validation import MAX_ID, Body, Query, path_id, read_json, read_query
 
@@ -94,3 +95,87 @@ async def remove_channel_member(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id", channels.MEMBER_NOT_FOUND)
     await channels.remove_channel_member(request.app, identity, channel_id, user_id)
     return web.Response(status=204)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/channels",
+        create_channel,
+        "Create a channel (the creator joins it)",
+        "channels",
+        body=CreateChannelBody,
+        responses={
+            201: "Created",
+            404: "No such workspace of mine",
+            409: "A channel of that name exists (names ignore case)",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/channels",
+        list_channels,
+        "List a workspace's public channels and my private ones",
+        "channels",
+        query=ChannelsQuery,
+        responses={200: "OK", 404: "No such workspace of mine", 422: "Invalid query"},
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}",
+        get_channel,
+        "A channel, and whether I am in it",
+        "channels",
+        responses={200: "OK", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/join",
+        join_channel,
+        "Join a public channel",
+        "channels",
+        responses={200: "Joined (or already in it)", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/leave",
+        leave_channel,
+        "Leave a channel",
+        "channels",
+        responses={204: "Left (or was not in it)", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}/members",
+        list_channel_members,
+        "List a channel's members",
+        "channels",
+        responses={200: "OK", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/members",
+        add_channel_member,
+        "Add a workspace member to a channel I am in",
+        "channels",
+        body=AddChannelMemberBody,
+        responses={
+            201: "Added",
+            200: "Already a member",
+            403: "I am not in the channel",
+            404: "No such channel visible to me, or no such member of the workspace",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/channels/{channel_id}/members/{user_id}",
+        remove_channel_member,
+        "Remove a member from a channel (owners and admins; anyone may remove themselves)",
+        "channels",
+        responses={
+            204: "Removed",
+            403: "Not allowed",
+            404: "No such channel visible to me, or no such member",
+        },
+    ),
+)

@@ -10,6 +10,7 @@ say which (422 ``workspace_required``).
 from __future__ import annotations
 
 from contextlib import aclosing
+from typing import Any
 
 from aiohttp import web
 
@@ -19,12 +20,21 @@ from echora_server.auth.identity import Identity, require_identity
 from echora_server.db import workspaces
 from echora_server.errors import Forbidden, InvalidRequest, NotFound
 from echora_server.keys import POOL, STORAGE, UPLOADER
+from echora_server.routing import RequestContent, Route
 from echora_server.serialize import attachment_json
 from echora_server.upload_bodies import TargetFields, UploadBody, UploadQuery
 from echora_server.uploads import UploadTarget
 from echora_server.validation import read_query
 
-__all__ = ["UploadQuery", "download_file", "download_thumbnail", "put_file", "upload_files"]
+__all__ = [
+    "ROUTES",
+    "UPLOAD_CONTENT",
+    "UploadQuery",
+    "download_file",
+    "download_thumbnail",
+    "put_file",
+    "upload_files",
+]
 
 
 async def upload_files(request: web.Request) -> web.Response:
@@ -84,3 +94,93 @@ async def _authorize(
             "Say where the files go: channel_id or workspace_id.", code="workspace_required"
         )
     return UploadTarget(usable[0], None)
+
+
+UPLOAD_CONTENT = RequestContent(
+    "One or more files as multipart/form-data (optional channel_id / workspace_id fields "
+    "first), or one file as the raw body of any other type, named by ?filename=. "
+    "No Content-Encoding.",
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "channel_id": {"type": "integer", "minimum": 1},
+                    "workspace_id": {"type": "integer", "minimum": 1},
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    },
+                },
+            },
+        },
+        "*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
+    },
+)
+_UPLOAD_RESPONSES = {
+    201: "Stored: every file, or none",
+    400: "Interrupted or malformed body",
+    403: "Not in the channel",
+    404: "No such channel or workspace of mine",
+    408: "The upload stalled (upload_idle_timeout)",
+    413: "A file is too large (details.limit_bytes), or too many files",
+    415: "Content-Encoding sent, or the content contradicts its declared image type",
+    422: "Invalid fields, no file, or several workspaces and none named",
+}
+_DOWNLOAD_RESPONSES = {
+    200: "The file",
+    206: "The one byte range asked for (several ranges: the whole file, 200)",
+    304: "Not modified (If-None-Match)",
+    404: "No such file readable by me (and no thumbnail, for thumbnails)",
+    416: "The range starts past the end (Content-Range: bytes */size)",
+}
+_ATTACHMENT_ID: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/upload",
+        upload_files,
+        "Upload files (multipart/form-data, or a raw body)",
+        "files",
+        query=UploadQuery,
+        request_content=UPLOAD_CONTENT,
+        responses=_UPLOAD_RESPONSES,
+    ),
+    Route(
+        "PUT",
+        "/api/upload",
+        put_file,
+        "Upload one file as the raw body (curl -T)",
+        "files",
+        query=UploadQuery,
+        request_content=UPLOAD_CONTENT,
+        responses=_UPLOAD_RESPONSES,
+    ),
+    Route(
+        "GET",
+        "/api/files/{attachment_id}/{filename}",
+        download_file,
+        "Download a file (Range, If-None-Match; the name in the URL is cosmetic)",
+        "files",
+        responses=_DOWNLOAD_RESPONSES,
+        content_type="application/octet-stream",
+        path_params={
+            "attachment_id": _ATTACHMENT_ID,
+            "filename": {"type": "string", "description": "Any name; headers use the stored one"},
+        },
+        allow_head=True,
+    ),
+    Route(
+        "GET",
+        "/api/thumbnails/{attachment_id}",
+        download_thumbnail,
+        "An image's thumbnail (WebP, at most 400 px a side)",
+        "files",
+        responses={k: v for k, v in _DOWNLOAD_RESPONSES.items() if k not in (206, 416)},
+        content_type="image/webp",
+        path_params={"attachment_id": _ATTACHMENT_ID},
+        allow_head=True,
+    ),
+)

@@ -9,6 +9,7 @@ from aiohttp import web
 from echora_server.db.pool import ping
 from echora_server.keys import POOL, STORAGE
 from echora_server.migrations import status as migration_status
+from echora_server.routing import Route
 
 CHECK_TIMEOUT = 2.0
 
@@ -58,3 +59,17 @@ async def readyz(request: web.Request) -> web.Response:
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", healthz, "Liveness", "ops", authenticated=False),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "Readiness: database, migrations, storage",
+        "ops",
+        authenticated=False,
+        responses={200: "Ready", 503: "A dependency is down"},
+    ),
+)

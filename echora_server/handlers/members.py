@@ -13,6 +13,7 @@ from echora_server.db.records import Role
 from echora_server.errors import Conflict, Forbidden, NotFound
 from echora_server.events import publish
 from echora_server.keys import POOL
+from echora_server.routing import Route
 from echora_server.serialize import member_json, membership_json, user_json
 from echora_server.validation import Body, path_id, read_json
 
@@ -82,3 +83,33 @@ async def remove_member(request: web.Request) -> web.Response:
         await workspaces.delete_membership(conn, workspace_id, user_id)
     await publish(request.app, *events)
     return web.Response(status=204)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/me", get_me, "Who am I, and my workspaces", "workspaces"),
+    Route(
+        "GET",
+        "/api/workspaces/{workspace_id}/members",
+        list_members,
+        "List a workspace's members",
+        "workspaces",
+        responses={200: "OK", 404: "Not a member"},
+    ),
+    Route(
+        "POST",
+        "/api/workspaces/{workspace_id}/members",
+        add_member,
+        "Add a user to a workspace (owners and admins)",
+        "workspaces",
+        body=AddMemberBody,
+        responses={201: "Added", 403: "Not an owner or admin", 404: "No such workspace or user"},
+    ),
+    Route(
+        "DELETE",
+        "/api/workspaces/{workspace_id}/members/{user_id}",
+        remove_member,
+        "Remove a member (owners and admins; anyone may leave)",
+        "workspaces",
+        responses={204: "Removed", 403: "Not allowed", 404: "No such member", 409: "Last owner"},
+    ),
+)

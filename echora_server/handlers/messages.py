@@ -9,6 +9,7 @@ from echora_server import chat, message_uploads
 from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.message_parts import MAX_ATTACHMENTS, MAX_LINKS, AttachmentId, LinkIn
+from echora_server.routing import RequestContent, Route
 from echora_server.serialize import message_json
 from echora_server.validation import MAX_ID, Body, Query, path_id, read_json, read_query
 
@@ -95,3 +96,84 @@ async def delete_message(request: web.Request) -> web.Response:
     message_id = path_id(request, "message_id", chat.MESSAGE_NOT_FOUND)
     await chat.delete_message(request.app, identity, message_id)
     return web.Response(status=204)
+
+
+# The multipart shape of POST .../messages, documented beside its JSON body.
+ONE_SHOT_CONTENT = RequestContent(
+    "JSON (PostMessageBody), or multipart/form-data for a one-shot send: the content and "
+    "client_id fields first, then file parts; the files are uploaded into this channel and "
+    "attached, all or nothing. No Content-Encoding.",
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "content": {"type": "string", "maxLength": 4000},
+                    "client_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "file": {
+                        "type": "array",
+                        "maxItems": 10,
+                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    },
+                },
+            },
+        },
+    },
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/messages",
+        post_message,
+        "Post a message with my uploads and links (idempotent per client_id); or, as "
+        "multipart/form-data, upload files and post them in one request",
+        "messages",
+        body=PostMessageBody,
+        request_content=ONE_SHOT_CONTENT,
+        responses={
+            201: "Posted",
+            200: "Posted before with this client_id: the same message",
+            403: "I am not in the channel",
+            404: "No such channel visible to me",
+            408: "Multipart: the upload stalled (upload_idle_timeout)",
+            409: "An attachment of mine is already in a message (attachment_already_linked)",
+            413: "Multipart: a file is too large, or too many files",
+            415: "Neither JSON nor multipart, or a file contradicts its declared image type",
+            422: "Invalid fields, or an attachment that is not mine, not in this workspace or "
+            "channel, or missing: all answer attachment_unavailable",
+            429: "Sending too fast (Retry-After)",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}/messages",
+        list_messages,
+        "A page of history: newest first (before / latest), oldest first (after)",
+        "messages",
+        query=MessagesQuery,
+        responses={200: "OK", 404: "No such channel visible to me", 422: "Invalid query"},
+    ),
+    Route(
+        "PATCH",
+        "/api/messages/{message_id}",
+        edit_message,
+        "Edit my message",
+        "messages",
+        body=EditMessageBody,
+        responses={
+            200: "Edited",
+            403: "Not the author",
+            404: "No such message visible to me",
+            429: "Sending too fast (Retry-After)",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/messages/{message_id}",
+        delete_message,
+        "Delete a message (its author, or workspace owners and admins)",
+        "messages",
+        responses={204: "Deleted", 403: "Not allowed", 404: "No such message visible to me"},
+    ),
+)
