@@ -46,7 +46,7 @@ ROUTES: tuple[Route, ...] = (
     *site.CLIENT_ROUTES,
 )
 
-STATIC_PREFIX = "/static"
+STATIC_PREFIX = site.STATIC_PREFIX
 
 
 def add_routes(app: web.Application) -> None:
@@ -55,4 +55,5 @@ def add_routes(app: web.Application) -> None:
             app.router.add_get(route.path, route.handler, allow_head=True)
         else:
             app.router.add_route(route.method, route.path, route.handler)
-    app.router.add_static(STATIC_PREFIX, site.static_root(), append_version=True)
+    # Documented by hand in openapi.py: the filename is a path, not an id.
+    app.router.add_get(STATIC_PREFIX + "/{filename:.+}", site.static_file)

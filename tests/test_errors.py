@@ -78,3 +78,19 @@ async def test_request_id_is_echoed_or_made(client: TestClient) -> None:
     assert mine.headers["X-Request-ID"] == "trace-12345678"
     made = await client.get("/healthz", headers={"X-Request-ID": "not a valid id!"})
     assert len(made.headers["X-Request-ID"]) == 32
+
+
+async def test_client_page_and_files_carry_security_headers(client: TestClient) -> None:
+    for path in ("/", "/static/app.css", "/static/js/main.js"):
+        response = await client.get(path)
+        assert response.status == 200, path
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cache-Control"] == "no-cache"
+    missing = await client.get("/static/nope.js")
+    assert missing.status == 404
+    assert missing.headers["Cache-Control"] == "no-store"
+    assert_error_shape(await missing.json(), "not_found")
+    for escape in ("/static/%2e%2e/pyproject.toml", "/static/..%2fpyproject.toml"):
+        response = await client.get(escape)
+        assert response.status == 404, escape
