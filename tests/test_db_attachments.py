@@ -70,7 +70,8 @@ async def channel(conn: asyncpg.Connection, ws: int, private: bool, *members: Us
 
 
 async def link(conn: asyncpg.Connection, attachment_id: str, channel_id: int, author: User) -> int:
-    """Linking is not written yet; the test links by hand as it will."""
+    """Set up a linked attachment at the SQL level: this file tests the read rule alone
+    (linking itself is tested through the API in test_linking.py)."""
     message_id: int = await conn.fetchval(
         "INSERT INTO messages (channel_id, workspace_id, author_id, content) "
         "SELECT id, workspace_id, $2, '' FROM channels WHERE id = $1 RETURNING id",
