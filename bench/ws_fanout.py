@@ -539,7 +539,7 @@ def report(results: list[ScenarioResult], args: argparse.Namespace, setup_second
         f"Client: this one process, one asyncio loop, {n} subscriber sockets + 1 sender, a "
         f"lean asyncio.Protocol WebSocket client ({wire}; JSON decoded after each phase; "
         "receive time = perf_counter when the bytes reach the client loop, same clock as the "
-        "send timestamp). Servers in subprocesses; Echora: ECHORA_WS_SEND_QUEUE default, "
+        "send timestamp). Servers in subprocesses; Echora: ECHORA_WS_SEND_BUFFER default, "
         "rate limits raised, log level warning; embedded PostgreSQL (default settings) over "
         "a unix socket."
     )

@@ -56,14 +56,18 @@ def create_fanout(app: web.Application) -> Fanout:
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     """The WebSocket hub, fed by the fan-out backend (after the pool, before sweepers)."""
-    hub = app[HUB] = Hub(app[CONFIG].ws_send_queue)
+    hub = app[HUB] = Hub(app[CONFIG].ws_send_buffer)
+    hub.start()
     fanout = create_fanout(app)
-    await fanout.start(hub.deliver)
-    app[FANOUT] = fanout
     try:
-        yield
+        await fanout.start(hub.deliver)
+        app[FANOUT] = fanout
+        try:
+            yield
+        finally:
+            await fanout.close()
     finally:
-        await fanout.close()
+        await hub.stop()
 
 
 async def close_websockets(app: web.Application) -> None:

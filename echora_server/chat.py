@@ -115,7 +115,8 @@ async def write_message(
         )
     if message is None:  # removed from the channel since the check above
         raise NotFound(CHANNEL_NOT_FOUND)
-    (message,) = await with_attachments(conn, [message])
+    if not created or draft.parts.attachment_ids:  # a new text-only one has none to load
+        (message,) = await with_attachments(conn, [message])
     return message, created
 
 

@@ -59,8 +59,12 @@ class Config(BaseModel):
         "works for one or many processes) or memory (a single process only).",
     )
 
-    ws_send_queue: int = Field(
-        512, ge=4, le=100_000, description="Frames queued per WebSocket before it is dropped."
+    ws_send_buffer: int = Field(
+        256 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="Bytes of frames buffered per WebSocket before a client too slow to "
+        "read them is dropped (closed with 1013).",
     )
 
     storage: Literal["local", "s3"] | None = Field(

@@ -1,15 +1,21 @@
 """The WebSocket hub: which local sockets receive which channel's events.
 
-One ``Client`` per socket: a bounded queue of pre-serialised text frames drained by one
-writer task, so a slow reader never slows the others down; a client whose queue is full is
-dropped at once and closed (1013, try again later) rather than buffered without end.
-Subscriptions follow membership events, so a removed member stops receiving the moment the
-removal is published.
+Every frame for a socket goes through one ordered, bounded buffer (``Client.pending``).
+An event is serialised and framed once, appended to the buffer of each subscriber (a list
+append), and one flusher task writes each socket's buffered frames in a single call,
+yielding to the event loop every ``FLUSH_SLICE`` sockets. While it works through a large
+channel, new events pile up behind the sockets not yet written, so under load one write
+carries several frames instead of one system call per frame per socket.
+
+A client whose buffered bytes, its own and its transport's, would pass the limit is too
+slow to read: it is dropped at once and closed (1013, try again later) instead of being
+buffered without end or slowing the others down. Subscriptions follow membership events,
+so a removed member stops receiving the moment the removal is published.
 
 Joining is two-step so that nothing is missed and ``hello`` is the first frame: ``connect``
-registers the client (membership events about its user are recorded from then on) while
-the handler loads its channels; ``attach`` subscribes them, minus any removal that arrived
-meanwhile, queues ``hello`` and then whatever was held back.
+registers the client (events and membership changes are recorded from then on) while the
+handler loads its channels; ``attach`` subscribes them, minus any removal that arrived
+meanwhile, writes ``hello`` and then releases what was held back.
 """
 
 from __future__ import annotations
@@ -30,108 +36,104 @@ from echora_server.events import (
     WORKSPACE_MEMBER_REMOVED,
     Event,
 )
+from echora_server.ws_frames import text_frame
 
 log = structlog.get_logger("echora.hub")
 
-SEND_QUEUE_SIZE = 512
+SEND_BUFFER = 256 * 1024
+FLUSH_SLICE = 16
 CLOSE_TIMEOUT = 5.0
 
 
 class Client:
-    """One connected socket: its queue, its writer task and its subscriptions."""
+    """One connected socket: its subscriptions and the frames waiting to be written."""
 
     def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        identity: Identity,
-        queue_size: int,
-        transport: asyncio.BaseTransport | None,
+        self, ws: web.WebSocketResponse, identity: Identity, transport: asyncio.Transport
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.identity = identity
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self.channels: dict[int, int] = {}  # channel id -> workspace id
-        self.ready = False
-        self.held: list[str] = []  # frames that arrived before attach()
+        self.ready = False  # hello written; before that, frames are only held
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
         self.removed_channels: set[int] = set()  # removals seen before attach()
         self.removed_workspaces: set[int] = set()
         self.closing = False
-        self.writing = False
-        self.writer = asyncio.create_task(self._write_forever(), name="ws-writer")
 
     @property
     def user_id(self) -> int:
         return self.identity.user.id
 
-    def send(self, frame: str) -> bool:
-        """Queue a frame; False when the client is too slow and must be dropped."""
+    def backlog(self) -> int:
+        """Bytes not yet taken by the kernel: held here plus the transport's buffer."""
+        return self.pending_bytes + self.transport.get_write_buffer_size()
+
+    def flush(self) -> None:
+        """Write everything pending in one call (the transport never blocks)."""
+        if not self.pending:
+            return
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
+        if not (self.closing or self.ws.closed or self.transport.is_closing()):
+            self.transport.write(data)
+
+    async def reply(self, frame: str) -> None:
+        """Answer the client's own request, after what is already pending for it.
+
+        Replies may be long (a resume replays up to a thousand messages), so they go
+        through aiohttp's writer, which waits while the peer is not reading; hub events
+        never wait."""
         if self.closing:
-            return True
-        if not self.ready:
-            self.held.append(frame)
-            return len(self.held) <= self.queue.maxsize
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            return False
-        return True
-
-    def idle(self) -> bool:
-        """Nothing queued, nothing being written, the socket's buffer empty: a frame can
-        be written straight away without waiting (and without overtaking queued ones)."""
-        return (
-            self.ready
-            and not self.closing
-            and not self.writing
-            and self.queue.empty()
-            and isinstance(self.transport, asyncio.WriteTransport)
-            and self.transport.get_write_buffer_size() == 0
-        )
-
-    async def _write_forever(self) -> None:
-        while True:
-            frame = await self.queue.get()
-            self.writing = True
-            try:
-                await self.ws.send_str(frame)
-            except (ConnectionResetError, RuntimeError):
-                return  # the socket is going away; its handler cleans up
-            finally:
-                self.writing = False
+            return
+        self.flush()
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await self.ws.send_str(frame)
 
     async def close(self, code: int, message: str) -> None:
         """Close with ``code``; a peer that does not take the close frame is cut off."""
         if self.closing:
             return
         self.closing = True
-        self.writer.cancel()
+        self.pending.clear()
+        self.pending_bytes = 0
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.ws.close(code=code, message=message.encode())
         except (TimeoutError, ConnectionResetError, RuntimeError):
-            if isinstance(self.transport, asyncio.WriteTransport):
-                self.transport.abort()
+            self.transport.abort()
 
 
 class Hub:
-    def __init__(self, queue_size: int = SEND_QUEUE_SIZE) -> None:
-        self.queue_size = queue_size
+    def __init__(self, send_buffer: int = SEND_BUFFER) -> None:
+        self.send_buffer = send_buffer
         self._clients: set[Client] = set()
         self._by_user: defaultdict[int, set[Client]] = defaultdict(set)
         self._by_channel: defaultdict[int, set[Client]] = defaultdict(set)
+        self._dirty: dict[Client, None] = {}  # clients with pending frames, in order
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._clients)
 
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever(), name="ws-flusher")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+
     def connect(
-        self,
-        ws: web.WebSocketResponse,
-        identity: Identity,
-        transport: asyncio.BaseTransport | None = None,
+        self, ws: web.WebSocketResponse, identity: Identity, transport: asyncio.Transport
     ) -> Client:
-        client = Client(ws, identity, self.queue_size, transport)
+        client = Client(ws, identity, transport)
         self._clients.add(client)
         self._by_user[client.user_id].add(client)
         return client
@@ -142,31 +144,30 @@ class Hub:
         channels: Iterable[tuple[int, int]],
         hello: Callable[[Client], str],
     ) -> None:
-        """Subscribe the channels loaded for the client, then queue ``hello(client)`` and
-        the frames held back meanwhile."""
+        """Subscribe the channels loaded for the client, write ``hello(client)``, then
+        release the frames held back meanwhile."""
         for channel_id, workspace_id in channels:
             if (
                 channel_id not in client.removed_channels
                 and workspace_id not in client.removed_workspaces
             ):
                 self._subscribe(client, channel_id, workspace_id)
-        held, client.held = client.held, []
+        if client.closing or client not in self._clients:
+            return  # dropped meanwhile
         client.ready = True
-        for frame in (hello(client), *held):
-            if not client.send(frame):
-                self._drop(client)
-                return
+        client.pending.insert(0, text_frame(hello(client).encode()))
+        client.flush()
 
     async def disconnect(self, client: Client) -> None:
         """Forget a client; always called from the socket handler's ``finally``."""
         self._forget(client)
         client.closing = True
-        client.writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await client.writer
+        client.pending.clear()
+        client.pending_bytes = 0
 
     def _forget(self, client: Client) -> None:
         self._clients.discard(client)
+        self._dirty.pop(client, None)
         self._discard(self._by_user, client.user_id, client)
         for channel_id in tuple(client.channels):
             self._unsubscribe(client, channel_id)
@@ -196,7 +197,7 @@ class Hub:
                 client.removed_channels.discard(event.channel_id)
                 self._subscribe(client, event.channel_id, event.workspace_id)
         if event.channel_id is not None:
-            await self._send_to_channel(event.channel_id, event.frame())
+            self._send_to_channel(event.channel_id, text_frame(event.frame().encode()))
         if event.type == CHANNEL_MEMBER_REMOVED and event.channel_id is not None:
             for client in subjects:
                 client.removed_channels.add(event.channel_id)
@@ -209,7 +210,7 @@ class Hub:
                 ):
                     self._drop(client, WSCloseCode.POLICY_VIOLATION, "credential revoked")
         elif event.type == WORKSPACE_MEMBER_REMOVED:
-            frame = event.frame()
+            wire = text_frame(event.frame().encode())
             for client in subjects:
                 if not client.identity.may_use_workspace(event.workspace_id):
                     continue
@@ -219,21 +220,49 @@ class Hub:
                         self._unsubscribe(client, channel_id)
                 if client.identity.token_workspace_id == event.workspace_id:
                     self._drop(client, WSCloseCode.POLICY_VIOLATION, "removed from workspace")
-                elif not client.send(frame):  # tell the removed member, and nobody else
+                elif not self._enqueue(client, wire):  # tell the removed member only
                     self._drop(client)
 
-    async def _send_to_channel(self, channel_id: int, frame: str) -> None:
-        # A snapshot: dropping a slow client changes the set while we iterate.
-        for client in tuple(self._by_channel.get(channel_id, ())):
-            if client.idle():
-                # The fast path: waking a writer task per delivery costs more than the
-                # write itself. With an empty buffer the transport is not paused, so this
-                # write does not wait (frames are far below its 64 KiB high-water mark).
-                with contextlib.suppress(ConnectionResetError, RuntimeError):
-                    await client.ws.send_str(frame)
-            elif not client.send(frame):
-                log.warning("ws_slow_consumer_dropped", user_id=client.user_id)
-                self._drop(client)
+    def _send_to_channel(self, channel_id: int, wire: bytes) -> None:
+        members = self._by_channel.get(channel_id)
+        if not members:
+            return
+        slow = [client for client in members if not self._enqueue(client, wire)]
+        for client in slow:
+            log.warning("ws_slow_consumer_dropped", user_id=client.user_id)
+            self._drop(client)
+
+    def _enqueue(self, client: Client, wire: bytes) -> bool:
+        """Buffer one frame for a client; False when it is too slow and must be dropped."""
+        if client.closing:
+            return True
+        if not client.ready:  # held until hello is written; bounded all the same
+            if client.pending_bytes + len(wire) > self.send_buffer:
+                return False
+        else:
+            if client.backlog() + len(wire) > self.send_buffer:
+                client.flush()  # a burst: let the kernel take what it can before judging
+                if client.backlog() + len(wire) > self.send_buffer:
+                    return False
+            if not client.pending:
+                self._dirty[client] = None
+                self._wake.set()
+        client.pending.append(wire)
+        client.pending_bytes += len(wire)
+        return True
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                batch, self._dirty = self._dirty, {}
+                for count, client in enumerate(batch, 1):
+                    client.flush()
+                    if count % FLUSH_SLICE == 0:
+                        # Let requests progress; events they publish meanwhile join the
+                        # buffers of the sockets this round has not reached yet.
+                        await asyncio.sleep(0)
 
     def _drop(
         self, client: Client, code: int = WSCloseCode.TRY_AGAIN_LATER, message: str = "too slow"

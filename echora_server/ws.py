@@ -94,8 +94,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # once per socket costs more CPU than the whole rest of a delivery.
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, compress=False)
     await ws.prepare(request)
+    transport = request.transport
+    if transport is None:  # the peer is already gone
+        return ws
     hub = request.app[HUB]
-    client = hub.connect(ws, identity, request.transport)
+    client = hub.connect(ws, identity, transport)
     try:
         try:
             async with request.app[POOL].acquire() as conn:
@@ -136,7 +139,7 @@ async def _resume(app: web.Application, client: Client, after_id: int) -> None:
         )
         replayed = await with_attachments(conn, missed[:RESUME_LIMIT])
     for message in replayed:
-        client.send(
+        await client.reply(
             _frame(
                 {
                     "type": "message.created",
@@ -145,7 +148,7 @@ async def _resume(app: web.Application, client: Client, after_id: int) -> None:
                 }
             )
         )
-    client.send(
+    await client.reply(
         _frame(
             {
                 "type": "resume.done",
@@ -160,7 +163,9 @@ async def _handle(app: web.Application, client: Client, data: str) -> None:
     try:
         raw = json.loads(data)
     except ValueError:
-        client.send(_error_frame(ApiError("The frame is not valid JSON.", code="invalid_json")))
+        await client.reply(
+            _error_frame(ApiError("The frame is not valid JSON.", code="invalid_json"))
+        )
         return
     kind = raw.get("type") if isinstance(raw, dict) else None
     ref = raw.get("ref") if isinstance(raw, dict) else None
@@ -176,13 +181,13 @@ async def _handle(app: web.Application, client: Client, data: str) -> None:
                 attachment_ids=frame.attachment_ids,
                 links=frame.links,
             )
-            client.send(
+            await client.reply(
                 _frame({"type": "message.ack", "ref": frame.ref, "message": message_json(message)})
             )
         elif kind == "resume":
             await _resume(app, client, ResumeFrame.model_validate(raw).after_id)
         elif kind == "ping":
-            client.send(_frame({"type": "pong", "ref": ref}))
+            await client.reply(_frame({"type": "pong", "ref": ref}))
         else:
             raise InvalidRequest(f"Unknown frame type {kind!r}.", code="unknown_type")
     except ValidationError as exc:
@@ -190,12 +195,14 @@ async def _handle(app: web.Application, client: Client, data: str) -> None:
             {"field": ".".join(map(str, e["loc"])), "problem": e["msg"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
-        client.send(_error_frame(InvalidRequest(details=details), ref))
+        await client.reply(_error_frame(InvalidRequest(details=details), ref))
     except ApiError as exc:
-        client.send(_error_frame(exc, ref))
+        await client.reply(_error_frame(exc, ref))
     except (StorageError, *DATABASE_DOWN) as exc:
         log.warning("ws_frame_outage", exc_info=True)
-        client.send(_error_frame(outage(exc), ref))
+        await client.reply(_error_frame(outage(exc), ref))
     except Exception:  # one bad frame must not take the socket down
         log.exception("ws_frame_failed", kind=kind)
-        client.send(_error_frame(ApiError("Internal server error.", code="internal_error"), ref))
+        await client.reply(
+            _error_frame(ApiError("Internal server error.", code="internal_error"), ref)
+        )

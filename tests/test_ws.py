@@ -327,7 +327,7 @@ async def test_reconnect_with_last_seen_id_gets_the_gap(room: Room) -> None:
 async def test_slow_consumer_is_closed_and_others_are_not_slowed(
     config: Config, aiohttp_client: ClientFactory
 ) -> None:
-    app = create_app(config.model_copy(update={"fanout": "memory", "ws_send_queue": 8}))
+    app = create_app(config.model_copy(update={"fanout": "memory", "ws_send_buffer": 64 * 1024}))
     client = await aiohttp_client(app)
     people = People(client)
     alice, bob = await people.create("alice"), await people.create("bob")
@@ -346,6 +346,31 @@ async def test_slow_consumer_is_closed_and_others_are_not_slowed(
             break
     assert len(app[HUB]) == 1, "the slow consumer was never dropped"
     assert await server_close_code(slow) == 1013
+
+
+async def test_frames_of_every_length_encoding_arrive_intact(
+    config: Config, aiohttp_client: ClientFactory
+) -> None:
+    """The hub frames each event itself: 7-bit, 16-bit and 64-bit payload lengths, at
+    their edges, and several frames coalesced into one write, all parse as sent."""
+    app = create_app(config.model_copy(update={"fanout": "memory"}))
+    people = People(await aiohttp_client(app))
+    alice = await people.create("alice")
+    channel_id = await make_channel(alice, "sizes")
+    ws = await connect(alice)
+    sizes = [125, 126, 127, 65_535, 65_536, 150_000, 200]
+
+    def body(n: int, size: int) -> dict[str, Any]:
+        data = {"channel_id": channel_id, "n": n, "blob": ""}
+        empty = len(json.dumps({"type": "test.blob", **data}, separators=(",", ":")))
+        return {**data, "blob": "x" * (size - empty)}
+
+    for n, size in enumerate(sizes):  # published back to back: one write may carry several
+        await app[FANOUT].publish(Event("test.blob", alice.workspace_id, channel_id, body(n, size)))
+    for n, size in enumerate(sizes):
+        msg = await ws.receive(timeout=TIMEOUT)
+        assert msg.type == WSMsgType.TEXT and len(msg.data) == size
+        assert json.loads(msg.data)["n"] == n
 
 
 async def test_shutdown_closes_sockets_with_1001(room: Room, config: Config) -> None:

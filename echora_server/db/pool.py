@@ -12,9 +12,23 @@ from echora_server.keys import CONFIG, POOL
 from echora_server.migrations import migrate
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection released without asyncpg's reset query.
+
+    The default reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
+    costs a round trip on every release, and nothing here leaves such state behind: no
+    session setting is ever changed, cursors live inside transactions, LISTEN runs on the
+    fan-out's own connection, and the migration lock is released in a ``finally``. asyncpg
+    still rolls back a transaction left open."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(config: Config, dsn: str) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
+        connection_class=PooledConnection,
         min_size=config.db_pool_min,
         max_size=config.db_pool_max,
         timeout=config.db_timeout,
