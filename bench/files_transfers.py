@@ -158,8 +158,8 @@ class ReferenceClient:
 
 
 def aio_config() -> AioConfig:
-    """The configuration from /work/shared/notes/infrastructure.md (Echora uses the same,
-    with the same connection pool size)."""
+    """The configuration Echora's S3 storage uses (path style, checksums only when
+    required), with the same connection pool size."""
     return AioConfig(
         signature_version="s3v4",
         s3={"addressing_style": "path"},

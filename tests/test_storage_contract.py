@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import itertools
 import os
 import random
@@ -477,6 +478,40 @@ async def test_s3_read_cut_midway_raises_storage_error(
         with pytest.raises(StorageError):
             async for _chunk in reader.chunks():
                 proxy.block()
+
+
+async def test_s3_retried_upload_part_sends_the_whole_part_again(
+    proxy: FaultProxy, tmp_path: Path, s3_config_values: dict[str, Any]
+) -> None:
+    """A part is signed (read to its end) and then sent; a retry seeks back and sends it
+    again from its first byte: the stored object is exactly the source."""
+    values = {**s3_config_values, "s3_endpoint_url": proxy.url}
+    store = S3Storage(Config(data_dir=tmp_path, s3_part_size=PART, **values), max_attempts=5)
+    await store.start()
+    data = payload(12 * MiB, seed=9)
+
+    async def refuse_once_after_first_part() -> AsyncIterator[bytes]:
+        yield data[: 6 * MiB]
+        proxy.block()
+        yield data[6 * MiB :]
+
+    async def heal() -> None:
+        await proxy.wait_refused(1)
+        proxy.unblock()
+
+    try:
+        healer = asyncio.create_task(heal())
+        stored_object = await store.put_stream(
+            "files/1/retried", refuse_once_after_first_part(), content_type="x/y"
+        )
+        await healer
+        assert stored_object.size == len(data) and proxy.refused >= 1
+        async with await store.open("files/1/retried") as reader:
+            stored = b"".join([chunk async for chunk in reader.chunks()])
+        assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+        assert await pending_uploads_of(store) == []
+    finally:
+        await store.close()
 
 
 async def test_s3_upload_cut_midway_leaves_no_upload(

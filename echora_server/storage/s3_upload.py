@@ -14,6 +14,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 from botocore.exceptions import ClientError
 
 from echora_server.storage.base import ShieldedCleanups, StorageError
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 # Cleanup after a failed write: the store may be briefly unreachable. Whatever still
 # fails after these attempts is left to the sweeper (list_pending_uploads / list).
 CLEANUP_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
+# A part goes to the socket in slices of this size (the writer drains between them).
+WRITE_SLICE = 1024 * 1024
 
 
 class PartSplitter:
@@ -62,22 +66,25 @@ class PartSplitter:
         return part
 
 
-class PartBody(io.RawIOBase):
-    """A seekable file over one part, read in place.
+class PartBody(Payload):
+    """One buffered part, for both of its readers, without copying it whole.
 
-    Passing ``bytes`` would make botocore wrap them in a BytesIO, and aiohttp then
-    copies that whole (``BytesIO.getbuffer`` unshares): two parts in memory, not one."""
+    botocore reads it as a file, to sign it and to learn its length (``read``, ``seek``,
+    ``tell``; ``seek(0)`` again before a retry). aiohttp sends it as a payload, in slices
+    of the buffer written on the event loop. Handed over as ``bytes`` it would be wrapped
+    in a BytesIO that aiohttp copies; as a plain file object aiohttp reads it 64 KiB at a
+    time in a thread."""
+
+    _autoclose = True  # nothing to release: the buffer is dropped with the object
 
     def __init__(self, data: bytearray) -> None:
-        super().__init__()
+        super().__init__(data)
         self._data = data
+        self._size = len(data)
         self._pos = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
+    def __len__(self) -> int:
+        return len(self._data)
 
     def read(self, size: int = -1, /) -> bytes:
         end = len(self._data) if size < 0 else min(len(self._data), self._pos + size)
@@ -93,6 +100,21 @@ class PartBody(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._data.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        # Always the whole part from its start: a retried request sends it again.
+        view = memoryview(self._data)  # never resized: each part is a new bytearray
+        end = len(view) if content_length is None else min(len(view), content_length)
+        for start in range(0, end, WRITE_SLICE):
+            await writer.write(view[start : min(end, start + WRITE_SLICE)])
 
 
 async def abort_upload(client: Any, bucket: str, s3_key: str, upload_id: str) -> None:
