@@ -258,7 +258,11 @@ class Hub:
             while self._dirty:
                 batch, self._dirty = self._dirty, {}
                 for count, client in enumerate(batch, 1):
-                    client.flush()
+                    try:
+                        client.flush()
+                    except Exception:  # one broken socket must not stop every delivery
+                        log.exception("ws_flush_failed", user_id=client.user_id)
+                        self._drop(client, WSCloseCode.INTERNAL_ERROR, "internal error")
                     if count % FLUSH_SLICE == 0:
                         # Let requests progress; events they publish meanwhile join the
                         # buffers of the sockets this round has not reached yet.
