@@ -50,20 +50,25 @@ class PartSplitter:
     def drained(self) -> bool:
         return self._exhausted and not self._rest
 
-    async def next(self) -> bytearray:
-        """The next part; empty once the source is drained."""
-        part = bytearray(self._rest[: self._size])
-        self._rest = self._rest[self._size :]
-        while len(part) < self._size and not self._exhausted:
+    async def next(self) -> bytes:
+        """The next part; empty once the source is drained.
+
+        Its pieces are copied once, into a buffer of the exact size (growing a buffer
+        chunk by chunk would copy it again at every reallocation)."""
+        pieces = [self._rest[: self._size]]
+        filled = len(pieces[0])
+        self._rest = self._rest[filled:]
+        while filled < self._size and not self._exhausted:
             try:
                 chunk = memoryview(await anext(self._source))
             except StopAsyncIteration:
                 self._exhausted = True
                 break
-            need = self._size - len(part)
-            part += chunk[:need]
-            self._rest = chunk[need:]
-        return part
+            take = min(len(chunk), self._size - filled)
+            pieces.append(chunk[:take])
+            filled += take
+            self._rest = chunk[take:]
+        return b"".join(pieces)
 
 
 class PartBody(Payload):
@@ -77,7 +82,7 @@ class PartBody(Payload):
 
     _autoclose = True  # nothing to release: the buffer is dropped with the object
 
-    def __init__(self, data: bytearray) -> None:
+    def __init__(self, data: bytes) -> None:
         super().__init__(data)
         self._data = data
         self._size = len(data)
@@ -111,7 +116,7 @@ class PartBody(Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         # Always the whole part from its start: a retried request sends it again.
-        view = memoryview(self._data)  # never resized: each part is a new bytearray
+        view = memoryview(self._data)
         end = len(view) if content_length is None else min(len(view), content_length)
         for start in range(0, end, WRITE_SLICE):
             await writer.write(view[start : min(end, start + WRITE_SLICE)])
@@ -150,12 +155,11 @@ class S3Uploader:
         upload_id: str | None = None
         completing = False
         total = 0
+        # Shielded: cancelled while the store creates the upload, we must still learn its
+        # id to abort it. Until then the cleanup waits for this task instead.
+        creating = asyncio.ensure_future(self._create(s3_key, content_type))
         try:
-            with translated("CreateMultipartUpload"):
-                created = await self._client.create_multipart_upload(
-                    Bucket=self._bucket, Key=s3_key, ContentType=content_type
-                )
-            upload_id = created["UploadId"]
+            upload_id = await asyncio.shield(creating)
             done: list[dict[str, Any]] = []
             while part:
                 number = len(done) + 1
@@ -169,17 +173,25 @@ class S3Uploader:
                     )
                 done.append({"PartNumber": number, "ETag": uploaded["ETag"]})
                 total += len(part)
-                part = bytearray()  # drop the sent part before buffering the next one
+                part = b""  # drop the sent part before buffering the next one
                 part = await parts.next()
             completing = True
             await self._complete(s3_key, upload_id, done, total)
         except BaseException as exc:
             written = completing and may_have_been_written(exc)
-            await self._cleanups.run(self._clean_up_failed_write(s3_key, upload_id, written))
+            cleanup = self._clean_up_failed_write(s3_key, upload_id, written, creating)
+            await self._cleanups.run(cleanup)
             raise
         return total
 
-    async def _put_single(self, s3_key: str, data: bytearray, content_type: str) -> None:
+    async def _create(self, s3_key: str, content_type: str) -> str:
+        with translated("CreateMultipartUpload"):
+            created = await self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=s3_key, ContentType=content_type
+            )
+        return str(created["UploadId"])
+
+    async def _put_single(self, s3_key: str, data: bytes, content_type: str) -> None:
         try:
             with translated("PutObject"):
                 await self._client.put_object(
@@ -208,9 +220,18 @@ class S3Uploader:
             raise StorageError(f"S3 stored {head['ContentLength']} bytes, sent {total}")
 
     async def _clean_up_failed_write(
-        self, s3_key: str, upload_id: str | None, maybe_written: bool
+        self,
+        s3_key: str,
+        upload_id: str | None,
+        maybe_written: bool,
+        creating: asyncio.Future[str] | None = None,
     ) -> None:
         """Abort the upload and/or delete the object of a failed write; never raises."""
+        if upload_id is None and creating is not None:
+            try:
+                upload_id = await creating  # the store may have created it all the same
+            except Exception:
+                upload_id = None  # not created
         last: Exception | None = None
         for delay in CLEANUP_DELAYS:
             await asyncio.sleep(delay)
