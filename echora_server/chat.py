@@ -27,7 +27,13 @@ from echora_server.auth.identity import Identity
 from echora_server.db import attachments, messages
 from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Message
 from echora_server.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests
-from echora_server.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED, Event, publish
+from echora_server.events import (
+    MESSAGE_CREATED,
+    MESSAGE_DELETED,
+    MESSAGE_UPDATED,
+    Event,
+    transaction,
+)
 from echora_server.keys import MESSAGE_LIMITER, POOL
 from echora_server.message_parts import (
     LinkIn,
@@ -75,10 +81,10 @@ async def post_message(
     row)."""
     draft = check_draft(content, client_id, check_parts(attachment_ids, links))
     take_send_token(app, identity)
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         message, created = await write_message(conn, identity, channel_id, draft)
-    if created:
-        await publish(app, message_event(MESSAGE_CREATED, message))
+        if created:
+            events.append(message_event(MESSAGE_CREATED, message))
     return message, created
 
 
@@ -158,7 +164,7 @@ async def edit_message(
     the message carries attachments or links."""
     content = check_content(content, may_be_empty=True)
     take_send_token(app, identity)  # edits fan out like posts, so they share the budget
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         message, _access = await _visible_message(conn, identity, message_id)
         if message.author.id != identity.user.id:
             raise Forbidden("Only the author can edit a message.")
@@ -168,7 +174,7 @@ async def edit_message(
         (updated,) = await with_attachments(conn, [found])
         if not (content.strip() or updated.links or updated.attachments):
             raise _empty_content()  # the update rolls back
-    await publish(app, message_event(MESSAGE_UPDATED, updated))
+        events.append(message_event(MESSAGE_UPDATED, updated))
     return updated
 
 
@@ -176,16 +182,15 @@ async def delete_message(app: web.Application, identity: Identity, message_id: i
     """Delete a message for good, with its files: its author, or a workspace owner or admin.
     Rows first (their objects are queued in the same transaction), objects after the
     commit: no committed row ever points at a deleted object."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         message, access = await _visible_message(conn, identity, message_id)
         if message.author.id != identity.user.id and access.role not in MANAGER_ROLES:
             raise Forbidden("Only the author or a workspace owner or admin can delete this.")
         keys = await attachments.delete_attachments_of_message(conn, message_id)
         if not await messages.delete_message(conn, message_id):
             raise NotFound(MESSAGE_NOT_FOUND)
-    data = {"channel_id": message.channel_id, "message_id": message.id}
-    event = Event(MESSAGE_DELETED, message.workspace_id, message.channel_id, data)
-    await publish(app, event)
+        data = {"channel_id": message.channel_id, "message_id": message.id}
+        events.append(Event(MESSAGE_DELETED, message.workspace_id, message.channel_id, data))
     await delete_objects(app, keys)
 
 

@@ -24,7 +24,7 @@ from echora_server.auth.identity import Identity
 from echora_server.db import messages
 from echora_server.db.records import Attachment, Message
 from echora_server.errors import Forbidden
-from echora_server.events import MESSAGE_CREATED, publish
+from echora_server.events import MESSAGE_CREATED, Event, committed, stage
 from echora_server.keys import POOL, UPLOADER
 from echora_server.message_parts import MAX_ATTACHMENTS, Parts, with_attachments
 from echora_server.upload_bodies import UploadBody, UploadQuery
@@ -61,6 +61,8 @@ async def post_message_with_files(
     if (earlier := await _posted_before(app, identity, channel_id, draft)) is not None:
         return earlier, False  # a retry: its files are not even read
 
+    events: list[Event] = []
+
     async def write(conn: asyncpg.Connection, rows: list[Attachment]) -> Message:
         parts = Parts(attachment_ids=tuple(row.id for row in rows))
         if not rows:  # no file after all: the text must stand on its own
@@ -70,6 +72,8 @@ async def post_message_with_files(
         )
         if not created:  # the same client_id won a race since _posted_before
             raise _PostedBefore(message)
+        events.append(chat.message_event(MESSAGE_CREATED, message))
+        await stage(app, conn, events)
         return message
 
     try:
@@ -86,7 +90,7 @@ async def post_message_with_files(
             message = await batch.commit_with(write)
     except _PostedBefore as retried:
         return retried.message, False
-    await publish(app, chat.message_event(MESSAGE_CREATED, message))
+    await committed(app, events)
     return message, True
 
 

@@ -359,6 +359,32 @@ async def test_rolled_back_post_publishes_nothing(
     assert events.events == []
 
 
+async def test_a_message_whose_event_cannot_be_stored_is_not_stored_either(
+    client: TestClient, people: People, events: RecordingFanout
+) -> None:
+    """With the PostgreSQL fan-out the event row and its NOTIFY are part of the message's
+    transaction: when the event fails at COMMIT, the message rolls back with it (and the
+    other way round, no crash between the two can leave a message without its event)."""
+    olive = await people.create("olive")
+    general = await make_channel(olive, "general")
+    async with client.app[POOL].acquire() as conn:
+        await conn.execute(
+            """
+            CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'event refused at commit'; END $$;
+            CREATE CONSTRAINT TRIGGER refuse_events AFTER INSERT ON events
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_event();
+            """
+        )
+    events.events.clear()
+    response = await olive.post(
+        f"/api/channels/{general['id']}/messages", json={"content": "unannounced"}
+    )
+    assert response.status == 500
+    assert await fetch(client, "SELECT count(*) FROM messages") == 0
+    assert events.events == []
+
+
 async def test_queries_the_websocket_uses(client: TestClient, people: People) -> None:
     olive = await people.create("olive")
     mia = await people.create("mia")

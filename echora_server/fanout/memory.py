@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import asyncpg
+
 from echora_server.events import Event
 from echora_server.fanout.base import Deliver
 
@@ -16,6 +20,13 @@ class MemoryFanout:
     async def publish(self, event: Event) -> None:
         if self._deliver is not None:
             await self._deliver(event)
+
+    async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        pass  # nothing leaves the process before the commit
+
+    async def committed(self, events: Sequence[Event]) -> None:
+        for event in events:
+            await self.publish(event)
 
     async def close(self) -> None:
         self._deliver = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -53,6 +54,15 @@ class PostgresFanout:
     async def publish(self, event: Event) -> None:
         async with self._pool.acquire() as conn:
             await event_rows.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
+
+    async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        # NOTIFY is transactional: delivered at COMMIT, dropped on rollback, so the write
+        # and its event cannot be separated by a crash in between.
+        for event in events:
+            await event_rows.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
+
+    async def committed(self, events: Sequence[Event]) -> None:
+        pass  # the commit sent them
 
     async def close(self) -> None:
         for task in self._tasks:

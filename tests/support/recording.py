@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
+import asyncpg
 from aiohttp import web
 
 from echora_server.events import Event
@@ -24,6 +25,13 @@ class RecordingFanout:
     async def publish(self, event: Event) -> None:
         self.events.append(event)
         await self.inner.publish(event)
+
+    async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        await self.inner.stage(conn, events)
+
+    async def committed(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)  # recorded once they are out, as publish() does
+        await self.inner.committed(events)
 
     async def close(self) -> None:
         await self.inner.close()
