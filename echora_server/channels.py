@@ -1,8 +1,8 @@
 """The chat service for channels and channel membership (messages: echora_server/chat.py).
 
-Each function authorizes the caller against *current* memberships, writes in one
-transaction and publishes its events only after that transaction committed; a write that
-changes nothing (joining twice) publishes nothing. A channel the caller may not see answers
+Each function authorizes the caller against *current* memberships and writes in one
+transaction whose events go out with its commit (``events.transaction``), never without
+it; a write that changes nothing (joining twice) publishes nothing. A channel the caller may not see answers
 404 exactly like a missing one.
 
 Who may do what:
@@ -28,7 +28,7 @@ from echora_server.events import (
     CHANNEL_MEMBER_REMOVED,
     WORKSPACE_MEMBER_REMOVED,
     Event,
-    publish,
+    transaction,
 )
 from echora_server.keys import POOL
 from echora_server.serialize import channel_json, user_json
@@ -51,7 +51,7 @@ async def create_channel(
     """Create a channel with the creator as its first member."""
     name = check_text(name.strip(), "name", min_length=1, max_length=MAX_CHANNEL_NAME)
     topic = check_text(topic.strip(), "topic", max_length=MAX_TOPIC)
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         await require_membership(conn, identity, workspace_id)
         channel = await channels.insert_channel(
             conn, workspace_id, name, topic, private, identity.user.id
@@ -59,8 +59,8 @@ async def create_channel(
         if channel is None:
             raise Conflict("A channel with that name exists already.", code="channel_name_taken")
         await channels.insert_channel_member(conn, channel.id, workspace_id, identity.user.id)
-    # The hub subscribes the creator's sockets on member_added, which carries the channel.
-    await publish(app, _member_added(channel, identity.user))
+        # The hub subscribes the creator's sockets on member_added, which carries the channel.
+        events.append(_member_added(channel, identity.user))
     return ChannelView(channel, joined=True)
 
 
@@ -81,23 +81,23 @@ async def get_channel(app: web.Application, identity: Identity, channel_id: int)
 
 async def join_channel(app: web.Application, identity: Identity, channel_id: int) -> ChannelView:
     """Join a public channel (a private one the caller is not in is not found)."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         access = await require_channel(conn, identity, channel_id)
         added = await _insert_member(conn, access.channel, identity.user.id)
         if added is None:
             raise NotFound(CHANNEL_NOT_FOUND)
-    if added:
-        await publish(app, _member_added(access.channel, identity.user))
+        if added:
+            events.append(_member_added(access.channel, identity.user))
     return ChannelView(access.channel, joined=True)
 
 
 async def leave_channel(app: web.Application, identity: Identity, channel_id: int) -> None:
     """Leave a channel; leaving one the caller is not in changes nothing."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         access = await require_channel(conn, identity, channel_id)
         removed = await channels.delete_channel_member(conn, channel_id, identity.user.id)
-    if removed is not None:
-        await publish(app, _member_removed(access.channel.workspace_id, channel_id, removed))
+        if removed is not None:
+            events.append(_member_removed(access.channel.workspace_id, channel_id, removed))
 
 
 async def list_channel_members(
@@ -120,7 +120,7 @@ async def add_channel_member(
     Returns the member and whether they were added now (False: they already were in)."""
     if (user_id is None) == (username is None):
         raise InvalidRequest("Give either user_id or username.")
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         access = await require_channel(conn, identity, channel_id)
         if not access.joined:
             raise Forbidden("Join the channel to add others to it.", code="not_channel_member")
@@ -131,29 +131,29 @@ async def add_channel_member(
         member = await channels.select_channel_member(conn, channel_id, user.id)
         if member is None:  # they left between the insert and this read
             raise NotFound(MEMBER_NOT_FOUND)
-    if added:
-        await publish(app, _member_added(access.channel, user))
+        if added:
+            events.append(_member_added(access.channel, user))
     return member, added
 
 
 async def remove_channel_member(
     app: web.Application, identity: Identity, channel_id: int, user_id: int
 ) -> None:
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
         access = await require_channel(conn, identity, channel_id)
         if user_id != identity.user.id and access.role not in MANAGER_ROLES:
             raise Forbidden("Only workspace owners and admins can remove others from a channel.")
         removed = await channels.delete_channel_member(conn, channel_id, user_id)
         if removed is None:
             raise NotFound(MEMBER_NOT_FOUND)
-    await publish(app, _member_removed(access.channel.workspace_id, channel_id, removed))
+        events.append(_member_removed(access.channel.workspace_id, channel_id, removed))
 
 
 async def remove_from_workspace_channels(
     conn: asyncpg.Connection, workspace_id: int, user_id: int
 ) -> list[Event]:
     """Inside the transaction that removes a workspace member: take them out of the
-    workspace's channels and return the events to publish once it has committed.
+    workspace's channels and return the events that go out with that transaction.
 
     (The schema's foreign key would cascade the rows anyway, but silently.)"""
     user = await users.select_user(conn, user_id)

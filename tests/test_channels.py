@@ -370,3 +370,28 @@ async def test_schema_keeps_channel_members_inside_the_workspace(
             "SELECT count(*) FROM channel_members WHERE user_id = $1", mia.user_id
         )
     assert remaining == 0
+
+
+async def test_a_join_whose_event_cannot_be_stored_is_undone(
+    client: TestClient, people: People, events: RecordingFanout
+) -> None:
+    """Membership events commit with the membership (PostgreSQL fan-out): an event that
+    fails at COMMIT takes the join with it, so no member is left unannounced."""
+    owner = await people.create("olive")
+    member = await people.create("mia")
+    general = await make_channel(owner, "general")
+    async with client.app[POOL].acquire() as conn:
+        await conn.execute(
+            """
+            CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'event refused at commit'; END $$;
+            CREATE CONSTRAINT TRIGGER refuse_events AFTER INSERT ON events
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_event();
+            """
+        )
+    events.events.clear()
+    response = await member.post(f"/api/channels/{general['id']}/join")
+    assert response.status == 500
+    joined = "SELECT count(*) FROM channel_members WHERE channel_id = $1 AND user_id = $2"
+    assert await fetch(client, joined, general["id"], member.user_id) == 0
+    assert events.events == []

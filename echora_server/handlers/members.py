@@ -11,7 +11,7 @@ from echora_server.auth.identity import require_identity
 from echora_server.db import users, workspaces
 from echora_server.db.records import Role
 from echora_server.errors import Conflict, Forbidden, NotFound
-from echora_server.events import publish
+from echora_server.events import transaction
 from echora_server.keys import POOL
 from echora_server.routing import Route
 from echora_server.serialize import member_json, membership_json, user_json
@@ -65,7 +65,7 @@ async def remove_member(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     workspace_id = path_id(request, "workspace_id", "Workspace not found.")
     user_id = path_id(request, "user_id", "Member not found.")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn, transaction(request.app, conn) as events:
         if user_id == identity.user.id:
             caller = await require_membership(conn, identity, workspace_id)  # may always leave
         else:
@@ -78,10 +78,9 @@ async def remove_member(request: web.Request) -> web.Response:
             raise Forbidden("Only an owner can remove an owner.")
         if target.role == "owner" and await workspaces.count_owners(conn, workspace_id) <= 1:
             raise Conflict("A workspace must keep at least one owner.", code="last_owner")
-        # Their channel memberships go in this transaction; the events after it commits.
-        events = await channels.remove_from_workspace_channels(conn, workspace_id, user_id)
+        # Their channel memberships go in this transaction, and the events with it.
+        events += await channels.remove_from_workspace_channels(conn, workspace_id, user_id)
         await workspaces.delete_membership(conn, workspace_id, user_id)
-    await publish(request.app, *events)
     return web.Response(status=204)
 
 
