@@ -2,8 +2,8 @@
 
 Each function authorizes the caller against *current* memberships and writes in one
 transaction whose events go out with its commit (``events.transaction``), never without
-it; a write that changes nothing (joining twice) publishes nothing. A channel the caller may not see answers
-404 exactly like a missing one.
+it; a write that changes nothing (joining twice) publishes nothing. A channel the caller
+may not see answers 404 exactly like a missing one.
 
 Who may do what:
 - Any workspace member may create a channel, public or private.
