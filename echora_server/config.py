@@ -61,7 +61,9 @@ class Config(BaseModel):
 
     ws_send_buffer: int = Field(
         256 * 1024,
-        ge=64 * 1024,
+        # Above what replies may hold in the transport's buffer (its 64 KiB high-water
+        # mark, a 16 KiB writer limit and a frame), so a resume does not get a client dropped.
+        ge=192 * 1024,
         le=64 * 1024 * 1024,
         description="Bytes of frames buffered per WebSocket before a client too slow to "
         "read them is dropped (closed with 1013).",

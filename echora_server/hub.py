@@ -43,6 +43,8 @@ log = structlog.get_logger("echora.hub")
 SEND_BUFFER = 256 * 1024
 FLUSH_SLICE = 16
 CLOSE_TIMEOUT = 5.0
+# A reply waits while the peer reads nothing; past this, the socket is cut off.
+REPLY_TIMEOUT = 30.0
 
 
 class Client:
@@ -60,7 +62,8 @@ class Client:
         self.pending_bytes = 0
         self.removed_channels: set[int] = set()  # removals seen before attach()
         self.removed_workspaces: set[int] = set()
-        self.closing = False
+        self.closing = False  # no more frames: dropped, disconnected or closing
+        self._close_started = False
 
     @property
     def user_id(self) -> int:
@@ -89,20 +92,33 @@ class Client:
         if self.closing:
             return
         self.flush()
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            await self.ws.send_str(frame)
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                await self.ws.send_str(frame)
+        except TimeoutError:
+            self.transport.abort()  # the handler's loop then ends and cleans up
+        except (ConnectionResetError, RuntimeError):
+            pass  # the socket is going away; its handler cleans up
 
-    async def close(self, code: int, message: str) -> None:
-        """Close with ``code``; a peer that does not take the close frame is cut off."""
-        if self.closing:
-            return
+    def mute(self) -> None:
+        """Send nothing more (what is pending is dropped)."""
         self.closing = True
         self.pending.clear()
         self.pending_bytes = 0
+
+    async def close(self, code: int, message: str) -> None:
+        """Close with ``code``; a peer that does not take the close frame is cut off, and
+        so is a socket aiohttp was already closing (its buffer may never drain)."""
+        if self._close_started:
+            return
+        self._close_started = True
+        self.mute()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.ws.close(code=code, message=message.encode())
+                closed = await self.ws.close(code=code, message=message.encode())
         except (TimeoutError, ConnectionResetError, RuntimeError):
+            closed = False
+        if not closed:
             self.transport.abort()
 
 
@@ -161,9 +177,7 @@ class Hub:
     async def disconnect(self, client: Client) -> None:
         """Forget a client; always called from the socket handler's ``finally``."""
         self._forget(client)
-        client.closing = True
-        client.pending.clear()
-        client.pending_bytes = 0
+        client.mute()
 
     def _forget(self, client: Client) -> None:
         self._clients.discard(client)
@@ -273,6 +287,7 @@ class Hub:
     ) -> None:
         """Stop sending to a client now; close its socket in the background."""
         self._forget(client)
+        client.mute()  # the flusher may still hold it in the batch it is writing
         task = asyncio.create_task(client.close(code, message))
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)

@@ -53,6 +53,7 @@ from echora_server.validation import Body
 log = structlog.get_logger("echora.ws")
 
 MAX_FRAME = 64 * 1024
+REPLY_CHUNK = 16 * 1024
 HEARTBEAT = 25.0
 RESUME_LIMIT = 1000
 
@@ -92,7 +93,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         _check_origin(request)
     # No per-message deflate: chat frames are a few hundred bytes, and compressing each one
     # once per socket costs more CPU than the whole rest of a delivery.
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, compress=False)
+    # A small writer limit makes replies (a resume sends up to a thousand frames) wait for
+    # the peer every 16 KiB instead of every 256 KiB, so they cannot fill the transport's
+    # buffer that the hub counts against ECHORA_WS_SEND_BUFFER.
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, compress=False, writer_limit=REPLY_CHUNK
+    )
     await ws.prepare(request)
     transport = request.transport
     if transport is None:  # the peer is already gone

@@ -327,7 +327,7 @@ async def test_reconnect_with_last_seen_id_gets_the_gap(room: Room) -> None:
 async def test_slow_consumer_is_closed_and_others_are_not_slowed(
     config: Config, aiohttp_client: ClientFactory
 ) -> None:
-    app = create_app(config.model_copy(update={"fanout": "memory", "ws_send_buffer": 64 * 1024}))
+    app = create_app(config.model_copy(update={"fanout": "memory", "ws_send_buffer": 192 * 1024}))
     client = await aiohttp_client(app)
     people = People(client)
     alice, bob = await people.create("alice"), await people.create("bob")

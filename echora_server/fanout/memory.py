@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+import structlog
 
 from echora_server.events import Event
 from echora_server.fanout.base import Deliver
+
+log = structlog.get_logger("echora.fanout")
 
 
 class MemoryFanout:
@@ -25,8 +28,11 @@ class MemoryFanout:
         pass  # nothing leaves the process before the commit
 
     async def committed(self, events: Sequence[Event]) -> None:
-        for event in events:
-            await self.publish(event)
+        for event in events:  # one failing delivery must not hold back the others
+            try:
+                await self.publish(event)
+            except Exception:
+                log.exception("event_deliver_failed", type=event.type)
 
     async def close(self) -> None:
         self._deliver = None
