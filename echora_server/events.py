@@ -29,7 +29,6 @@ log = structlog.get_logger("echora.events")
 MESSAGE_CREATED = "message.created"
 MESSAGE_UPDATED = "message.updated"
 MESSAGE_DELETED = "message.deleted"
-CHANNEL_CREATED = "channel.created"
 CHANNEL_MEMBER_ADDED = "channel.member_added"
 CHANNEL_MEMBER_REMOVED = "channel.member_removed"
 WORKSPACE_MEMBER_REMOVED = "workspace.member_removed"
