@@ -13,6 +13,7 @@ from support.chat import (
     post,
     recorder,
     recording_client,
+    refuse_inserts_at_commit,
 )
 from support.people import People
 from support.recording import RecordingFanout
@@ -380,15 +381,7 @@ async def test_a_join_whose_event_cannot_be_stored_is_undone(
     owner = await people.create("olive")
     member = await people.create("mia")
     general = await make_channel(owner, "general")
-    async with client.app[POOL].acquire() as conn:
-        await conn.execute(
-            """
-            CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN RAISE EXCEPTION 'event refused at commit'; END $$;
-            CREATE CONSTRAINT TRIGGER refuse_events AFTER INSERT ON events
-            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_event();
-            """
-        )
+    await refuse_inserts_at_commit(client, "events")
     events.events.clear()
     response = await member.post(f"/api/channels/{general['id']}/join")
     assert response.status == 500

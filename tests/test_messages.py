@@ -14,6 +14,7 @@ from support.chat import (
     post,
     recorder,
     recording_client,
+    refuse_inserts_at_commit,
 )
 from support.people import People, Person
 from support.recording import RecordingFanout
@@ -339,17 +340,9 @@ async def test_rolled_back_post_publishes_nothing(
 ) -> None:
     olive = await people.create("olive")
     general = await make_channel(olive, "general")
-    # A deferred constraint trigger fails at COMMIT: only code that publishes after the
-    # commit (not after the INSERT) keeps this event unsent.
-    async with client.app[POOL].acquire() as conn:
-        await conn.execute(
-            """
-            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
-            CREATE CONSTRAINT TRIGGER refuse_messages AFTER INSERT ON messages
-            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();
-            """
-        )
+    # The write fails at COMMIT: only code that publishes with the commit (not after the
+    # INSERT) keeps this event unsent.
+    await refuse_inserts_at_commit(client, "messages")
     events.events.clear()
     response = await olive.post(
         f"/api/channels/{general['id']}/messages", json={"content": "doomed", "client_id": "x"}
@@ -367,15 +360,7 @@ async def test_a_message_whose_event_cannot_be_stored_is_not_stored_either(
     other way round, no crash between the two can leave a message without its event)."""
     olive = await people.create("olive")
     general = await make_channel(olive, "general")
-    async with client.app[POOL].acquire() as conn:
-        await conn.execute(
-            """
-            CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN RAISE EXCEPTION 'event refused at commit'; END $$;
-            CREATE CONSTRAINT TRIGGER refuse_events AFTER INSERT ON events
-            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_event();
-            """
-        )
+    await refuse_inserts_at_commit(client, "events")
     events.events.clear()
     response = await olive.post(
         f"/api/channels/{general['id']}/messages", json={"content": "unannounced"}

@@ -25,6 +25,20 @@ def recorder(client: TestClient) -> RecordingFanout:
     return client.app[RECORDER]
 
 
+async def refuse_inserts_at_commit(client: TestClient, table: str) -> None:
+    """Make every transaction that inserts into ``table`` fail at its COMMIT, after all of
+    its statements succeeded (a deferred constraint trigger)."""
+    async with client.app[POOL].acquire() as conn:
+        await conn.execute(
+            f"""
+            CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
+            CREATE CONSTRAINT TRIGGER refuse_{table} AFTER INSERT ON {table}
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_{table}();
+            """
+        )
+
+
 async def make_channel(
     person: Person, name: str, *, private: bool = False, topic: str = ""
 ) -> dict[str, Any]:
