@@ -1,8 +1,9 @@
 """Browser tests: Debian's chromium driven by async Playwright, inside pytest-aiohttp's loop.
 
 One chromium per test (about half a second to start): a longer-lived browser would have
-to outlive the test's event loop, which the async API does not allow. Never run
-``playwright install``; the browser is the system one (``.ci/test`` apt-installs it).
+to outlive the test's event loop, which the async API does not allow. The browser is
+the system one, /usr/bin/chromium (``.ci/test`` apt-installs it); Playwright never
+downloads one.
 """
 
 from __future__ import annotations
