@@ -15,18 +15,22 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+import structlog
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -249,7 +253,7 @@ async def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: floa
 
 
 class Processes:
-    """Subprocesses started by the benchmark, each stopped by its own pid."""
+    """Subprocesses a benchmark started, each stopped by its own pid."""
 
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -265,12 +269,16 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal's Ctrl+C reaches us; we stop them
+                start_new_session=True,  # a terminal's Ctrl+C reaches us only; we stop them
             )
         self._procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    def adopt(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop ``proc`` with the others (e.g. SeaweedFS, started by tests/support)."""
+        self._procs.append(proc)
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -284,8 +292,23 @@ class Processes:
             self._procs.remove(proc)
 
     def stop_all(self) -> None:
-        for proc in list(self._procs):
+        for proc in reversed(self._procs):  # last started first
             self.stop(proc)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def setup_cli(log: logging.Logger, verbose: bool) -> None:
+    """Progress on stderr with -v; the server code's structlog output kept out of the
+    report; Ctrl+C and SIGTERM both raise KeyboardInterrupt, so the caller's cleanup runs
+    (SIGINT may arrive ignored when a shell started us in the background: take it back)."""
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def postgres_pids(postmaster_pid: int) -> list[int]:

@@ -41,18 +41,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import aiohttp
-import structlog
+from common import Processes, setup_cli
 from files_infra import (
     DATABASE,
     MB,
     Account,
     CpuMeter,
     EchoraServer,
-    Processes,
     RssSampler,
     S3Target,
     evict_from_page_cache,
@@ -516,19 +514,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    # The account and migration code log through structlog: keep the report clean.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    # Ctrl+C and SIGTERM both end in the cleanup below.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    setup_cli(log, args.verbose)  # Ctrl+C and SIGTERM both end in the cleanup below
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="echora-bench-files-"))

@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
+from common import Processes, free_port
 
 from echora_server import accounts
 from echora_server.migrations import migrate
@@ -36,56 +35,6 @@ READY_TIMEOUT = 60.0
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-class Processes:
-    """Subprocesses this benchmark started, each stopped by its own pid."""
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self, argv: Sequence[str], env: dict[str, str], log: Path, cwd: Path
-    ) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal's Ctrl+C reaches us only; we stop them
-            )
-        self._procs.append(proc)
-        return proc
-
-    def adopt(self, proc: subprocess.Popen[bytes]) -> None:
-        """Stop ``proc`` with the others (SeaweedFS, started by tests/support)."""
-        self._procs.append(proc)
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        with contextlib.suppress(ValueError):
-            self._procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(self._procs):
-            self.stop(proc)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -47,12 +47,10 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import aiohttp
 import asyncpg
-import structlog
 from common import (
     Processes,
     WsClient,
@@ -62,6 +60,7 @@ from common import (
     open_ws,
     percentile,
     postgres_pids,
+    setup_cli,
     system_busy_seconds,
     wait_listening,
 )
@@ -731,20 +730,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    # The account and migration code log through structlog: keep the report clean.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    # Ctrl+C and SIGTERM both end in the cleanup below (SIGINT may arrive ignored when
-    # started in the background by a shell: take it back).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    setup_cli(log, args.verbose)  # Ctrl+C and SIGTERM both end in the cleanup below
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = 2 * args.subscribers + 256
     if soft < wanted:  # raised for us and inherited by the servers
