@@ -505,6 +505,13 @@ def _small_pool_storage(monkeypatch: pytest.MonkeyPatch, **s3_options: Any) -> N
     monkeypatch.setattr(echora_server.app, "create_storage", create)
 
 
+async def _upload_big(session: aiohttp.ClientSession, data: bytes) -> str:
+    """Upload ``data`` as big.bin; its download URL."""
+    async with session.post("/api/upload?filename=big.bin", data=io.BytesIO(data)) as response:
+        assert response.status == 201, await response.text()
+        return str((await response.json())["attachments"][0]["url"])
+
+
 @pytest.mark.parametrize("handler_cancellation", [True, False], ids=["cancelled", "writes-fail"])
 async def test_clients_that_leave_release_their_reads(
     config: Config, monkeypatch: pytest.MonkeyPatch, handler_cancellation: bool
@@ -514,11 +521,7 @@ async def test_clients_that_leave_release_their_reads(
         token, data = await _token(app), payload(BIG)
         auth = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession(f"http://{host}:{port}", headers=auth) as session:
-            async with session.post(
-                "/api/upload?filename=big.bin", data=io.BytesIO(data)
-            ) as response:
-                assert response.status == 201, await response.text()
-                url = (await response.json())["attachments"][0]["url"]
+            url = await _upload_big(session, data)
             spy = spy_on(app[STORAGE], monkeypatch)
             for _ in range(3):  # 3 x the pool: a leak would exhaust it twice over
                 started = await asyncio.gather(
@@ -561,12 +564,7 @@ async def test_storage_outage(
             token, data = await _token(app), payload(BIG)
             auth = {"Authorization": f"Bearer {token}"}
             async with aiohttp.ClientSession(f"http://{host}:{port}", headers=auth) as session:
-                async with session.post(
-                    "/api/upload?filename=big.bin", data=io.BytesIO(data)
-                ) as response:
-                    assert response.status == 201, await response.text()
-                    url = (await response.json())["attachments"][0]["url"]
-
+                url = await _upload_big(session, data)
                 proxy.block()  # before the headers: a clean 503
                 async with session.get(url) as response:
                     body = await response.json()

@@ -28,6 +28,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image, ImageDraw
+from support.backends import running_app
 from support.faultproxy import FaultProxy
 from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server, direct_s3_client
@@ -366,24 +367,6 @@ async def test_outsiders_and_anonymous_callers_store_nothing(
     response = await client.post("/api/upload?filename=x.txt", data=b"x")
     assert (await error_of(response, 401))["code"] == "auth_required"
     assert (await check_leftovers()).empty
-
-
-@contextlib.asynccontextmanager
-async def running_app(
-    config: Config, *, handler_cancellation: bool
-) -> AsyncIterator[tuple[web.Application, str, int]]:
-    """The real app on a real port. aiohttp's test server always cancels handlers whose
-    client left; ``web.run_app`` (production) does not: their reads fail instead."""
-    app = create_app(config)
-    runner = web.AppRunner(app, handler_cancellation=handler_cancellation, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield app, host, port
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("handler_cancellation", [True, False], ids=["cancelled", "reads-fail"])

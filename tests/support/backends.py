@@ -48,7 +48,7 @@ async def running_app(
     config: Config, *, handler_cancellation: bool
 ) -> AsyncIterator[tuple[web.Application, str, int]]:
     """The real app on a real port. aiohttp's test server always cancels handlers whose
-    client left; ``web.run_app`` (production) does not: their reads and writes fail."""
+    client left; ``web.run_app`` (production) does not: their reads and writes fail instead."""
     app = create_app(config)
     runner = web.AppRunner(app, handler_cancellation=handler_cancellation, access_log=None)
     await runner.setup()
