@@ -425,6 +425,69 @@ async def test_s3_create_bucket_tolerates_existing(
     await store.close()
 
 
+def on_upload_part(store: S3Storage, hook: Callable[[int], Awaitable[None]]) -> None:
+    """Run ``hook(part_number)`` just before each UploadPart request goes out."""
+
+    async def before_send(request: Any, **_: Any) -> None:
+        query = dict(pair.split("=", 1) for pair in request.url.split("?", 1)[1].split("&"))
+        await hook(int(query["partNumber"]))
+
+    store._client.meta.events.register("before-send.s3.UploadPart", before_send)
+
+
+async def test_s3_next_part_fills_while_one_is_sent(s3_storage: S3Storage) -> None:
+    """While part 1 is on its way the source is read to the end of part 2, and no
+    further: the client keeps sending during an UploadPart, two parts buffered at most."""
+    data = payload(3 * PART + MiB, seed=10)
+    yielded = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal yielded
+        for start in range(0, len(data), MiB):
+            yielded += MiB
+            yield data[start : start + MiB]
+
+    read_during_part_1: list[int] = []
+
+    async def hold_part_1(number: int) -> None:
+        if number == 1:
+            async with asyncio.timeout(10):  # a sequential upload never gets there
+                while yielded < 2 * PART:
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(0.3)  # time to read further, if it would
+            read_during_part_1.append(yielded)
+
+    on_upload_part(s3_storage, hold_part_1)
+    stored = await s3_storage.put_stream("files/1/pipelined", source(), content_type="x/y")
+    assert read_during_part_1 == [2 * PART]
+    assert stored.size == len(data)
+    assert await read_all(s3_storage, "files/1/pipelined") == data
+
+
+async def test_s3_source_failing_while_a_part_is_sent_leaves_nothing(
+    s3_storage: S3Storage, s3_server: S3Server
+) -> None:
+    """The client's error arrives while part 1 is in flight (and would stay there): the
+    part is cancelled and the upload aborted at once."""
+    failed = asyncio.Event()
+
+    async def source() -> AsyncIterator[bytes]:
+        yield payload(PART + MiB, seed=11)
+        failed.set()
+        raise ObjectTooLarge("over the limit")
+
+    async def stall_part_1(number: int) -> None:
+        await failed.wait()
+        await asyncio.sleep(3600)  # a store that never answers
+
+    on_upload_part(s3_storage, stall_part_1)
+    async with asyncio.timeout(10):
+        with pytest.raises(ObjectTooLarge):
+            await s3_storage.put_stream("files/1/failing", source(), content_type="x/y")
+    assert await pending_uploads(s3_server, s3_storage.prefix) == []
+    assert [info async for info in s3_storage.list()] == []
+
+
 async def test_s3_bad_credentials_raise_storage_error(
     tmp_path: Path, s3_config_values: dict[str, Any]
 ) -> None:
@@ -492,7 +555,7 @@ async def test_s3_retried_upload_part_sends_the_whole_part_again(
 
     async def refuse_once_after_first_part() -> AsyncIterator[bytes]:
         yield data[: 6 * MiB]
-        proxy.block()
+        proxy.block()  # part 1 is in flight or about to be: cut or refused, then retried
         yield data[6 * MiB :]
 
     async def heal() -> None:
@@ -520,7 +583,7 @@ async def test_s3_upload_cut_midway_leaves_no_upload(
     data = payload(11 * MiB, seed=6)
 
     async def cut_after_first_part() -> AsyncIterator[bytes]:
-        yield data[: 6 * MiB]  # part 1 is uploaded before the source is asked again
+        yield data[: 6 * MiB]  # asked again while part 1 is sent: the cut fails it
         proxy.block()
         yield data[6 * MiB :]
 

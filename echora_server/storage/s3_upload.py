@@ -1,9 +1,10 @@
 """Writing one object to S3 from a stream of chunks, all or nothing.
 
-Below one part it is a single PutObject; otherwise a multipart upload fed part by part,
-so at most one part is buffered. Any failure or cancellation aborts the upload (and
-deletes an object that may have been stored anyway), shielded and retried, so a failed
-write leaves no object and no pending upload.
+Below one part it is a single PutObject; otherwise a multipart upload fed part by part:
+one part in flight while the next one fills, so at most two parts are buffered. Any
+failure or cancellation aborts the upload (and deletes an object that may have been
+stored anyway), shielded and retried, so a failed write leaves no object and no pending
+upload.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
@@ -28,6 +29,9 @@ from echora_server.storage.s3_errors import (
 )
 
 log = logging.getLogger(__name__)
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 # Cleanup after a failed write: the store may be briefly unreachable. Whatever still
 # fails after these attempts is left to the sweeper (list_pending_uploads / list).
@@ -122,6 +126,28 @@ class PartBody(Payload):
             await writer.write(view[start : min(end, start + WRITE_SLICE)])
 
 
+async def _no_more_parts() -> bytes:
+    return b""
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results. The first failure (or our cancellation) cancels the other and waits
+    for it to stop; the first one's error wins when both fail."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op for a finished task
+        # Shielded from our own cancellation: return only once both have stopped.
+        await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure
+    return tasks[0].result(), tasks[1].result()
+
+
 async def abort_upload(client: Any, bucket: str, s3_key: str, upload_id: str) -> None:
     """Abort a multipart upload; one that is already gone counts as aborted."""
     try:
@@ -163,18 +189,14 @@ class S3Uploader:
             done: list[dict[str, Any]] = []
             while part:
                 number = len(done) + 1
-                with translated("UploadPart"):
-                    uploaded = await self._client.upload_part(
-                        Bucket=self._bucket,
-                        Key=s3_key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=PartBody(part),
-                    )
-                done.append({"PartNumber": number, "ETag": uploaded["ETag"]})
+                sending = self._upload_part(s3_key, upload_id, number, part)
+                # The next part fills while this one is sent, so the client's bytes keep
+                # flowing during the UploadPart (one part in flight, one filling).
+                filling = parts.next() if not parts.drained else _no_more_parts()
+                etag, following = await _both(sending, filling)
+                done.append({"PartNumber": number, "ETag": etag})
                 total += len(part)
-                part = b""  # drop the sent part before buffering the next one
-                part = await parts.next()
+                part = following
             completing = True
             await self._complete(s3_key, upload_id, done, total)
         except BaseException as exc:
@@ -183,6 +205,17 @@ class S3Uploader:
             await self._cleanups.run(cleanup)
             raise
         return total
+
+    async def _upload_part(self, s3_key: str, upload_id: str, number: int, part: bytes) -> str:
+        with translated("UploadPart"):
+            uploaded = await self._client.upload_part(
+                Bucket=self._bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=PartBody(part),
+            )
+        return str(uploaded["ETag"])
 
     async def _create(self, s3_key: str, content_type: str) -> str:
         with translated("CreateMultipartUpload"):
