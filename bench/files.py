@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -60,6 +61,7 @@ from files_infra import (
     start_echora,
     start_postgres,
     start_reference,
+    start_relay,
     start_seaweedfs,
 )
 from files_report import (
@@ -111,7 +113,8 @@ def make_source(path: Path, size: int) -> SourceFile:
 
 class Bench:
     """The measurements of one backend (one Echora server) against its baseline (and,
-    with --reference, the minimal server of bench/files_minimal.py)."""
+    with --reference, the minimal server of bench/files_minimal.py and, for S3, the
+    direct client through the byte relay of bench/files_relay.py)."""
 
     def __init__(
         self,
@@ -121,6 +124,7 @@ class Bench:
         client: EchoraClient,
         direct: DirectS3,
         reference: ReferenceClient | None,
+        relay: DirectS3 | None,
         rss: RssSampler,
         cpu: CpuMeter,
     ) -> None:
@@ -130,6 +134,7 @@ class Bench:
         self.client = client
         self.direct = direct
         self.reference = reference
+        self.relay = relay
         self.rss = rss
         self.cpu = cpu
         self.scratch = server.data_dir / "raw"  # same filesystem as the server's files
@@ -140,6 +145,10 @@ class Bench:
     def _name(self, stem: str) -> str:
         self._serial += 1
         return f"{stem}-{self._serial:04d}"
+
+    @staticmethod
+    async def _timed(value: T, work: Awaitable[Timed]) -> tuple[T, Timed]:
+        return value, await work
 
     async def _measured(self, work: Awaitable[tuple[T, Timed]]) -> tuple[T, Run]:
         before = self.cpu.snapshot()
@@ -179,6 +188,13 @@ class Bench:
                 raise RuntimeError("the reference server saw different bytes")
             log.info("  %-18s %7.1f MB/s", "reference up", run.timed.mb_per_s)
             return name, run
+        if path == "relay":
+            assert self.relay is not None
+            key = f"relay/{self._name('big')}"
+            upload = self.relay.upload_file(source.path, key)
+            _, run = await self._measured(self._timed(key, upload))
+            log.info("  %-18s %7.1f MB/s", "relay up", run.timed.mb_per_s)
+            return key, run
 
         async def baseline() -> tuple[str | Path, Timed]:
             if self.backend == "s3":
@@ -200,6 +216,9 @@ class Bench:
                 assert self.reference is not None
                 self._drop_caches(self.server.data_dir / "minimal" / handle)
                 return None, await self.reference.download(handle, size)
+            if path == "relay":
+                assert self.relay is not None
+                return None, await self.relay.download(handle, size)
             if isinstance(handle, str):
                 return None, await self.direct.download(handle, size)
             self._drop_caches(handle)
@@ -208,7 +227,7 @@ class Bench:
         _, run = await self._measured(download())
         label = self.result.baseline if path == "baseline" else path
         log.info("  %-18s %7.1f MB/s", f"{label} down", run.timed.mb_per_s)
-        if path == "baseline":  # the baseline's copies are not kept
+        if path in ("baseline", "relay"):  # their copies are not kept
             if isinstance(handle, str):
                 await self.direct.delete(handle)
             else:
@@ -222,6 +241,8 @@ class Bench:
         paths: list[Path_] = ["baseline", "echora"]
         if self.reference is not None:
             paths.append("reference")
+        if self.relay is not None:
+            paths.append("relay")
         rounds = self.args.warmup + self.args.repeat
         for round_ in range(rounds):
             warm_up = round_ < self.args.warmup
@@ -399,20 +420,25 @@ async def run_backend(
     server = await start_echora(backend, procs, workdir, account, settings, args.server_cmd)
     log.info("echora (%s) ready: pid %d, %s", backend, server.pid, server.base_url)
     cpu.watch("server", lambda: [server.pid])
-    minimal = None
+    minimal = relay = None
     try:
         if args.reference:
             minimal = await start_reference(backend, procs, workdir, target, server.data_dir)
             cpu.watch("reference", lambda: [minimal.pid] if minimal else [])
+            if backend == "s3":
+                relay = await start_relay(procs, workdir, target)
+                cpu.watch("relay", lambda: [relay.pid] if relay else [])
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            DirectS3.connect(target, PART_SIZE) as direct,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
+            direct = await stack.enter_async_context(DirectS3.connect(target, PART_SIZE))
+            relayed = None
+            if relay is not None:
+                relayed = await stack.enter_async_context(DirectS3.connect(relay.target, PART_SIZE))
             client = EchoraClient(session, server.base_url, account.token, account.workspace_id)
             reference = ReferenceClient(session, minimal.base_url) if minimal else None
             with RssSampler(server.pid, interval=args.rss_interval) as rss:
-                bench = Bench(args, backend, server, client, direct, reference, rss, cpu)
+                bench = Bench(args, backend, server, client, direct, reference, relayed, rss, cpu)
                 await bench.warm_up_small(small)
                 bench.result.idle_rss = rss.idle(1.0)
                 log.info("%s idle RSS %.1f MB", backend, bench.result.idle_rss / MB)
@@ -426,8 +452,10 @@ async def run_backend(
     finally:
         cpu.forget("server")
         cpu.forget("reference")
-        if minimal is not None:
-            procs.stop(minimal.proc)
+        cpu.forget("relay")
+        for helper in (minimal, relay):
+            if helper is not None:
+                procs.stop(helper.proc)
         procs.stop(server.proc)
         remove_tree(server.data_dir)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import statistics
@@ -20,11 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import psutil
-from common import Processes, free_port
+from common import Processes, free_port, wait_listening
 
 from echora_server import accounts
 from echora_server.migrations import migrate
@@ -200,19 +202,37 @@ async def start_reference(
     )
     log = workdir / f"minimal-{storage}.log"
     proc = procs.start(argv, env, log, cwd=workdir)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"files_minimal.py exited with {proc.returncode}:\n{log_tail(log)}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("files_minimal.py did not listen in time") from None
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        return ReferenceServer(f"http://127.0.0.1:{port}", proc)
+    try:
+        await wait_listening(port, proc, READY_TIMEOUT)
+    except (RuntimeError, TimeoutError) as exc:
+        raise RuntimeError(f"files_minimal.py: {exc}\n{log_tail(log)}") from None
+    return ReferenceServer(f"http://127.0.0.1:{port}", proc)
+
+
+@dataclass
+class Relay:
+    """bench/files_relay.py in front of SeaweedFS; ``target`` is the store seen through it."""
+
+    target: S3Target
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+async def start_relay(procs: Processes, workdir: Path, target: S3Target) -> Relay:
+    """bench/files_relay.py as a subprocess, relaying to SeaweedFS's S3 port."""
+    port = free_port()
+    script = Path(__file__).resolve().with_name("files_relay.py")
+    store_port = urlsplit(target.endpoint_url).port
+    argv = [sys.executable, str(script), "--port", str(port), "--target-port", str(store_port)]
+    proc = procs.start(argv, echora_env({}), workdir / "relay.log", cwd=workdir)
+    try:
+        await wait_listening(port, proc, READY_TIMEOUT)
+    except (RuntimeError, TimeoutError) as exc:
+        raise RuntimeError(f"files_relay.py: {exc}\n{log_tail(workdir / 'relay.log')}") from None
+    return Relay(dataclasses.replace(target, endpoint_url=f"http://127.0.0.1:{port}"), proc)
 
 
 # --- RSS and CPU ------------------------------------------------------------------------------

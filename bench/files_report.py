@@ -21,7 +21,9 @@ RSS_ABOVE_IDLE_TARGET_MB = 48.0
 
 Backend = Literal["s3", "local"]
 Direction = Literal["upload", "download"]
-Path_ = Literal["echora", "baseline", "reference"]
+Path_ = Literal["echora", "baseline", "reference", "relay"]
+# The reference paths of --reference, with their labels in the tables.
+EXTRA_PATHS: tuple[tuple[Path_, str], ...] = (("reference", "minimal"), ("relay", "relay"))
 ROLES = ("client", "server", "store", "db")
 
 
@@ -139,13 +141,17 @@ def report(results: list[BackendResult], args: argparse.Namespace, elapsed: floa
 
 
 def throughput(results: list[BackendResult]) -> None:
-    reference = any(size.has("reference") for r in results for size in r.sizes.values())
+    extras = [
+        (path, label)
+        for path, label in EXTRA_PATHS
+        if any(size.has(path) for r in results for size in r.sizes.values())
+    ]
     header = (
         f"{'backend':<7} {'transfer':<8} {'size':>8}  {'echora':>7}  {'baseline':>8}  "
         f"{'ratio':>6}"
-        + (f"  {'minimal':>7} {'ratio':>6}" if reference else "")
+        + "".join(f"  {label:>7} {'ratio':>6}" for _, label in extras)
         + "  runs, MB/s: echora | baseline"
-        + (" | minimal" if reference else "")
+        + "".join(f" | {label}" for _, label in extras)
     )
     rows = []
     for result in results:
@@ -153,12 +159,15 @@ def throughput(results: list[BackendResult]) -> None:
             for direction in ("upload", "download"):
                 paths: list[Path_] = ["echora", "baseline"]
                 extra = ""
-                if sizes.has("reference"):
-                    paths.append("reference")
-                    extra = (
-                        f"  {sizes.rate(direction, 'reference'):>7.1f} "
-                        f"{sizes.ratio(direction, 'reference'):>5.2f}x"
-                    )
+                for path, _ in extras:
+                    if sizes.has(path):
+                        paths.append(path)
+                        extra += (
+                            f"  {sizes.rate(direction, path):>7.1f} "
+                            f"{sizes.ratio(direction, path):>5.2f}x"
+                        )
+                    else:
+                        extra += f"  {'-':>7} {'-':>6}"
                 runs = " | ".join(
                     " ".join(f"{r.timed.mb_per_s:.0f}" for r in sizes.runs[(direction, p)])
                     for p in paths
@@ -169,10 +178,13 @@ def throughput(results: list[BackendResult]) -> None:
                     f"{sizes.rate(direction, 'baseline'):>8.1f}  "
                     f"{sizes.ratio(direction):>5.2f}x{extra}  {runs}"
                 )
+    notes = {
+        "reference": "minimal = bench/files_minimal.py",
+        "relay": "relay = the direct client through bench/files_relay.py (a byte relay)",
+    }
     _print_table(
         "Throughput, MB/s, median of the runs; ratio = median over rounds of the speed / the "
-        "baseline's in the same round"
-        + ("; minimal = bench/files_minimal.py" if reference else ""),
+        "baseline's in the same round" + "".join(f"; {notes[path]}" for path, _ in extras),
         header,
         rows,
     )
@@ -187,15 +199,17 @@ def cpu_table(results: list[BackendResult]) -> None:
     for result in results:
         for size, sizes in result.sizes.items():
             for direction in ("upload", "download"):
-                for path in ("echora", "baseline", "reference"):
+                for path in ("echora", "baseline", "reference", "relay"):
                     if not sizes.has(path):
                         continue
                     runs = sizes.runs[(direction, path)]
-                    server = {"echora": "server", "reference": "reference"}.get(path)
+                    server = {"echora": "server", "reference": "reference", "relay": "relay"}.get(
+                        path
+                    )
                     server_cell = f"{_median_cpu(runs, server, size):.2f}" if server else "-"
                     db = f"{_median_cpu(runs, 'db', size):.2f}" if path == "echora" else "-"
                     others = statistics.median(r.cpu.other_share for r in runs)
-                    label = {"baseline": result.baseline, "reference": "minimal"}.get(path, path)
+                    label = {"baseline": result.baseline, **dict(EXTRA_PATHS)}.get(path, path)
                     rows.append(
                         f"{result.backend:<7} {direction:<8} {size // MiB:>4} MiB  {label:<9}  "
                         f"{_median_cpu(runs, 'client', size):>6.2f} {server_cell:>6} "
@@ -203,7 +217,7 @@ def cpu_table(results: list[BackendResult]) -> None:
                     )
     _print_table(
         "CPU seconds per GB moved (median run): client = this process (load generator or "
-        "direct client), server = echora (or the minimal server), store = weed, db = "
+        "direct client), server = echora (or the minimal server, or the relay), store = weed, db = "
         "PostgreSQL; others = share of the whole machine used by other processes meanwhile",
         header,
         rows,
@@ -306,10 +320,15 @@ def targets(results: list[BackendResult]) -> bool:
         for passed, text in checks:
             ok &= passed
             print(f"{'PASS' if passed else 'FAIL'}: {text}")
-        if big.has("reference"):
-            print(
-                f"info: {label} the minimal server in the same rounds: upload "
-                f"{big.ratio('upload', 'reference'):.2f}x, download "
-                f"{big.ratio('download', 'reference'):.2f}x {result.baseline}"
-            )
+        reference_names: tuple[tuple[Path_, str], ...] = (
+            ("reference", "the minimal server"),
+            ("relay", "the byte relay"),
+        )
+        for path, name in reference_names:
+            if big.has(path):
+                print(
+                    f"info: {label} {name} in the same rounds: upload "
+                    f"{big.ratio('upload', path):.2f}x, download "
+                    f"{big.ratio('download', path):.2f}x {result.baseline}"
+                )
     return ok
