@@ -6,15 +6,16 @@ One run starts an embedded PostgreSQL and a SeaweedFS ``weed mini`` (temporary
 directories, free 127.0.0.1 ports), creates a user with an API token, then for each
 backend starts ``python -m echora_server serve`` as a subprocess (S3 first, then
 ECHORA_STORAGE=local; default part size, upload limit above the big file) and measures,
-side by side and interleaved round by round (the order alternates):
+side by side and interleaved round by round (the order rotates):
 
 1. upload of a --mid-mb and a --big-mb random file, streamed from disk by an aiohttp
    client (raw body with Content-Length, 1 MiB reads), against a direct aiobotocore
    sequential multipart upload of the same file (same part size) -- or, for the local
    backend, a raw copy in 1 MiB chunks to a file in the same filesystem, then fsync;
-2. download of the object just uploaded (read in 1 MiB chunks and discarded) against a
-   direct GetObject read with ``iter_chunked(1 MiB)`` -- or a raw read in 1 MiB chunks
-   (on the local backend both read from the disk: their pages are dropped first);
+2. download of each path's last upload (read in 1 MiB chunks and discarded), in rounds
+   of their own after the upload rounds, against a direct GetObject read with
+   ``iter_chunked(1 MiB)`` -- or a raw read in 1 MiB chunks (on the local backend both
+   read from the disk: their pages are dropped first);
 3. the server's RSS, sampled every 10 ms by a thread: idle (after a few small requests)
    and the peak during every upload of each size; and every party's CPU time;
 4. the rate of --small-kb uploads and downloads at each --concurrency (Echora, and
@@ -150,7 +151,14 @@ class Bench:
     async def _timed(value: T, work: Awaitable[Timed]) -> tuple[T, Timed]:
         return value, await work
 
+    async def _settle(self) -> None:
+        """Every timed transfer starts with SeaweedFS idle (see CpuMeter.settle)."""
+        if self.backend == "s3":
+            waited = await self.cpu.settle("store")
+            log.debug("  store idle after %.1f s", waited)
+
     async def _measured(self, work: Awaitable[tuple[T, Timed]]) -> tuple[T, Run]:
+        await self._settle()
         before = self.cpu.snapshot()
         value, timed = await work
         return value, Run(timed, self.cpu.since(before))
@@ -227,16 +235,29 @@ class Bench:
         _, run = await self._measured(download())
         label = self.result.baseline if path == "baseline" else path
         log.info("  %-18s %7.1f MB/s", f"{label} down", run.timed.mb_per_s)
-        if path in ("baseline", "relay"):  # their copies are not kept
-            if isinstance(handle, str):
-                await self.direct.delete(handle)
-            else:
-                handle.unlink()
         return run
 
+    async def _check_served(self, uploaded: Uploaded, source: SourceFile) -> None:
+        if await self.client.sha256(uploaded.url) != source.sha256:
+            raise RuntimeError("echora served different bytes than were uploaded")
+
+    async def _discard(self, path: Path_, handle: Any) -> None:
+        """Remove a copy the baseline or the relay stored (Echora's stay, unlinked)."""
+        if path not in ("baseline", "relay"):
+            return
+        if isinstance(handle, str):
+            await self.direct.delete(handle)
+        else:
+            handle.unlink()
+
     async def transfers(self, source: SourceFile) -> None:
-        """--warmup untimed rounds, then --repeat timed ones. A round uploads along every
-        path, then downloads along every path; the order rotates from round to round."""
+        """--warmup untimed rounds then --repeat timed ones of uploads along every path,
+        then as many rounds of downloads of each path's last upload; the order of the
+        paths rotates from round to round.
+
+        Uploads and downloads are not interleaved: right after serving downloads,
+        SeaweedFS spent 30-50% more CPU per GB on the next 512 MiB upload, whichever path
+        made it, so every round's first upload was the slow one."""
         sizes = SizeResult(source.size)
         paths: list[Path_] = ["baseline", "echora"]
         if self.reference is not None:
@@ -244,29 +265,35 @@ class Bench:
         if self.relay is not None:
             paths.append("relay")
         rounds = self.args.warmup + self.args.repeat
-        for round_ in range(rounds):
-            warm_up = round_ < self.args.warmup
-            log.info(
-                "%s %d MiB, round %d/%d%s",
-                self.backend,
-                source.size // MiB,
-                round_ + 1,
-                rounds,
-                " (warm-up)" if warm_up else "",
-            )
-            shift = round_ % len(paths)
-            order = paths[shift:] + paths[:shift]
-            handles: dict[Path_, Any] = {}
-            runs: dict[tuple[Direction, Path_], Run] = {}
-            for path in order:
-                handles[path], runs["upload", path] = await self._upload(path, source, sizes)
-            for path in order:
-                runs["download", path] = await self._download(path, handles[path], source.size)
-            if round_ == 0 and await self.client.sha256(handles["echora"].url) != source.sha256:
-                raise RuntimeError("echora served different bytes than were uploaded")
-            if not warm_up:
-                for (direction, path), run in runs.items():
-                    sizes.add(direction, path, run)
+        handles: dict[Path_, Any] = {}
+        directions: tuple[Direction, ...] = ("upload", "download")
+        for direction in directions:
+            for round_ in range(rounds):
+                warm_up = round_ < self.args.warmup
+                log.info(
+                    "%s %d MiB %ss, round %d/%d%s",
+                    self.backend,
+                    source.size // MiB,
+                    direction,
+                    round_ + 1,
+                    rounds,
+                    " (warm-up)" if warm_up else "",
+                )
+                shift = round_ % len(paths)
+                for path in paths[shift:] + paths[:shift]:
+                    if direction == "upload":
+                        handle, run = await self._upload(path, source, sizes)
+                        if path in handles:
+                            await self._discard(path, handles[path])
+                        handles[path] = handle
+                    else:
+                        run = await self._download(path, handles[path], source.size)
+                    if not warm_up:
+                        sizes.add(direction, path, run)
+            if direction == "upload":  # what the downloads will fetch, checked once
+                await self._check_served(handles["echora"], source)
+        for path, handle in handles.items():
+            await self._discard(path, handle)
         self.result.sizes[source.size] = sizes
 
     # --- small files -------------------------------------------------------------------------
@@ -320,6 +347,7 @@ class Bench:
         up, down, put, get = self._small_requests(data, count)
 
         async def measured(request: Callable[[int], Awaitable[None]]) -> tuple[float, Run]:
+            await self._settle()
             before = self.cpu.snapshot()
             per_second = await rate(count, concurrency, request)
             usage = self.cpu.since(before)

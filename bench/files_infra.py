@@ -347,6 +347,28 @@ class CpuMeter:
         per_role = {role: _cpu_of(pids()) for role, pids in self._groups.items()}
         return time.perf_counter(), per_role, _machine_busy()
 
+    async def settle(
+        self, role: str, *, busy_below: float = 0.1, quiet: float = 0.5, timeout: float = 60.0
+    ) -> float:
+        """Wait until ``role`` has used less than ``busy_below`` of a core for ``quiet``
+        seconds (or ``timeout`` passed); the seconds waited. SeaweedFS finishes some work
+        after a request has been answered (deleted chunks, for one): without this, that
+        work lands on whichever transfer comes next."""
+        pids = self._groups[role]
+        started = time.perf_counter()
+        window: list[tuple[float, float]] = []  # (time, CPU seconds so far)
+        while True:
+            now = time.perf_counter()
+            window.append((now, sum(_cpu_of(pids()).values())))
+            while len(window) > 1 and window[1][0] <= now - quiet:
+                window.pop(0)
+            (t0, c0), (t1, c1) = window[0], window[-1]
+            if t1 - t0 >= quiet * 0.9 and (c1 - c0) / (t1 - t0) < busy_below:
+                return now - started
+            if now - started > timeout:
+                return now - started
+            await asyncio.sleep(0.05)
+
     def since(self, before: Snapshot) -> CpuUsage:
         wall0, roles0, busy0 = before
         wall1, roles1, busy1 = self.snapshot()
