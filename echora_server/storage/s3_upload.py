@@ -10,7 +10,9 @@ upload.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import io
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -36,13 +38,12 @@ B = TypeVar("B")
 # Cleanup after a failed write: the store may be briefly unreachable. Whatever still
 # fails after these attempts is left to the sweeper (list_pending_uploads / list).
 CLEANUP_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
-# A part goes to the socket in slices of this size (the writer drains between them).
-WRITE_SLICE = 1024 * 1024
 
 
 class PartSplitter:
     """Cuts a chunk source into parts of exactly ``size`` bytes (the last may be
-    shorter). It holds only the part being filled and the unread rest of one chunk."""
+    shorter). A part is a list of views of the source's chunks: nothing is copied, and
+    it holds only the part being filled and the unread rest of one chunk."""
 
     def __init__(self, source: AsyncIterator[bytes], size: int) -> None:
         self._source = source
@@ -54,56 +55,65 @@ class PartSplitter:
     def drained(self) -> bool:
         return self._exhausted and not self._rest
 
-    async def next(self) -> bytes:
-        """The next part; empty once the source is drained.
-
-        Its pieces are copied once, into a buffer of the exact size (growing a buffer
-        chunk by chunk would copy it again at every reallocation)."""
-        pieces = [self._rest[: self._size]]
-        filled = len(pieces[0])
-        self._rest = self._rest[filled:]
-        while filled < self._size and not self._exhausted:
+    async def next(self) -> PartBody:
+        """The next part; empty once the source is drained."""
+        pieces: list[memoryview] = []
+        filled = 0
+        chunk = self._rest
+        while True:
+            take = min(len(chunk), self._size - filled)
+            if take:
+                pieces.append(chunk[:take])
+                filled += take
+            self._rest = chunk[take:]
+            if filled == self._size or self._exhausted:
+                return PartBody(pieces)
             try:
                 chunk = memoryview(await anext(self._source))
             except StopAsyncIteration:
                 self._exhausted = True
-                break
-            take = min(len(chunk), self._size - filled)
-            pieces.append(chunk[:take])
-            filled += take
-            self._rest = chunk[take:]
-        return b"".join(pieces)
+                return PartBody(pieces)
 
 
 class PartBody(Payload):
-    """One buffered part, for both of its readers, without copying it whole.
+    """One buffered part (views of the received chunks), for both of its readers,
+    without ever joining it.
 
-    botocore reads it as a file, to sign it and to learn its length (``read``, ``seek``,
-    ``tell``; ``seek(0)`` again before a retry). aiohttp sends it as a payload, in slices
-    of the buffer written on the event loop. Handed over as ``bytes`` it would be wrapped
-    in a BytesIO that aiohttp copies; as a plain file object aiohttp reads it 64 KiB at a
-    time in a thread."""
+    botocore reads it as a file, to sign it and to learn its length (``read``, which
+    hands out views, ``seek``, ``tell``; ``seek(0)`` again before a retry). aiohttp sends
+    it as a payload, piece by piece. Handed over as ``bytes`` it would first have to be
+    joined (an 8 MiB copy into fresh memory, which cost as much CPU as hashing it), then
+    wrapped in a BytesIO that aiohttp copies again."""
 
-    _autoclose = True  # nothing to release: the buffer is dropped with the object
+    _autoclose = True  # nothing to release: the pieces are dropped with the object
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self._data = data
-        self._size = len(data)
+    def __init__(self, pieces: list[memoryview]) -> None:
+        super().__init__(pieces)
+        self._pieces = pieces
+        self._starts = list(itertools.accumulate((len(piece) for piece in pieces), initial=0))
+        self._length = self._starts[-1]
+        self._size = self._length  # what aiohttp sends as Content-Length
         self._pos = 0
 
     def __len__(self) -> int:
-        return len(self._data)
+        return self._length
 
-    def read(self, size: int = -1, /) -> bytes:
-        end = len(self._data) if size < 0 else min(len(self._data), self._pos + size)
-        with memoryview(self._data) as view:
-            data = bytes(view[self._pos : end])
-        self._pos = max(self._pos, end)
-        return data
+    def read(self, size: int = -1, /) -> bytes | memoryview:
+        """At most ``size`` bytes from the current position, never across two pieces
+        (a short read, as a raw file may give); b"" at the end."""
+        if self._pos >= self._length:
+            return b""
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        offset = self._pos - self._starts[index]
+        if size < 0:
+            self._pos = self._length
+            return b"".join([self._pieces[index][offset:], *self._pieces[index + 1 :]])
+        piece = self._pieces[index][offset : offset + size]
+        self._pos += len(piece)
+        return piece
 
     def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._data)}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
@@ -111,7 +121,7 @@ class PartBody(Payload):
         return self._pos
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return self._data.decode(encoding, errors)
+        return b"".join(self._pieces).decode(encoding, errors)
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         await self.write_with_length(writer, None)
@@ -120,14 +130,16 @@ class PartBody(Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         # Always the whole part from its start: a retried request sends it again.
-        view = memoryview(self._data)
-        end = len(view) if content_length is None else min(len(view), content_length)
-        for start in range(0, end, WRITE_SLICE):
-            await writer.write(view[start : min(end, start + WRITE_SLICE)])
+        left = self._length if content_length is None else min(self._length, content_length)
+        for piece in self._pieces:
+            if left <= 0:
+                break
+            await writer.write(piece[:left])
+            left -= len(piece)
 
 
-async def _no_more_parts() -> bytes:
-    return b""
+async def _no_more_parts() -> PartBody:
+    return PartBody([])
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
@@ -206,14 +218,14 @@ class S3Uploader:
             raise
         return total
 
-    async def _upload_part(self, s3_key: str, upload_id: str, number: int, part: bytes) -> str:
+    async def _upload_part(self, s3_key: str, upload_id: str, number: int, part: PartBody) -> str:
         with translated("UploadPart"):
             uploaded = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=s3_key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=PartBody(part),
+                Body=part,
             )
         return str(uploaded["ETag"])
 
@@ -224,11 +236,11 @@ class S3Uploader:
             )
         return str(created["UploadId"])
 
-    async def _put_single(self, s3_key: str, data: bytes, content_type: str) -> None:
+    async def _put_single(self, s3_key: str, data: PartBody, content_type: str) -> None:
         try:
             with translated("PutObject"):
                 await self._client.put_object(
-                    Bucket=self._bucket, Key=s3_key, Body=PartBody(data), ContentType=content_type
+                    Bucket=self._bucket, Key=s3_key, Body=data, ContentType=content_type
                 )
         except BaseException as exc:
             if may_have_been_written(exc):  # a timeout or cancellation may follow a stored object
