@@ -10,7 +10,8 @@ Then, in RFC 9110 order: ``If-None-Match`` (304, storage untouched); ``HEAD`` (h
 from the row, storage untouched); ``If-Range`` and ``Range`` (one range, 206, passed to
 storage as a ranged read, or 416). The body streams in CHUNK_SIZE reads with
 ``Content-Length``; the first chunk is read before the headers go out, so a storage
-outage still answers 503 ``storage_unavailable``. After the headers a failure can no
+outage still answers 503 ``storage_unavailable``. A local file (already open) goes to
+the socket by sendfile instead. After the headers a failure can no
 longer change the status: the connection is aborted (the client sees a short body, never
 a wrong one) and logged. The storage reader is closed in ``finally`` on every path, a
 client that disconnects included, so its S3 connection goes back to the pool.
@@ -45,6 +46,7 @@ from echora_server.images import THUMBNAIL_TYPE
 from echora_server.keys import REQUEST_ID
 from echora_server.mediatypes import OCTET_STREAM, TEXT_PLAIN, disposition, served_type
 from echora_server.storage.base import (
+    FileRegion,
     InvalidRange,
     ObjectNotFound,
     ObjectReader,
@@ -54,10 +56,10 @@ from echora_server.storage.base import (
 
 log = structlog.get_logger("echora.downloads")
 
-# Large enough that per-chunk overhead (a thread hop on disk, a loop turn, a write and
-# its drain) is negligible: in bench/files.py, 1 MiB reads took S3 downloads from about
-# 0.6x to about 0.77x of a direct GetObject. An S3 read returns what is already
-# buffered (aiohttp's flow control bounds that), a disk read holds up to 1 MiB.
+# Large enough that per-chunk overhead (a loop turn, a write and its drain) is
+# negligible: in bench/files.py, 1 MiB reads took S3 downloads from about 0.6x to about
+# 0.77x of a direct GetObject. An S3 read returns what is already buffered (aiohttp's
+# flow control bounds that). Local files are not read here: they go by sendfile.
 CHUNK_SIZE = 1024 * 1024
 # Files never change under an id. ``private``: a shared cache must not keep them, since
 # only the authorised may read them. (A removed member keeps what their browser cached.)
@@ -232,6 +234,9 @@ async def _stream(
     status: int,
     headers: dict[str, str],
 ) -> web.StreamResponse:
+    region = reader.file_region()
+    if region is not None:
+        return await _send_file(request, rep, region, status, headers)
     chunks: AsyncIterator[bytes] = reader.chunks(CHUNK_SIZE)
     # Every backend's chunks() is an async generator; the Protocol only says iterator.
     async with aclosing(chunks):  # type: ignore[type-var]
@@ -250,4 +255,38 @@ async def _stream(
                 request.transport.abort()
         except ConnectionError:
             pass  # the client left; aiohttp notes it when it finishes the response
+    return response
+
+
+async def _send_file(
+    request: web.Request,
+    rep: Representation,
+    region: FileRegion,
+    status: int,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """A local file goes from the page cache to the socket in the kernel (sendfile):
+    no read into Python, no thread hop per chunk. The reader still owns the file."""
+    response = await _start(request, status, headers, region.count)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return response  # the client left
+    if not region.count:  # an empty file (sendfile wants a positive count)
+        await response.write_eof()
+        return response
+    loop = asyncio.get_running_loop()
+    try:
+        sent = await loop.sendfile(transport, region.file, region.offset, region.count)
+    except ConnectionError:
+        return response  # the client left
+    except OSError:
+        # The status is sent; only a short body (then the cut) tells the client.
+        log.exception("download_aborted", attachment_id=rep.attachment_id)
+        transport.abort()
+        return response
+    if sent != region.count:  # the file shrank under us
+        log.error("download_aborted", attachment_id=rep.attachment_id, sent=sent)
+        transport.abort()
+        return response
+    await response.write_eof()
     return response

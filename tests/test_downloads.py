@@ -39,7 +39,7 @@ from echora_server.config import Config
 from echora_server.db import workspaces
 from echora_server.httpfields import content_disposition
 from echora_server.keys import POOL, STORAGE
-from echora_server.storage import LocalStorage, ObjectReader, S3Storage, Storage
+from echora_server.storage import FileRegion, LocalStorage, ObjectReader, S3Storage, Storage
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest part: BIG is stored as three parts
@@ -75,7 +75,13 @@ class _SpyReader:
         self._inner, self._spy, self._closed = inner, spy, False
 
     def chunks(self, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        self._spy.streamed += 1
         return self._inner.chunks(chunk_size)
+
+    def file_region(self) -> FileRegion | None:
+        region = self._inner.file_region()
+        self._spy.sent_files += region is not None
+        return region
 
     async def close(self) -> None:
         await self._inner.close()
@@ -91,11 +97,14 @@ class _SpyReader:
 
 
 class StorageSpy:
-    """Records every ``open`` (key, start, end) and counts readers not closed yet."""
+    """Records every ``open`` (key, start, end) and counts readers not closed yet, and
+    how their bytes went out: read as chunks, or handed over as a file (sendfile)."""
 
     def __init__(self, storage: Storage) -> None:
         self.opened: list[tuple[str, int, int | None]] = []
         self.unclosed = 0
+        self.streamed = 0
+        self.sent_files = 0
         self._open = storage.open
 
     async def open(self, key: str, start: int = 0, end: int | None = None) -> _SpyReader:
@@ -188,6 +197,11 @@ async def test_download_is_identical_with_every_header(
             assert (other.status, other_body) == (200, data), cosmetic
             assert other.headers["Content-Disposition"] == headers["Content-Disposition"]
     assert all(start == 0 and end is None for _, start, end in spy.opened)
+    # Local files go to the socket by sendfile, S3 bodies as chunks (4 GETs per file;
+    # the upload of the picture read it back once for its thumbnail).
+    gets = 4 * len(files)
+    local = isinstance(client.app[STORAGE], LocalStorage)
+    assert (spy.sent_files, spy.streamed) == ((gets, 1) if local else (0, gets + 1))
     await spy.wait_all_closed()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from echora_server.config import Config
 from echora_server.storage.base import (
     DEFAULT_CHUNK_SIZE,
+    FileRegion,
     InvalidRange,
     ObjectInfo,
     ObjectNotFound,
@@ -22,6 +23,7 @@ from echora_server.storage.s3 import S3Storage
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "FileRegion",
     "InvalidRange",
     "LocalStorage",
     "ObjectInfo",

@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,15 @@ class PendingUpload:
     initiated: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class FileRegion:
+    """Where a reader's bytes lie in an open OS file: ``count`` bytes from ``offset``."""
+
+    file: BinaryIO
+    offset: int
+    count: int
+
+
 class ObjectReader(Protocol):
     """An open (possibly ranged) read. Always ``close()`` it, or use ``async with``."""
 
@@ -94,6 +103,11 @@ class ObjectReader(Protocol):
     length: int  # bytes this reader yields
 
     def chunks(self, chunk_size: int = ...) -> AsyncIterator[bytes]: ...
+
+    def file_region(self) -> FileRegion | None:
+        """The open file the bytes are in, when there is one (local disk), so the HTTP
+        layer can hand it to the kernel (sendfile) instead of reading ``chunks``; the
+        reader still owns the file. None when the bytes only come as chunks (S3)."""
 
     async def close(self) -> None: ...
 

@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 from echora_server.storage.base import (
     DEFAULT_CHUNK_SIZE,
+    FileRegion,
     InvalidRange,
     ObjectNotFound,
     StorageError,
@@ -20,9 +21,10 @@ from echora_server.storage.local_worker import ThreadWorker
 class LocalFileReader:
     """An open, ranged read of one file."""
 
-    def __init__(self, file: BinaryIO, size: int, length: int) -> None:
+    def __init__(self, file: BinaryIO, size: int, start: int, length: int) -> None:
         self.size = size
         self.length = length
+        self._start = start
         self._file = file
         self._worker = ThreadWorker()
         self._closed = False
@@ -38,6 +40,9 @@ class LocalFileReader:
                 raise StorageError("local object is shorter than expected")
             remaining -= len(data)
             yield data
+
+    def file_region(self) -> FileRegion:
+        return FileRegion(self._file, self._start, self.length)
 
     async def close(self) -> None:
         if self._closed:
@@ -66,7 +71,7 @@ async def open_file_reader(
     except asyncio.CancelledError:
         task.add_done_callback(_close_if_opened)
         raise
-    return LocalFileReader(file, size, length)
+    return LocalFileReader(file, size, start, length)
 
 
 def _open_range(

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from echora_server.storage.base import DEFAULT_CHUNK_SIZE, StorageError
+from echora_server.storage.base import DEFAULT_CHUNK_SIZE, FileRegion, StorageError
 from echora_server.storage.s3_errors import translated
 
 
@@ -48,6 +48,9 @@ class S3Reader:
                 yield chunk
         if received != self.length:
             raise StorageError(f"S3 body ended after {received} of {self.length} bytes")
+
+    def file_region(self) -> FileRegion | None:
+        return None  # the bytes arrive over HTTP
 
     async def close(self) -> None:
         # A fully read body already returned its connection to the pool; an unfinished
