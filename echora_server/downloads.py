@@ -249,13 +249,19 @@ async def _stream(
             async for chunk in chunks:
                 await response.write(chunk)
         except StorageError:
-            # The status is sent; only a short body (then the cut) tells the client.
-            log.exception("download_aborted", attachment_id=rep.attachment_id)
-            if request.transport is not None:
-                request.transport.abort()
+            _cut_short(request, rep)
         except ConnectionError:
             pass  # the client left; aiohttp notes it when it finishes the response
     return response
+
+
+def _cut_short(request: web.Request, rep: Representation) -> None:
+    """Called in an ``except`` block after the headers went out: the status can no longer
+    change, so log the failure and abort; only a short body (then the cut) tells the
+    client, who never gets a wrong one."""
+    log.exception("download_aborted", attachment_id=rep.attachment_id)
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def _send_file(
@@ -271,22 +277,16 @@ async def _send_file(
     transport = request.transport
     if transport is None or transport.is_closing():
         return response  # the client left
-    if not region.count:  # an empty file (sendfile wants a positive count)
-        await response.write_eof()
-        return response
-    loop = asyncio.get_running_loop()
     try:
-        sent = await loop.sendfile(transport, region.file, region.offset, region.count)
+        if region.count:  # sendfile wants a positive count; an empty file has none
+            loop = asyncio.get_running_loop()
+            sent = await loop.sendfile(transport, region.file, region.offset, region.count)
+            if sent != region.count:  # the file shrank under us
+                raise StorageError(f"local file ended after {sent} of {region.count} bytes")
     except ConnectionError:
         return response  # the client left
-    except OSError:
-        # The status is sent; only a short body (then the cut) tells the client.
-        log.exception("download_aborted", attachment_id=rep.attachment_id)
-        transport.abort()
-        return response
-    if sent != region.count:  # the file shrank under us
-        log.error("download_aborted", attachment_id=rep.attachment_id, sent=sent)
-        transport.abort()
+    except (OSError, StorageError):
+        _cut_short(request, rep)
         return response
     await response.write_eof()
     return response
