@@ -80,6 +80,11 @@ class Config(BaseModel):
     s3_secret_access_key: SecretStr | None = None
     s3_create_bucket: bool = Field(False, description="Create the bucket at start.")
     s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
+    s3_zero_copy: bool = Field(
+        True,
+        description="Splice big downloads from a plain-HTTP endpoint to the client in the "
+        "kernel (Linux); off: every download is read through Python.",
+    )
 
     max_upload_bytes: int = Field(
         25 * 1024 * 1024, ge=1, le=2**40, description="Largest file one upload may store."

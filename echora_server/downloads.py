@@ -29,6 +29,7 @@ import asyncpg
 import structlog
 from aiohttp import hdrs, web
 
+from echora_server import splice
 from echora_server.auth.identity import Identity
 from echora_server.db import attachments
 from echora_server.db.records import Attachment
@@ -50,6 +51,7 @@ from echora_server.storage.base import (
     InvalidRange,
     ObjectNotFound,
     ObjectReader,
+    SocketBody,
     Storage,
     StorageError,
 )
@@ -61,6 +63,9 @@ log = structlog.get_logger("echora.downloads")
 # 0.77x of a direct GetObject. An S3 read returns what is already buffered (aiohttp's
 # flow control bounds that). Local files are not read here: they go by sendfile.
 CHUNK_SIZE = 1024 * 1024
+# Reads at least this long are offered a socket of their own to splice from (S3 over
+# plain HTTP): below it, a pooled connection's saved handshake is worth more.
+SPLICE_MIN_BYTES = 1024 * 1024
 # Files never change under an id. ``private``: a shared cache must not keep them, since
 # only the authorised may read them. (A removed member keeps what their browser cached.)
 CACHE_CONTROL = "private, max-age=86400, immutable"
@@ -201,7 +206,7 @@ async def serve(request: web.Request, storage: Storage, rep: Representation) -> 
         size = await _size(storage, rep)
         length = size if part is None else part.length
         return await _start(request, status, _headers(rep, size, part), length)
-    reader = await _open(storage, rep, part)
+    reader = await _open(storage, rep, part, zero_copy=_may_splice(request, rep, part))
     try:
         headers = _headers(rep, reader.size, part)
         return await _stream(request, rep, reader, status, headers)
@@ -210,10 +215,27 @@ async def serve(request: web.Request, storage: Storage, rep: Representation) -> 
         await asyncio.shield(reader.close())
 
 
-async def _open(storage: Storage, rep: Representation, part: ByteRange | None) -> ObjectReader:
+def _may_splice(request: web.Request, rep: Representation, part: ByteRange | None) -> bool:
+    """Whether this response may take its body from a socket by splice: big enough for a
+    store connection of its own to pay, and written to a plain TCP socket (not TLS)."""
+    length = rep.size if part is None else part.length
+    transport = request.transport
+    return (
+        splice.AVAILABLE
+        and length is not None
+        and length >= SPLICE_MIN_BYTES
+        and transport is not None
+        and transport.get_extra_info("socket") is not None
+        and transport.get_extra_info("ssl_object") is None
+    )
+
+
+async def _open(
+    storage: Storage, rep: Representation, part: ByteRange | None, *, zero_copy: bool
+) -> ObjectReader:
     start, end = (0, None) if part is None else (part.start, part.end)
     try:
-        reader = await storage.open(rep.key, start, end)
+        reader = await storage.open(rep.key, start, end, zero_copy=zero_copy)
     except ObjectNotFound:
         # The row went away since it was read (its message deleted), or the object is
         # missing (a dangling row: the sweeper's business). Either way: not found.
@@ -237,22 +259,35 @@ async def _stream(
     region = reader.file_region()
     if region is not None:
         return await _send_file(request, rep, region, status, headers)
+    body = reader.socket_body()
+    if body is not None:
+        return await _splice(request, rep, reader, body, status, headers)
     chunks: AsyncIterator[bytes] = reader.chunks(CHUNK_SIZE)
     # Every backend's chunks() is an async generator; the Protocol only says iterator.
     async with aclosing(chunks):  # type: ignore[type-var]
         # Before the headers: a storage failure here still becomes a clean 503.
         first = await anext(chunks, b"")
         response = await _start(request, status, headers, reader.length)
-        try:
-            if first:
-                await response.write(first)
-            async for chunk in chunks:
-                await response.write(chunk)
-        except StorageError:
-            _cut_short(request, rep)
-        except ConnectionError:
-            pass  # the client left; aiohttp notes it when it finishes the response
+        await _write_chunks(request, rep, response, first, chunks)
     return response
+
+
+async def _write_chunks(
+    request: web.Request,
+    rep: Representation,
+    response: web.StreamResponse,
+    first: bytes,
+    chunks: AsyncIterator[bytes],
+) -> None:
+    try:
+        if first:
+            await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+    except StorageError:
+        _cut_short(request, rep)
+    except ConnectionError:
+        pass  # the client left; aiohttp notes it when it finishes the response
 
 
 def _cut_short(request: web.Request, rep: Representation) -> None:
@@ -262,6 +297,44 @@ def _cut_short(request: web.Request, rep: Representation) -> None:
     log.exception("download_aborted", attachment_id=rep.attachment_id)
     if request.transport is not None:
         request.transport.abort()
+
+
+async def _splice(
+    request: web.Request,
+    rep: Representation,
+    reader: ObjectReader,
+    body: SocketBody,
+    status: int,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """The store's socket goes to the client's in the kernel (splice): the bytes never
+    enter Python. The store has already answered its status, so this is past the point
+    of a clean 503, as a failed read after the first chunk is."""
+    response = await _start(request, status, headers, body.count)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return response  # the client left
+    if transport.get_write_buffer_size():
+        # The headers are still queued in the transport (a full socket buffer): bytes
+        # spliced now would overtake them. Rare enough to just read the body instead.
+        chunks: AsyncIterator[bytes] = reader.chunks(CHUNK_SIZE)
+        async with aclosing(chunks):  # type: ignore[type-var]
+            await _write_chunks(request, rep, response, b"", chunks)
+        return response
+    target = transport.get_extra_info("socket")
+    try:
+        moved = await splice.splice(
+            body.sock, target.fileno(), body.count, read_timeout=body.read_timeout
+        )
+        if moved != body.count:
+            raise StorageError(f"S3 body ended after {moved} of {body.count} bytes")
+    except ConnectionError:
+        return response  # the client left
+    except (OSError, StorageError, splice.SourceError):
+        _cut_short(request, rep)
+        return response
+    await response.write_eof()
+    return response
 
 
 async def _send_file(

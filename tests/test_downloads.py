@@ -37,9 +37,17 @@ import echora_server.app
 from echora_server import accounts
 from echora_server.config import Config
 from echora_server.db import workspaces
+from echora_server.downloads import SPLICE_MIN_BYTES
 from echora_server.httpfields import content_disposition
 from echora_server.keys import POOL, STORAGE
-from echora_server.storage import FileRegion, LocalStorage, ObjectReader, S3Storage, Storage
+from echora_server.storage import (
+    FileRegion,
+    LocalStorage,
+    ObjectReader,
+    S3Storage,
+    SocketBody,
+    Storage,
+)
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest part: BIG is stored as three parts
@@ -83,6 +91,11 @@ class _SpyReader:
         self._spy.sent_files += region is not None
         return region
 
+    def socket_body(self) -> SocketBody | None:
+        body = self._inner.socket_body()
+        self._spy.spliced += body is not None
+        return body
+
     async def close(self) -> None:
         await self._inner.close()
         if not self._closed:
@@ -98,18 +111,24 @@ class _SpyReader:
 
 class StorageSpy:
     """Records every ``open`` (key, start, end) and counts readers not closed yet, and
-    how their bytes went out: read as chunks, or handed over as a file (sendfile)."""
+    how their bytes went out: read as chunks, or handed over as a file (sendfile) or as
+    a socket (splice)."""
 
     def __init__(self, storage: Storage) -> None:
         self.opened: list[tuple[str, int, int | None]] = []
         self.unclosed = 0
         self.streamed = 0
         self.sent_files = 0
+        self.spliced = 0
+        self.zero_copy: list[bool] = []  # what each open asked for
         self._open = storage.open
 
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> _SpyReader:
-        reader = await self._open(key, start, end)
+    async def open(
+        self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
+    ) -> _SpyReader:
+        reader = await self._open(key, start, end, zero_copy=zero_copy)
         self.opened.append((key, start, end))
+        self.zero_copy.append(zero_copy)
         self.unclosed += 1
         return _SpyReader(reader, self)
 
@@ -231,6 +250,12 @@ async def test_ranges(client: TestClient, people: People, monkeypatch: pytest.Mo
         assert response.headers["ETag"] == etag
         # Passed through to a ranged storage read (S3: GetObject with Range).
         assert [(start_, end_) for _, start_, end_ in spy.opened] == [(start, end)], header
+    # Ranges of 1 MiB and more are offered a socket of their own; on S3 (plain HTTP
+    # here) they take it, and their exact bytes above went by splice.
+    big = [end - start + 1 >= SPLICE_MIN_BYTES for start, end in cases.values()]
+    assert spy.zero_copy == big and big.count(True) == 2
+    s3 = isinstance(client.app[STORAGE], S3Storage)
+    assert (spy.spliced, spy.sent_files) == ((2, 0) if s3 else (0, len(cases)))
 
     for header in (f"bytes={BIG}-", f"bytes={BIG + 10}-{BIG + 20}", "bytes=-0"):
         response = await alice.get(url, headers={"Range": header})
@@ -554,6 +579,10 @@ async def test_clients_that_leave_release_their_reads(
                     )
             await spy.wait_all_closed()
             assert open_files_under(config.files_dir) == []
+            # On S3 every one of these big reads went by splice, and the kernel-side
+            # relay let go of the reads its clients left.
+            s3 = config.effective_storage == "s3"
+            assert spy.spliced == (3 * POOL_SIZE + 1 if s3 else 0)
 
 
 async def test_storage_outage(
@@ -579,6 +608,7 @@ async def test_storage_outage(
             auth = {"Authorization": f"Bearer {token}"}
             async with aiohttp.ClientSession(f"http://{host}:{port}", headers=auth) as session:
                 url = await _upload_big(session, data)
+                spy = spy_on(app[STORAGE], monkeypatch)
                 proxy.block()  # before the headers: a clean 503
                 async with session.get(url) as response:
                     body = await response.json()
@@ -607,6 +637,7 @@ async def test_storage_outage(
                 async with session.get(url) as response:  # and storage serves again
                     assert response.status == 200
                     assert await response.read() == data
+                assert spy.spliced == 2  # the body cut midway came by splice
 
 
 async def _token(app: web.Application) -> str:
@@ -619,11 +650,14 @@ async def _token(app: web.Application) -> str:
     return token
 
 
-@local_only
-async def test_missing_object_answers_not_found(client: TestClient, people: People) -> None:
-    """A row whose object is gone (its message being deleted meanwhile): 404, not 503."""
+@pytest.mark.parametrize("size", [6, 2 * MiB], ids=["small", "big"])
+async def test_missing_object_answers_not_found(
+    client: TestClient, people: People, size: int
+) -> None:
+    """A row whose object is gone (its message being deleted meanwhile): 404, not 503.
+    (Big: S3's 404 comes on the socket of its own; the read falls back to the pool.)"""
     alice = await people.create("alice")
-    attachment = await upload(alice, "notes.txt", b"words\n", "text/plain")
+    attachment = await upload(alice, "notes.txt", b"words\n" * (size // 6), "text/plain")
     async with client.app[POOL].acquire() as conn:
         key = await conn.fetchval(
             "SELECT storage_key FROM attachments WHERE id = $1", attachment["id"]

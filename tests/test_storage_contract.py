@@ -30,6 +30,7 @@ from echora_server.storage import (
     create_storage,
 )
 from echora_server.storage.s3 import DEFAULT_MAX_POOL_CONNECTIONS
+from echora_server.storage.s3_socket import S3SocketReader
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: the smallest multipart test
@@ -50,8 +51,10 @@ async def odd_chunks(data: bytes) -> AsyncIterator[bytes]:
         pos += size
 
 
-async def read_all(storage: Storage, key: str, start: int = 0, end: int | None = None) -> bytes:
-    async with await storage.open(key, start, end) as reader:
+async def read_all(
+    storage: Storage, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
+) -> bytes:
+    async with await storage.open(key, start, end, zero_copy=zero_copy) as reader:
         data = b"".join([chunk async for chunk in reader.chunks()])
         assert len(data) == reader.length
     return data
@@ -162,27 +165,42 @@ RANGES = [
 ]
 
 
-async def test_ranged_reads(storage: Storage) -> None:
+zero_copy_or_not = pytest.mark.parametrize("zero_copy", [False, True], ids=["pooled", "own"])
+
+
+def offers_socket(storage: Storage, zero_copy: bool) -> bool:
+    """Whether a read gets a socket of its own (S3 over plain HTTP, when asked)."""
+    return zero_copy and isinstance(storage, S3Storage)
+
+
+@zero_copy_or_not
+async def test_ranged_reads(storage: Storage, zero_copy: bool) -> None:
     data = payload(300_000, seed=2)
     await storage.put_stream("files/1/r", odd_chunks(data), content_type="x/y")
     for start, end in RANGES:
         expected = data[start : None if end is None else end + 1]
-        async with await storage.open("files/1/r", start, end) as reader:
+        async with await storage.open("files/1/r", start, end, zero_copy=zero_copy) as reader:
             assert (reader.size, reader.length) == (len(data), len(expected))
-        assert await read_all(storage, "files/1/r", start, end) == expected, (start, end)
+            assert isinstance(reader, S3SocketReader) == offers_socket(storage, zero_copy)
+        got = await read_all(storage, "files/1/r", start, end, zero_copy=zero_copy)
+        assert got == expected, (start, end)
     for start, end in [(300_000, None), (300_005, 300_010)]:
         with pytest.raises(InvalidRange):
-            await storage.open("files/1/r", start, end)
+            await storage.open("files/1/r", start, end, zero_copy=zero_copy)
     for start, end in [(-1, 5), (10, 5)]:
         with pytest.raises(ValueError):
             await storage.open("files/1/r", start, end)
 
 
-async def test_missing_object(storage: Storage) -> None:
+@zero_copy_or_not
+async def test_missing_object(storage: Storage, zero_copy: bool) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
     with pytest.raises(ObjectNotFound):
-        await storage.open("files/1/missing")
+        await storage.open("files/1/missing", zero_copy=zero_copy)
     with pytest.raises(ObjectNotFound):
-        await storage.open("files/1/missing", 5, 10)
+        await storage.open("files/1/missing", 5, 10, zero_copy=zero_copy)
+    if zero_copy:  # the refused socket of its own is closed (the pool may have grown)
+        assert len(os.listdir("/proc/self/fd")) <= fds + 1
     assert await storage.stat("files/1/missing") is None
 
 
@@ -306,23 +324,26 @@ async def test_invalid_keys_are_refused(storage: Storage, key: str) -> None:
         await storage.delete(key)
 
 
-async def test_early_closed_readers_release_connections(storage: Storage) -> None:
+@zero_copy_or_not
+async def test_early_closed_readers_release_connections(storage: Storage, zero_copy: bool) -> None:
     await storage.put_stream("files/1/many", odd_chunks(payload(2 * MiB)), content_type="x/y")
     fds_before = len(os.listdir("/proc/self/fd"))
     # More opens than the S3 connection pool holds: a leaked connection would make
     # the next open wait for a free one forever.
     async with asyncio.timeout(30):
         for _ in range(DEFAULT_MAX_POOL_CONNECTIONS // 2 + 10):
-            reader = await storage.open("files/1/many")
+            reader = await storage.open("files/1/many", zero_copy=zero_copy)
             try:
                 async for _chunk in reader.chunks():
                     break
             finally:
                 await reader.close()
-            async with await storage.open("files/1/many", 1000) as reader:
+            async with await storage.open("files/1/many", 1000, zero_copy=zero_copy) as reader:
                 async for _chunk in reader.chunks(4096):
                     break
-    if isinstance(storage, LocalStorage):
+    # Files, and sockets of their own, are closed with their readers (pooled S3
+    # connections stay open for the next request).
+    if isinstance(storage, LocalStorage) or zero_copy:
         assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
@@ -423,6 +444,20 @@ async def test_s3_create_bucket_tolerates_existing(
     await store.start()
     await store.ping()
     await store.close()
+
+
+async def test_s3_zero_copy_can_be_turned_off(
+    tmp_path: Path, s3_config_values: dict[str, Any]
+) -> None:
+    store = S3Storage(Config(data_dir=tmp_path, s3_zero_copy=False, **s3_config_values))
+    await store.start()
+    try:
+        await store.put_stream("files/1/z", odd_chunks(payload(1000)), content_type="x/y")
+        async with await store.open("files/1/z", zero_copy=True) as reader:
+            assert reader.socket_body() is None  # read through the pool, as chunks
+            assert b"".join([c async for c in reader.chunks()]) == payload(1000)
+    finally:
+        await store.close()
 
 
 def on_upload_part(store: S3Storage, hook: Callable[[int], Awaitable[None]]) -> None:
@@ -533,11 +568,13 @@ async def test_s3_ping_fails_while_cut(proxied: S3Storage, proxy: FaultProxy) ->
     await proxied.ping()
 
 
+@zero_copy_or_not
 async def test_s3_read_cut_midway_raises_storage_error(
-    proxied: S3Storage, proxy: FaultProxy
+    proxied: S3Storage, proxy: FaultProxy, zero_copy: bool
 ) -> None:
     await proxied.put_stream("files/1/read", odd_chunks(payload(11 * MiB)), content_type="x/y")
-    async with await proxied.open("files/1/read") as reader:
+    async with await proxied.open("files/1/read", zero_copy=zero_copy) as reader:
+        assert isinstance(reader, S3SocketReader) == zero_copy
         with pytest.raises(StorageError):
             async for _chunk in reader.chunks():
                 proxy.block()

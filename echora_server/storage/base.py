@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
@@ -96,6 +97,16 @@ class FileRegion:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class SocketBody:
+    """The rest of an HTTP response body waiting on a socket of the reader's own: exactly
+    ``count`` bytes, the next of which comes within ``read_timeout`` s or never."""
+
+    sock: socket.socket
+    count: int
+    read_timeout: float
+
+
 class ObjectReader(Protocol):
     """An open (possibly ranged) read. Always ``close()`` it, or use ``async with``."""
 
@@ -108,6 +119,12 @@ class ObjectReader(Protocol):
         """The open file the bytes are in, when there is one (local disk), so the HTTP
         layer can hand it to the kernel (sendfile) instead of reading ``chunks``; the
         reader still owns the file. None when the bytes only come as chunks (S3)."""
+
+    def socket_body(self) -> SocketBody | None:
+        """The socket the bytes arrive on, when the reader has one to itself (an S3 read
+        opened with ``zero_copy``), so the HTTP layer can splice them to the client
+        instead of reading ``chunks``; the reader still owns the socket. Only before
+        any chunk was read."""
 
     async def close(self) -> None: ...
 
@@ -133,8 +150,13 @@ class Storage(Protocol):
         """Stream ``chunks`` into ``key``. On any failure (including an exception
         raised by the chunk source, or cancellation) nothing is left behind."""
 
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+    async def open(
+        self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
+    ) -> ObjectReader:
         """Read bytes ``start..end`` inclusive (``end=None``: to the end).
+
+        ``zero_copy``: the caller will take the bytes by ``socket_body()`` when the
+        reader offers it, and the read is big enough for a connection of its own to pay.
 
         HTTP semantics: ``end`` past the last byte is clamped (``reader.length`` tells
         what will be yielded); ``(0, None)`` reads the whole object, even an empty one;

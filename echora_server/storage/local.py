@@ -90,7 +90,10 @@ class LocalStorage:
             raise
         return StoredObject(key=key, size=size)
 
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> LocalFileReader:
+    async def open(
+        self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
+    ) -> LocalFileReader:
+        """``zero_copy`` changes nothing: a local reader always offers its file region."""
         check_key(key)
         check_range(start, end)
         return await open_file_reader(functools.partial(self._path, key), key, start, end)

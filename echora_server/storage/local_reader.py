@@ -44,6 +44,9 @@ class LocalFileReader:
     def file_region(self) -> FileRegion:
         return FileRegion(self._file, self._start, self.length)
 
+    def socket_body(self) -> None:
+        return None  # the bytes are in a file (see file_region)
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -17,6 +17,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
+from echora_server import splice
 from echora_server.config import Config
 from echora_server.storage.base import (
     ObjectInfo,
@@ -31,12 +32,15 @@ from echora_server.storage.base import (
 )
 from echora_server.storage.s3_errors import error_code, translated
 from echora_server.storage.s3_reader import S3Reader
+from echora_server.storage.s3_socket import S3SocketReader, open_socket_reader
 from echora_server.storage.s3_upload import S3Uploader, abort_upload
 
 # Every open reader holds one pooled connection until closed (a slow client downloading
 # a big file holds it for minutes), and aiohttp waits without limit for a free one: the
 # pool must be far larger than the expected number of concurrent downloads.
 DEFAULT_MAX_POOL_CONNECTIONS = 100
+# A zero-copy read's URL is used at once; the margin covers clock skew with the store.
+PRESIGNED_SECONDS = 300
 
 
 class S3Storage:
@@ -59,6 +63,12 @@ class S3Storage:
         prefix = config.s3_prefix.strip("/")
         self._prefix = f"{prefix}/" if prefix else ""
         self._part_size = config.s3_part_size
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        # Splicing needs the body as it is on the wire: plain HTTP only.
+        endpoint = config.s3_endpoint_url or ""
+        self._zero_copy = (
+            config.s3_zero_copy and splice.AVAILABLE and endpoint.lower().startswith("http://")
+        )
         self._aio_config = AioConfig(
             # Path style and checksums only when required: what every S3-compatible
             # store accepts (newer botocore's default CRC headers are often rejected).
@@ -145,9 +155,25 @@ class S3Storage:
         size = await uploader.upload(s3_key, chunks, content_type=content_type)
         return StoredObject(key=key, size=size)
 
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> S3Reader:
+    async def open(
+        self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
+    ) -> S3Reader | S3SocketReader:
         params: dict[str, Any] = {"Bucket": self._bucket, "Key": self._s3_key(key)}
         check_range(start, end)
+        if zero_copy and self._zero_copy:
+            with translated("GetObject", key):
+                url = await self._client.generate_presigned_url(
+                    "get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS
+                )
+            reader = await open_socket_reader(
+                url,
+                start=start,
+                end=end,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+            )
+            if reader is not None:
+                return reader
         ranged = (start, end) != (0, None)
         if ranged:
             params["Range"] = f"bytes={start}-{'' if end is None else end}"

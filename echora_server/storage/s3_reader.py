@@ -52,6 +52,9 @@ class S3Reader:
     def file_region(self) -> FileRegion | None:
         return None  # the bytes arrive over HTTP
 
+    def socket_body(self) -> None:
+        return None  # the connection is aiohttp's (see s3_socket for one of our own)
+
     async def close(self) -> None:
         # A fully read body already returned its connection to the pool; an unfinished
         # one must drop the connection (it still has unread bytes on the wire).

@@ -1,0 +1,253 @@
+"""Kernel-side relaying between real TCP sockets on 127.0.0.1, and the S3 response head
+reader that leaves the body on the socket for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+
+from echora_server import splice
+from echora_server.storage.s3_socket import S3SocketReader, open_socket_reader
+
+pytestmark = pytest.mark.skipif(not splice.AVAILABLE, reason="needs os.splice (Linux)")
+
+MiB = 1024 * 1024
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@contextlib.contextmanager
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two connected non-blocking TCP sockets on 127.0.0.1 (closed at the end)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    for sock in (a, b):
+        sock.setblocking(False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+async def receive_all(sock: socket.socket) -> bytes:
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    while chunk := await loop.sock_recv(sock, MiB):
+        received += chunk
+    return bytes(received)
+
+
+async def send_and_close(sock: socket.socket, data: bytes) -> None:
+    await asyncio.get_running_loop().sock_sendall(sock, data)
+    sock.shutdown(socket.SHUT_WR)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_moves_exactly_count_bytes_and_not_one_more() -> None:
+    data = payload(5 * MiB + 17)
+    count = 4 * MiB + 3
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+        fds = open_fds()
+        sending = asyncio.create_task(send_and_close(feeder, data))
+        receiving = asyncio.create_task(receive_all(sink))
+        moved = await splice.splice(source, target.fileno(), count, read_timeout=5)
+        assert open_fds() == fds  # its pipe and its duplicate descriptor are closed
+        target.shutdown(socket.SHUT_WR)
+        assert moved == count
+        assert await receiving == data[:count]
+        # The rest is still on the source socket, untouched.
+        assert await receive_all(source) == data[count:]
+        await sending
+
+
+async def test_a_source_that_ends_early_gives_fewer_bytes() -> None:
+    data = payload(300_000)
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+        receiving = asyncio.create_task(receive_all(sink))
+        await send_and_close(feeder, data)
+        moved = await splice.splice(source, target.fileno(), MiB, read_timeout=5)
+        target.shutdown(socket.SHUT_WR)
+        assert moved == len(data)
+        assert await receiving == data
+
+
+async def test_a_stalled_source_raises_after_the_read_timeout() -> None:
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+        await asyncio.get_running_loop().sock_sendall(feeder, b"x" * 1000)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(splice.SourceError):
+            await splice.splice(source, target.fileno(), MiB, read_timeout=0.3)
+        assert 0.3 <= loop.time() - started < 3
+        assert await loop.sock_recv(sink, 4096) == b"x" * 1000
+
+
+async def test_a_reset_source_raises_source_error() -> None:
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, _sink):
+        feeder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        feeder.close()  # linger 0: a reset, not an end
+        await asyncio.sleep(0.05)
+        with pytest.raises(splice.SourceError):
+            await splice.splice(source, target.fileno(), MiB, read_timeout=5)
+
+
+async def test_a_target_that_left_raises_connection_error() -> None:
+    data = payload(8 * MiB)
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+        sending = asyncio.create_task(send_and_close(feeder, data))
+        sink.close()
+        with pytest.raises(ConnectionError):
+            await splice.splice(source, target.fileno(), len(data), read_timeout=5)
+        sending.cancel()
+
+
+async def test_cancelled_midway_closes_what_it_opened() -> None:
+    """A target that stops reading holds the splice; cancelling it leaks no descriptor."""
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+        fds = open_fds()
+        sending = asyncio.create_task(send_and_close(feeder, payload(16 * MiB)))
+        task = asyncio.create_task(splice.splice(source, target.fileno(), 16 * MiB, read_timeout=5))
+        await asyncio.sleep(0.3)  # the sink reads nothing: the target's buffer fills
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert open_fds() == fds
+        sending.cancel()
+        del sink
+
+
+# --- the S3 response head -------------------------------------------------------------------
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def http_server(answer: Answer) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A TCP server on 127.0.0.1 that records each request head and lets ``answer``
+    reply; yields its base URL and the heads."""
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        try:
+            await answer(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", heads
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def replying(*pieces: bytes, pause: float = 0.0) -> Answer:
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(pause)
+
+    return answer
+
+
+async def open_reader(url: str, start: int = 0, end: int | None = None) -> S3SocketReader | None:
+    return await open_socket_reader(url, start=start, end=end, connect_timeout=2, read_timeout=2)
+
+
+async def test_the_head_is_read_exactly_even_in_pieces() -> None:
+    body = payload(200_000)
+    head = b'HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nETag: "x"\r\n\r\n'
+    # The blank line itself straddles two segments.
+    pieces = (head[:10], head[10:-3], head[-3:] + body[:5], body[5:])
+    async with http_server(replying(*pieces, pause=0.05)) as (base, heads):
+        reader = await open_reader(f"{base}/bucket/files/1/k?X-Amz-Signature=abc")
+        assert reader is not None
+        async with reader:
+            assert (reader.size, reader.length) == (len(body), len(body))
+            assert b"".join([c async for c in reader.chunks(65536)]) == body
+    host = base.removeprefix("http://")
+    assert heads == [
+        f"GET /bucket/files/1/k?X-Amz-Signature=abc HTTP/1.1\r\nHost: {host}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    ]
+
+
+async def test_a_ranged_answer_is_checked_against_the_request() -> None:
+    body = payload(1000)
+    head = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\n"
+    good = head + b"Content-Range: bytes 5000-5999/9000\r\n\r\n" + body
+    async with http_server(replying(good)) as (base, heads):
+        reader = await open_reader(f"{base}/b/k?s=1", 5000, 5999)
+        assert reader is not None
+        async with reader:
+            assert (reader.size, reader.length) == (9000, 1000)
+            assert reader.socket_body().count == 1000
+            with pytest.raises(RuntimeError):  # the body was handed over already
+                await anext(reader.chunks())
+    assert b"\r\nRange: bytes=5000-5999\r\n" in heads[0]
+    wrong_start = head + b"Content-Range: bytes 0-999/9000\r\n\r\n" + body
+    async with http_server(replying(wrong_start)) as (base, _):
+        assert await open_reader(f"{base}/b/k?s=1", 5000, 5999) is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!",
+        b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://x/\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Encoding: gzip\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\n\r\nhello",  # no length
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n",  # closed inside the head
+        b"HTTP/1.1 200 OK\r\nX: " + b"y" * (70 * 1024) + b"\r\n\r\n",  # a head too long
+        b"",  # closed at once
+    ],
+    ids=[
+        "404", "503", "redirect", "chunked", "gzip", "no-length", "http1.0",
+        "malformed", "cut-head", "huge-head", "closed",
+    ],
+)  # fmt: skip
+async def test_anything_but_a_plain_success_gives_none(answer: bytes) -> None:
+    async with http_server(replying(answer)) as (base, _):
+        fds = open_fds()
+        assert await open_reader(f"{base}/b/k?s=1") is None
+        assert open_fds() == fds  # its socket is closed
+
+
+async def test_no_store_or_a_silent_one_gives_none_in_time() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    assert await open_reader(f"http://127.0.0.1:{port}/b/k?s=1") is None  # refused
+
+    async def silent(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async with http_server(silent) as (base, _):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        reader = await open_socket_reader(
+            f"{base}/b/k?s=1", start=0, end=None, connect_timeout=2, read_timeout=0.3
+        )
+        assert reader is None
+        assert loop.time() - started < 2
+    assert await open_reader("https://127.0.0.1:1/b/k?s=1") is None  # TLS: never spliced
