@@ -10,11 +10,14 @@ Then, in RFC 9110 order: ``If-None-Match`` (304, storage untouched); ``HEAD`` (h
 from the row, storage untouched); ``If-Range`` and ``Range`` (one range, 206, passed to
 storage as a ranged read, or 416). The body streams in CHUNK_SIZE reads with
 ``Content-Length``; the first chunk is read before the headers go out, so a storage
-outage still answers 503 ``storage_unavailable``. A local file (already open) goes to
-the socket by sendfile instead. After the headers a failure can no
-longer change the status: the connection is aborted (the client sees a short body, never
-a wrong one) and logged. The storage reader is closed in ``finally`` on every path, a
-client that disconnects included, so its S3 connection goes back to the pool.
+outage still answers 503 ``storage_unavailable``. Two kernel-side paths replace the
+chunks where they can: a local file (already open) goes to the socket by sendfile, and
+an S3 read of at least SPLICE_MIN_BYTES to a plain TCP client is opened on a socket of
+its own whose body is spliced across (``echora_server.splice``). After the headers a
+failure can no longer change the status: the connection is aborted (the client sees a
+short body, never a wrong one) and logged. The storage reader is closed in ``finally``
+on every path, a client that disconnects included, so its S3 connection goes back to
+the pool (or, its own, is closed).
 """
 
 from __future__ import annotations

@@ -449,15 +449,22 @@ async def test_s3_create_bucket_tolerates_existing(
 async def test_s3_zero_copy_can_be_turned_off(
     tmp_path: Path, s3_config_values: dict[str, Any]
 ) -> None:
-    store = S3Storage(Config(data_dir=tmp_path, s3_zero_copy=False, **s3_config_values))
-    await store.start()
-    try:
-        await store.put_stream("files/1/z", odd_chunks(payload(1000)), content_type="x/y")
-        async with await store.open("files/1/z", zero_copy=True) as reader:
-            assert reader.socket_body() is None  # read through the pool, as chunks
-            assert b"".join([c async for c in reader.chunks()]) == payload(1000)
-    finally:
-        await store.close()
+    """Turned off, or with an HTTP proxy for the endpoint (which only the pool uses)."""
+    turned_off = Config(data_dir=tmp_path, s3_zero_copy=False, **s3_config_values)
+    with pytest.MonkeyPatch.context() as env:
+        # Set while the storage is built (when it decides), unset before its client
+        # starts, which would otherwise send everything to this dead proxy.
+        env.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+        proxied = S3Storage(Config(data_dir=tmp_path, **s3_config_values))
+    for store in (S3Storage(turned_off), proxied):
+        await store.start()
+        try:
+            await store.put_stream("files/1/z", odd_chunks(payload(1000)), content_type="x/y")
+            async with await store.open("files/1/z", zero_copy=True) as reader:
+                assert reader.socket_body() is None  # read through the pool, as chunks
+                assert b"".join([c async for c in reader.chunks()]) == payload(1000)
+        finally:
+            await store.close()
 
 
 def on_upload_part(store: S3Storage, hook: Callable[[int], Awaitable[None]]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
+from botocore.utils import get_environ_proxies
 
 from echora_server import splice
 from echora_server.config import Config
@@ -64,10 +65,14 @@ class S3Storage:
         self._prefix = f"{prefix}/" if prefix else ""
         self._part_size = config.s3_part_size
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
-        # Splicing needs the body as it is on the wire: plain HTTP only.
+        # Splicing needs the body as it is on the wire: plain HTTP, straight to the store
+        # (not through the HTTP proxy botocore would take from the environment).
         endpoint = config.s3_endpoint_url or ""
         self._zero_copy = (
-            config.s3_zero_copy and splice.AVAILABLE and endpoint.lower().startswith("http://")
+            config.s3_zero_copy
+            and splice.AVAILABLE
+            and endpoint.lower().startswith("http://")
+            and not get_environ_proxies(endpoint)
         )
         self._aio_config = AioConfig(
             # Path style and checksums only when required: what every S3-compatible
