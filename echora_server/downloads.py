@@ -317,27 +317,43 @@ async def _splice(
     transport = request.transport
     if transport is None or transport.is_closing():
         return response  # the client left
-    if transport.get_write_buffer_size():
-        # The headers are still queued in the transport (a full socket buffer): bytes
-        # spliced now would overtake them. Rare enough to just read the body instead.
+    if not request.writer.output_size:
+        # aiohttp kept the headers back for the first write: spliced bytes would
+        # overtake them. (Not so in the aiohttp this runs on; read the body instead.)
         chunks: AsyncIterator[bytes] = reader.chunks(CHUNK_SIZE)
         async with aclosing(chunks):  # type: ignore[type-var]
             await _write_chunks(request, rep, response, b"", chunks)
         return response
     target = transport.get_extra_info("socket")
     try:
+        await _flushed(request, transport)
         moved = await splice.splice(
             body.sock, target.fileno(), body.count, read_timeout=body.read_timeout
         )
         if moved != body.count:
             raise StorageError(f"S3 body ended after {moved} of {body.count} bytes")
     except ConnectionError:
-        return response  # the client left
+        transport.abort()  # the client left (perhaps unnoticed by aiohttp yet)
+        return response
     except (OSError, StorageError, splice.SourceError):
         _cut_short(request, rep)
         return response
     await response.write_eof()
     return response
+
+
+async def _flushed(request: web.Request, transport: asyncio.Transport) -> None:
+    """Wait until the transport has handed all it holds (these headers, the tail of a
+    response before them on a pipelined connection) to the kernel: bytes spliced into
+    the socket now would overtake anything still queued in Python."""
+    if not transport.get_write_buffer_size():
+        return
+    low, high = transport.get_write_buffer_limits()
+    transport.set_write_buffer_limits(high=0)  # the writer stays paused until it is empty
+    try:
+        await request.writer.drain()
+    finally:
+        transport.set_write_buffer_limits(high=high, low=low)
 
 
 async def _send_file(
@@ -360,7 +376,8 @@ async def _send_file(
             if sent != region.count:  # the file shrank under us
                 raise StorageError(f"local file ended after {sent} of {region.count} bytes")
     except ConnectionError:
-        return response  # the client left
+        transport.abort()  # the client left (perhaps unnoticed by aiohttp yet)
+        return response
     except (OSError, StorageError):
         _cut_short(request, rep)
         return response

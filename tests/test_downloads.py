@@ -34,7 +34,7 @@ from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server
 
 import echora_server.app
-from echora_server import accounts
+from echora_server import accounts, downloads, splice
 from echora_server.config import Config
 from echora_server.db import workspaces
 from echora_server.downloads import SPLICE_MIN_BYTES
@@ -92,9 +92,7 @@ class _SpyReader:
         return region
 
     def socket_body(self) -> SocketBody | None:
-        body = self._inner.socket_body()
-        self._spy.spliced += body is not None
-        return body
+        return self._inner.socket_body()
 
     async def close(self) -> None:
         await self._inner.close()
@@ -139,8 +137,16 @@ class StorageSpy:
 
 
 def spy_on(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> StorageSpy:
+    """Also counts the bodies that really went by splice (``spliced``)."""
     spy = StorageSpy(storage)
     monkeypatch.setattr(storage, "open", spy.open)
+    real_splice = splice.splice
+
+    async def counted(*args: Any, **kwargs: Any) -> int:
+        spy.spliced += 1
+        return await real_splice(*args, **kwargs)
+
+    monkeypatch.setattr(splice, "splice", counted)
     return spy
 
 
@@ -583,6 +589,99 @@ async def test_clients_that_leave_release_their_reads(
             # relay let go of the reads its clients left.
             s3 = config.effective_storage == "s3"
             assert spy.spliced == (3 * POOL_SIZE + 1 if s3 else 0)
+
+
+class RawClient:
+    """HTTP/1.1 over a plain non-blocking socket: nothing reads until told to."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self._buffer = sock, b""
+
+    @classmethod
+    async def connect(cls, host: str, port: int, rcvbuf: int = 4096) -> RawClient:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        return cls(sock)
+
+    def read_now(self) -> None:
+        """Take what the socket holds, without waiting: room for the server to send."""
+        with contextlib.suppress(BlockingIOError):
+            self._buffer += self.sock.recv(1 << 20)
+
+    async def _fill(self) -> None:
+        chunk = await asyncio.get_running_loop().sock_recv(self.sock, 65536)
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        self._buffer += chunk
+
+    async def response(self) -> tuple[bytes, bytes]:
+        """The next response's head and its body (by Content-Length)."""
+        while b"\r\n\r\n" not in self._buffer:
+            await self._fill()
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        fields = dict(line.partition(b": ")[::2] for line in lines[1:])
+        length = int(next(v for k, v in fields.items() if k.lower() == b"content-length"))
+        while len(self._buffer) < length:
+            await self._fill()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return head, body
+
+
+async def test_pipelined_responses_keep_their_order_and_bytes(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small response still queued in the transport, then a big one: the big one's
+    spliced bytes wait until the small one's tail and its own headers are in the kernel."""
+    small, big = payload(60_000, seed=1), payload(2 * MiB, seed=2)
+    real_may_splice, real_flushed = downloads._may_splice, downloads._flushed
+    queued: list[int] = []
+
+    def tiny_send_buffer(request: web.Request, *args: Any) -> bool:
+        # The kernel takes a few KiB; aiohttp's transport keeps the rest of the small
+        # response (below its 64 KiB high-water mark, so its handler does not wait).
+        assert request.transport is not None
+        sock = request.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return real_may_splice(request, *args)
+
+    async def flushed(request: web.Request, transport: asyncio.Transport) -> None:
+        queued.append(transport.get_write_buffer_size())
+        # The client reads at the worst moment: the socket has room before the transport
+        # could put its queue there, so bytes spliced right now would come first.
+        client.read_now()
+        await real_flushed(request, transport)
+
+    monkeypatch.setattr(downloads, "_may_splice", tiny_send_buffer)
+    monkeypatch.setattr(downloads, "_flushed", flushed)
+    async with running_app(config, handler_cancellation=False) as (app, host, port):
+        token = await _token(app)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(f"http://{host}:{port}", headers=auth) as session:
+            urls = [await _upload_big(session, data) for data in (small, big)]
+        spy = spy_on(app[STORAGE], monkeypatch)
+        client = await RawClient.connect(host, port)  # read from in flushed() too
+        try:
+            requests = "".join(
+                f"GET {url} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+                for url in urls
+            )
+            await asyncio.get_running_loop().sock_sendall(client.sock, requests.encode())
+            await asyncio.sleep(0.5)  # nothing read yet: the small response stays queued
+            async with asyncio.timeout(10):
+                for data in (small, big):
+                    head, body = await client.response()
+                    assert head.startswith(b"HTTP/1.1 200 "), head
+                    assert body == data
+        finally:
+            client.sock.close()
+    if config.effective_storage == "s3":
+        assert spy.spliced == 1
+        assert queued[0] > 0  # the splice did wait for the queue to drain
+    else:
+        assert spy.spliced == 0  # local files go by sendfile, which waits by itself
 
 
 async def test_storage_outage(

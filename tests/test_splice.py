@@ -9,10 +9,12 @@ import os
 import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 
 import pytest
 
 from echora_server import splice
+from echora_server.storage import StorageError
 from echora_server.storage.s3_socket import S3SocketReader, open_socket_reader
 
 pytestmark = pytest.mark.skipif(not splice.AVAILABLE, reason="needs os.splice (Linux)")
@@ -135,23 +137,42 @@ async def test_cancelled_midway_closes_what_it_opened() -> None:
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+@dataclass
+class Store:
+    """What the fake store saw: request heads, and each client closing its socket."""
+
+    url: str
+    heads: list[bytes] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_closed(self) -> None:
+        """Until the client closed the connection (its socket was closed)."""
+        async with asyncio.timeout(2):
+            await self.closed.wait()
+
+
 @contextlib.asynccontextmanager
-async def http_server(answer: Answer) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A TCP server on 127.0.0.1 that records each request head and lets ``answer``
-    reply; yields its base URL and the heads."""
-    heads: list[bytes] = []
+async def http_server(answer: Answer) -> AsyncIterator[Store]:
+    """A TCP server on 127.0.0.1 that records each request head, lets ``answer`` reply,
+    ends its side, then notes when the client closes its own."""
+    store = Store("")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await reader.readuntil(b"\r\n\r\n"))
         try:
+            store.heads.append(await reader.readuntil(b"\r\n\r\n"))
             await answer(reader, writer)
+            writer.write_eof()
+            await reader.read()  # the client's end: its socket was closed
+            store.closed.set()
+        except ConnectionError:
+            store.closed.set()
         finally:
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    store.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
-        yield f"http://127.0.0.1:{port}", heads
+        yield store
     finally:
         server.close()
         await server.wait_closed()
@@ -176,14 +197,15 @@ async def test_the_head_is_read_exactly_even_in_pieces() -> None:
     head = b'HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nETag: "x"\r\n\r\n'
     # The blank line itself straddles two segments.
     pieces = (head[:10], head[10:-3], head[-3:] + body[:5], body[5:])
-    async with http_server(replying(*pieces, pause=0.05)) as (base, heads):
-        reader = await open_reader(f"{base}/bucket/files/1/k?X-Amz-Signature=abc")
+    async with http_server(replying(*pieces, pause=0.05)) as store:
+        reader = await open_reader(f"{store.url}/bucket/files/1/k?X-Amz-Signature=abc")
         assert reader is not None
         async with reader:
             assert (reader.size, reader.length) == (len(body), len(body))
             assert b"".join([c async for c in reader.chunks(65536)]) == body
-    host = base.removeprefix("http://")
-    assert heads == [
+        await store.wait_closed()
+    host = store.url.removeprefix("http://")
+    assert store.heads == [
         f"GET /bucket/files/1/k?X-Amz-Signature=abc HTTP/1.1\r\nHost: {host}\r\n"
         "Connection: close\r\n\r\n".encode()
     ]
@@ -193,18 +215,20 @@ async def test_a_ranged_answer_is_checked_against_the_request() -> None:
     body = payload(1000)
     head = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\n"
     good = head + b"Content-Range: bytes 5000-5999/9000\r\n\r\n" + body
-    async with http_server(replying(good)) as (base, heads):
-        reader = await open_reader(f"{base}/b/k?s=1", 5000, 5999)
+    async with http_server(replying(good)) as store:
+        reader = await open_reader(f"{store.url}/b/k?s=1", 5000, 5999)
         assert reader is not None
         async with reader:
             assert (reader.size, reader.length) == (9000, 1000)
-            assert reader.socket_body().count == 1000
-            with pytest.raises(RuntimeError):  # the body was handed over already
-                await anext(reader.chunks())
-    assert b"\r\nRange: bytes=5000-5999\r\n" in heads[0]
+            assert reader.socket_body().count == 1000  # offered, nothing read yet
+            assert b"".join([c async for c in reader.chunks(300)]) == body
+            with pytest.raises(RuntimeError):  # its bytes were read: no longer offered
+                reader.socket_body()
+    assert b"\r\nRange: bytes=5000-5999\r\n" in store.heads[0]
     wrong_start = head + b"Content-Range: bytes 0-999/9000\r\n\r\n" + body
-    async with http_server(replying(wrong_start)) as (base, _):
-        assert await open_reader(f"{base}/b/k?s=1", 5000, 5999) is None
+    async with http_server(replying(wrong_start)) as store:
+        assert await open_reader(f"{store.url}/b/k?s=1", 5000, 5999) is None
+        await store.wait_closed()
 
 
 @pytest.mark.parametrize(
@@ -218,36 +242,55 @@ async def test_a_ranged_answer_is_checked_against_the_request() -> None:
         b"HTTP/1.1 200 OK\r\n\r\nhello",  # no length
         b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n Content-Length: 5\r\n\r\nhello",  # folded line
+        b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",  # space before the colon
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nhello",  # a digit, not ASCII
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n",  # closed inside the head
         b"HTTP/1.1 200 OK\r\nX: " + b"y" * (70 * 1024) + b"\r\n\r\n",  # a head too long
         b"",  # closed at once
     ],
     ids=[
-        "404", "503", "redirect", "chunked", "gzip", "no-length", "http1.0",
-        "malformed", "cut-head", "huge-head", "closed",
+        "404", "503", "redirect", "chunked", "gzip", "no-length", "http1.0", "malformed",
+        "folded", "space-colon", "two-lengths", "latin1-digit", "status-2000",
+        "cut-head", "huge-head", "closed",
     ],
 )  # fmt: skip
 async def test_anything_but_a_plain_success_gives_none(answer: bytes) -> None:
-    async with http_server(replying(answer)) as (base, _):
-        fds = open_fds()
-        assert await open_reader(f"{base}/b/k?s=1") is None
-        assert open_fds() == fds  # its socket is closed
+    async with http_server(replying(answer)) as store:
+        assert await open_reader(f"{store.url}/b/k?s=1") is None
+        await store.wait_closed()  # and its socket is closed
 
 
-async def test_no_store_or_a_silent_one_gives_none_in_time() -> None:
+async def silent(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+    await reader.read()  # until the client closes
+
+
+async def test_no_store_gives_none_a_silent_one_an_error_in_time() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
     assert await open_reader(f"http://127.0.0.1:{port}/b/k?s=1") is None  # refused
+    assert await open_reader("https://127.0.0.1:1/b/k?s=1") is None  # TLS: never spliced
 
-    async def silent(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
-        await reader.read()
-
-    async with http_server(silent) as (base, _):
+    async with http_server(silent) as store:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        reader = await open_socket_reader(
-            f"{base}/b/k?s=1", start=0, end=None, connect_timeout=2, read_timeout=0.3
-        )
-        assert reader is None
-        assert loop.time() - started < 2
-    assert await open_reader("https://127.0.0.1:1/b/k?s=1") is None  # TLS: never spliced
+        with pytest.raises(StorageError):  # not asked a second time through the pool
+            await open_socket_reader(
+                f"{store.url}/b/k?s=1", start=0, end=None, connect_timeout=2, read_timeout=0.3
+            )
+        assert 0.3 <= loop.time() - started < 2
+        await store.wait_closed()
+
+
+async def test_cancelled_while_waiting_for_the_head_closes_its_socket() -> None:
+    async with http_server(silent) as store:
+        task = asyncio.create_task(open_reader(f"{store.url}/b/k?s=1"))
+        async with asyncio.timeout(2):
+            while not store.heads:  # the request went out; the answer never comes
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.wait_closed()

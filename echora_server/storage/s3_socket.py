@@ -3,15 +3,17 @@
 aiobotocore's connections belong to aiohttp, which reads every byte into Python. For a
 big download from a plain-HTTP endpoint (MinIO, SeaweedFS or Garage next to the server)
 ``S3Storage.open(..., zero_copy=True)`` instead sends a presigned GET (signed locally,
-valid for a minute) on a fresh connection and reads the status line and headers
+valid for five minutes) on a fresh connection and reads the status line and headers
 exactly, peeking so no body byte is consumed: the body then waits in the kernel for
 ``echora_server.splice``.
 
 Only the plain success the download asked for is taken: 200 (206 with the requested
-start when ranged), a ``Content-Length``, no transfer or content coding. Anything else
--- a refused connection, a timeout, 404, 503, a redirect, a chunked body -- closes the
-socket and returns None; the caller then makes the same request through aiobotocore,
-whose retries and error translation decide what the client gets.
+start when ranged), one ``Content-Length``, no transfer or content coding, a head that
+parses strictly. Anything else -- a refused connection, 404, 503, a redirect, a chunked
+body -- closes the socket and returns None; the caller then makes the same request
+through aiobotocore, whose retries and error translation decide what the client gets.
+A store that accepts the connection but does not answer within the read timeout is
+not asked twice: that is a StorageError at once.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from echora_server.splice import wait_readable
 from echora_server.storage.base import DEFAULT_CHUNK_SIZE, SocketBody, StorageError
 
 MAX_HEAD = 64 * 1024  # S3 response headers are a few hundred bytes
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 
 
 class S3SocketReader:
@@ -39,21 +43,19 @@ class S3SocketReader:
         self.length = length
         self._sock = sock
         self._read_timeout = read_timeout
-        self._started = False
+        self._reading = False
 
     def socket_body(self) -> SocketBody:
-        if self._started:
-            raise RuntimeError("socket_body() after chunks() were read")
-        self._started = True
+        """The whole body, still on the socket: valid only before ``chunks`` read any."""
+        if self._reading:
+            raise RuntimeError("socket_body() after chunks() started reading")
         return SocketBody(self._sock, self.length, self._read_timeout)
 
     def file_region(self) -> None:
         return None
 
     async def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
-        if self._started:
-            raise RuntimeError("the body was already taken")
-        self._started = True
+        self._reading = True
         loop = asyncio.get_running_loop()
         left = self.length
         while left:
@@ -92,22 +94,29 @@ async def open_socket_reader(
     if parts.scheme != "http" or not parts.hostname:
         return None
     ranged = (start, end) != (0, None)
-    lines = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}"]
+    host = parts.netloc.rpartition("@")[2]  # what was signed, without any user info
+    lines = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {host}"]
     if ranged:
         lines.append(f"Range: bytes={start}-{'' if end is None else end}")
     lines += ["Connection: close", "", ""]
-    sock = None
     try:
         async with asyncio.timeout(connect_timeout):
             sock = await _connect(parts.hostname, parts.port or 80)
+    except (OSError, TimeoutError):
+        return None  # the pooled read retries, then says what is wrong
+    reader = None
+    try:
         async with asyncio.timeout(read_timeout):
             await asyncio.get_running_loop().sock_sendall(sock, "\r\n".join(lines).encode())
             head = await _read_head(sock)
         reader = _reader(sock, head, start if ranged else None, read_timeout)
-    except (OSError, TimeoutError, ValueError):
-        reader = None
-    if reader is None and sock is not None:
-        sock.close()
+    except TimeoutError:
+        raise StorageError(f"S3 GetObject: no answer in {read_timeout:g} s") from None
+    except (OSError, ValueError):
+        pass
+    finally:
+        if reader is None:  # also when cancelled
+            sock.close()
     return reader
 
 
@@ -153,24 +162,27 @@ def _reader(
     """A reader when ``head`` is the plain success asked for; else None."""
     status_line, *field_lines = head.decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
-    if version != "HTTP/1.1" or rest[:3] != ("200" if start is None else "206"):
+    if version != "HTTP/1.1" or rest[:4] != ("200 " if start is None else "206 "):
         return None
     fields: CIMultiDict[str] = CIMultiDict()
     for line in field_lines:
         if line:
             name, colon, value = line.partition(":")
-            if not colon:
+            # No folded lines, no space before the colon: only a strict head is taken.
+            if not colon or not _FIELD_NAME.fullmatch(name):
                 return None
-            fields.add(name.strip(), value.strip())
-    length = fields.get("Content-Length", "")
-    if not length.isdigit() or "Transfer-Encoding" in fields:
+            fields.add(name, value.strip(" \t"))
+    lengths = fields.getall("Content-Length", [])
+    if len(lengths) != 1 or not _DIGITS.fullmatch(lengths[0]) or "Transfer-Encoding" in fields:
         return None
-    if fields.get("Content-Encoding", "identity") != "identity":
+    if fields.getall("Content-Encoding", ["identity"]) != ["identity"]:
         return None
-    size = int(length)
+    length = int(lengths[0])
+    size = length
     if start is not None:
-        match = _CONTENT_RANGE.fullmatch(fields.get("Content-Range", ""))
-        if match is None or int(match[1]) != start or int(match[2]) - start + 1 != size:
+        ranges = fields.getall("Content-Range", [])
+        match = _CONTENT_RANGE.fullmatch(ranges[0]) if len(ranges) == 1 else None
+        if match is None or int(match[1]) != start or int(match[2]) - start + 1 != length:
             return None
         size = int(match[3])
-    return S3SocketReader(sock, size, int(length), read_timeout)
+    return S3SocketReader(sock, size, length, read_timeout)
