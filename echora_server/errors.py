@@ -6,7 +6,6 @@ messages are for humans. Nothing else (no stack trace, no driver message) leaves
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -158,22 +157,30 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        if request.writer.output_size:
+            # A response (a download, a WebSocket handshake) has begun: no error can
+            # follow its status line. aiohttp closes the connection on what we re-raise.
+            log.exception("error_after_response_started", path=request.path)
             raise
+        return _answer(request, exc)
+
+
+def _answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON error for ``exc`` (re-raised when it is a redirect or the like)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 413 else "The request body is too large."
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         details = {"limit_bytes": request.client_max_size} if exc.status == 413 else None
         return error_response(exc.status, code, message, details, headers)
-    except (StorageError, *DATABASE_DOWN) as exc:
+    if isinstance(exc, (StorageError, *DATABASE_DOWN)):
         api = outage(exc)
-        log.warning(api.code, path=request.path, exc_info=True)
+        log.warning(api.code, path=request.path, exc_info=exc)
         return error_response(api.status, api.code, api.message, headers=api.headers)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled_error", path=request.path, method=request.method)
-        return error_response(500, "internal_error", "Internal server error.")
+    log.error("unhandled_error", path=request.path, method=request.method, exc_info=exc)
+    return error_response(500, "internal_error", "Internal server error.")

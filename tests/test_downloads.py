@@ -591,6 +591,64 @@ async def test_clients_that_leave_release_their_reads(
             assert spy.spliced == (3 * POOL_SIZE + 1 if s3 else 0)
 
 
+class _BreaksAfterOneChunk:
+    """A reader that offers neither file nor socket, yields one chunk, then fails in a
+    way no one expects (a bug, not an outage)."""
+
+    def __init__(self, inner: ObjectReader) -> None:
+        self.size, self.length, self._inner = inner.size, inner.length, inner
+
+    async def chunks(self, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        async for chunk in self._inner.chunks(chunk_size):
+            yield chunk
+            raise RuntimeError("a bug")
+
+    def file_region(self) -> None:
+        return None
+
+    def socket_body(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def test_a_bug_after_the_headers_cuts_the_connection(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No JSON error can follow a started body: the client gets a short body and a
+    closed connection, never an error document spliced into the file."""
+    data = payload(3 * MiB)
+    async with running_app(config, handler_cancellation=False) as (app, host, port):
+        token = await _token(app)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(f"http://{host}:{port}", headers=auth) as session:
+            url = await _upload_big(session, data)
+        storage = app[STORAGE]
+        real_open = storage.open
+
+        async def open_breaking(*args: Any, **kwargs: Any) -> _BreaksAfterOneChunk:
+            return _BreaksAfterOneChunk(await real_open(*args, **kwargs))
+
+        monkeypatch.setattr(storage, "open", open_breaking)
+        client = await RawClient.connect(host, port, rcvbuf=1 << 20)
+        try:
+            request = f"GET {url} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+            with structlog.testing.capture_logs() as logs:
+                await asyncio.get_running_loop().sock_sendall(client.sock, request.encode())
+                async with asyncio.timeout(10):
+                    received = await client.until_closed()
+        finally:
+            client.sock.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert 0 < len(body) < len(data) and data.startswith(body)
+    assert b"internal_error" not in body
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "error_after_response_started"
+    ]
+
+
 class RawClient:
     """HTTP/1.1 over a plain non-blocking socket: nothing reads until told to."""
 
@@ -628,6 +686,13 @@ class RawClient:
             await self._fill()
         body, self._buffer = self._buffer[:length], self._buffer[length:]
         return head, body
+
+    async def until_closed(self) -> bytes:
+        """Everything not yet returned by ``response``, up to the server's close."""
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await self._fill()
+        return self._buffer
 
 
 async def test_pipelined_responses_keep_their_order_and_bytes(
