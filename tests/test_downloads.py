@@ -591,6 +591,36 @@ async def test_clients_that_leave_release_their_reads(
             assert spy.spliced == (3 * POOL_SIZE + 1 if s3 else 0)
 
 
+async def test_concurrent_big_downloads_are_exact(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many spliced (S3) or sent (local) bodies at once, of two files and ranges of them,
+    each on its own connection: every byte where it belongs."""
+    files = [payload(2 * MiB + 11, seed=7), payload(3 * MiB, seed=8)]
+    async with running_app(config, handler_cancellation=False) as (app, host, port):
+        auth = {"Authorization": f"Bearer {await _token(app)}"}
+        async with aiohttp.ClientSession(f"http://{host}:{port}", headers=auth) as session:
+            urls = [await _upload_big(session, data) for data in files]
+        spy = spy_on(app[STORAGE], monkeypatch)
+
+        async def fetch(n: int) -> None:
+            data, url = files[n % 2], urls[n % 2]
+            start = (n * 65_537) % MiB if n % 3 else 0
+            headers = {**auth, "Range": f"bytes={start}-"} if start else auth
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with (
+                aiohttp.ClientSession(f"http://{host}:{port}", connector=connector) as own,
+                own.get(url, headers=headers) as response,
+            ):
+                assert response.status == (206 if start else 200)
+                assert await response.read() == data[start:], n
+
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(fetch(n) for n in range(12)))
+        await spy.wait_all_closed()
+    assert spy.spliced == (12 if config.effective_storage == "s3" else 0)
+
+
 class _BreaksAfterOneChunk:
     """A reader that offers neither file nor socket, yields one chunk, then fails in a
     way no one expects (a bug, not an outage)."""
