@@ -161,7 +161,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if request.writer.output_size:
             # A response (a download, a WebSocket handshake) has begun: no error can
             # follow its status line. aiohttp closes the connection on what we re-raise.
-            log.exception("error_after_response_started", path=request.path)
+            if not isinstance(exc, ConnectionError):  # else the client simply left
+                log.exception("error_after_response_started", path=request.path)
             raise
         return _answer(request, exc)
 
