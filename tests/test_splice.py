@@ -8,6 +8,7 @@ import contextlib
 import os
 import random
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -52,6 +53,12 @@ async def receive_all(sock: socket.socket) -> bytes:
 async def send_and_close(sock: socket.socket, data: bytes) -> None:
     await asyncio.get_running_loop().sock_sendall(sock, data)
     sock.shutdown(socket.SHUT_WR)
+
+
+async def cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def open_fds() -> int:
@@ -99,7 +106,7 @@ async def test_a_stalled_source_raises_after_the_read_timeout() -> None:
 
 async def test_a_reset_source_raises_source_error() -> None:
     with tcp_pair() as (feeder, source), tcp_pair() as (target, _sink):
-        feeder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        feeder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         feeder.close()  # linger 0: a reset, not an end
         await asyncio.sleep(0.05)
         with pytest.raises(splice.SourceError):
@@ -113,12 +120,12 @@ async def test_a_target_that_left_raises_connection_error() -> None:
         sink.close()
         with pytest.raises(ConnectionError):
             await splice.splice(source, target.fileno(), len(data), read_timeout=5)
-        sending.cancel()
+        await cancelled(sending)
 
 
 async def test_cancelled_midway_closes_what_it_opened() -> None:
     """A target that stops reading holds the splice; cancelling it leaks no descriptor."""
-    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, _sink):
         fds = open_fds()
         sending = asyncio.create_task(send_and_close(feeder, payload(16 * MiB)))
         task = asyncio.create_task(splice.splice(source, target.fileno(), 16 * MiB, read_timeout=5))
@@ -128,8 +135,7 @@ async def test_cancelled_midway_closes_what_it_opened() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert open_fds() == fds
-        sending.cancel()
-        del sink
+        await cancelled(sending)
 
 
 # --- the S3 response head -------------------------------------------------------------------
