@@ -34,10 +34,10 @@ from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server
 
 import echora_server.app
-from echora_server import accounts, downloads, splice
+from echora_server import accounts, download_bodies, splice
 from echora_server.config import Config
 from echora_server.db import workspaces
-from echora_server.downloads import SPLICE_MIN_BYTES
+from echora_server.download_bodies import SPLICE_MIN_BYTES
 from echora_server.httpfields import content_disposition
 from echora_server.keys import POOL, STORAGE
 from echora_server.storage import (
@@ -731,7 +731,7 @@ async def test_pipelined_responses_keep_their_order_and_bytes(
     """A small response still queued in the transport, then a big one: the big one's
     spliced bytes wait until the small one's tail and its own headers are in the kernel."""
     small, big = payload(60_000, seed=1), payload(2 * MiB, seed=2)
-    real_may_splice, real_flushed = downloads._may_splice, downloads._flushed
+    real_may_splice, real_flushed = download_bodies.may_splice, download_bodies._flushed
     queued: list[int] = []
 
     def tiny_send_buffer(request: web.Request, *args: Any) -> bool:
@@ -749,8 +749,8 @@ async def test_pipelined_responses_keep_their_order_and_bytes(
         client.read_now()
         await real_flushed(request, transport)
 
-    monkeypatch.setattr(downloads, "_may_splice", tiny_send_buffer)
-    monkeypatch.setattr(downloads, "_flushed", flushed)
+    monkeypatch.setattr(download_bodies, "may_splice", tiny_send_buffer)
+    monkeypatch.setattr(download_bodies, "_flushed", flushed)
     async with running_app(config, handler_cancellation=False) as (app, host, port):
         token = await _token(app)
         auth = {"Authorization": f"Bearer {token}"}
