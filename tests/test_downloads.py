@@ -694,9 +694,12 @@ class RawClient:
         return cls(sock)
 
     def read_now(self) -> None:
-        """Take what the socket holds, without waiting: room for the server to send."""
+        """Take all the socket gets, without waiting: each read opens the window, and
+        the server's kernel (on loopback, at once) sends what it queued, until its
+        send queue is empty and its socket has all its room."""
         with contextlib.suppress(BlockingIOError):
-            self._buffer += self.sock.recv(1 << 20)
+            while chunk := self.sock.recv(1 << 20):
+                self._buffer += chunk
 
     async def _fill(self) -> None:
         chunk = await asyncio.get_running_loop().sock_recv(self.sock, 65536)
@@ -744,8 +747,11 @@ async def test_pipelined_responses_keep_their_order_and_bytes(
 
     async def flushed(request: web.Request, transport: asyncio.Transport) -> None:
         queued.append(transport.get_write_buffer_size())
-        # The client reads at the worst moment: the socket has room before the transport
-        # could put its queue there, so bytes spliced right now would come first.
+        # The worst moment, made certain: the store's bytes have arrived (the transport
+        # cannot write meanwhile: the client reads nothing), then the client reads, so
+        # the socket has room before the transport could put its queue there. Bytes
+        # spliced right now would come first.
+        await asyncio.sleep(0.2)
         client.read_now()
         await real_flushed(request, transport)
 
