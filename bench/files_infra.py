@@ -28,8 +28,8 @@ import asyncpg
 import psutil
 from common import Processes, free_port, wait_listening
 
-from echora_server import accounts
-from echora_server.migrations import migrate
+from echora_server.accounts import service as accounts
+from echora_server.db.migrations import migrate
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 DATABASE = "echora_bench_files"

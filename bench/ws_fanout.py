@@ -65,9 +65,9 @@ from common import (
     wait_listening,
 )
 
-from echora_server import accounts
+from echora_server.accounts import service as accounts
 from echora_server.db import channels as channel_rows
-from echora_server.migrations import migrate
+from echora_server.db.migrations import migrate
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATABASE = "echora_bench"

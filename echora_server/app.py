@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 
 from echora_server.config import Config
+from echora_server.core.errors import error_middleware
+from echora_server.core.metrics import Metrics, metrics_middleware
+from echora_server.core.ratelimit import RateLimiter
 from echora_server.db.pool import database_dsn, pool_ctx
-from echora_server.errors import error_middleware
-from echora_server.fanout.base import Fanout
-from echora_server.fanout.memory import MemoryFanout
-from echora_server.fanout.postgres import PostgresFanout
-from echora_server.hub import Hub
+from echora_server.files.sweeper import sweeper_ctx
+from echora_server.files.uploads import uploads_ctx
 from echora_server.keys import (
     CONFIG,
     FANOUT,
@@ -24,14 +24,14 @@ from echora_server.keys import (
     POOL,
     STORAGE,
 )
-from echora_server.logs import request_context_middleware
-from echora_server.metrics import Metrics, metrics_middleware
-from echora_server.openapi import build_document
-from echora_server.ratelimit import RateLimiter
-from echora_server.routes import add_routes
+from echora_server.realtime.fanout.base import Fanout
+from echora_server.realtime.fanout.memory import MemoryFanout
+from echora_server.realtime.fanout.postgres import PostgresFanout
+from echora_server.realtime.hub import Hub
 from echora_server.storage import create_storage
-from echora_server.sweeper_task import sweeper_ctx
-from echora_server.uploads import uploads_ctx
+from echora_server.web.logs import request_context_middleware
+from echora_server.web.openapi import build_document
+from echora_server.web.route_table import add_routes
 
 # JSON bodies are small; file uploads stream and count their own bytes.
 CLIENT_MAX_SIZE = 1024 * 1024

@@ -17,14 +17,14 @@ import click
 from aiohttp import web
 from pydantic import SecretStr
 
-from echora_server import accounts
+from echora_server.accounts import service as accounts
 from echora_server.config import Config, ConfigError, load_config
+from echora_server.core.errors import ApiError
 from echora_server.db import users, workspaces
+from echora_server.db.embedded import embedded_postgres
+from echora_server.db.migrations import MigrationError, migrate
 from echora_server.db.records import Role
-from echora_server.embedded import embedded_postgres
-from echora_server.errors import ApiError
-from echora_server.logs import configure_logging
-from echora_server.migrations import MigrationError, migrate
+from echora_server.web.logs import configure_logging
 
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -190,8 +190,8 @@ def create_token(
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
 def cleanup(dry_run: bool) -> None:
     """Run one cleanup pass now (what the server's sweeper does every few minutes)."""
+    from echora_server.files.sweeper import run_cleanup
     from echora_server.storage import StorageError
-    from echora_server.sweeper_task import run_cleanup
 
     config = _load()
     with _database(config) as resolved:

@@ -11,12 +11,12 @@ from echora_server.config import Config
 
 if TYPE_CHECKING:
     from echora_server.auth.identity import Identity
-    from echora_server.fanout.base import Fanout
-    from echora_server.hub import Hub
-    from echora_server.metrics import Metrics
-    from echora_server.ratelimit import RateLimiter
+    from echora_server.core.metrics import Metrics
+    from echora_server.core.ratelimit import RateLimiter
+    from echora_server.files.uploads import Uploader
+    from echora_server.realtime.fanout.base import Fanout
+    from echora_server.realtime.hub import Hub
     from echora_server.storage.base import Storage
-    from echora_server.uploads import Uploader
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)

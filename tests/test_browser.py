@@ -36,7 +36,7 @@ from support.people import People, Person
 
 from echora_server.config import Config
 from echora_server.keys import HUB
-from echora_server.storage.local_tempfile import TEMP_DIR
+from echora_server.storage.local.tempfile import TEMP_DIR
 
 KiB = 1024
 MiB = 1024 * KiB

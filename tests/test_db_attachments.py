@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from echora_server import accounts
+from echora_server.accounts import service as accounts
 from echora_server.db import workspaces
 from echora_server.db.attachments import (
     NewAttachment,

@@ -34,11 +34,12 @@ from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server
 
 import echora_server.app
-from echora_server import accounts, download_bodies, splice
+from echora_server.accounts import service as accounts
 from echora_server.config import Config
 from echora_server.db import workspaces
-from echora_server.download_bodies import SPLICE_MIN_BYTES
-from echora_server.httpfields import content_disposition
+from echora_server.files import transfer as download_bodies
+from echora_server.files.httpfields import content_disposition
+from echora_server.files.transfer import SPLICE_MIN_BYTES
 from echora_server.keys import POOL, STORAGE
 from echora_server.storage import (
     FileRegion,
@@ -47,6 +48,7 @@ from echora_server.storage import (
     S3Storage,
     SocketBody,
     Storage,
+    splice,
 )
 
 MiB = 1024 * 1024

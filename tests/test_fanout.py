@@ -16,12 +16,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from echora_server import accounts
+from echora_server.accounts import service as accounts
 from echora_server.config import Config
 from echora_server.db.pool import create_pool
-from echora_server.events import Event
-from echora_server.fanout.memory import MemoryFanout
-from echora_server.fanout.postgres import PostgresFanout
+from echora_server.realtime.events import Event
+from echora_server.realtime.fanout.memory import MemoryFanout
+from echora_server.realtime.fanout.postgres import PostgresFanout
 
 
 class Recorder:

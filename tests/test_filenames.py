@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from echora_server.filenames import (
+from echora_server.files.filenames import (
     FALLBACK_STEM,
     MAX_FILENAME_LENGTH,
     sanitize_filename,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from echora_server.httpfields import (
+from echora_server.files.httpfields import (
     ByteRange,
     UnsatisfiableRange,
     content_disposition,

@@ -21,8 +21,8 @@ from support.chat import ClientFactory, fetch, make_channel, recorder, recording
 from support.people import People, Person
 
 from echora_server.config import Config
-from echora_server.events import MESSAGE_CREATED
 from echora_server.keys import POOL, STORAGE
+from echora_server.realtime.events import MESSAGE_CREATED
 from echora_server.storage import StorageError
 
 TIMEOUT = 10

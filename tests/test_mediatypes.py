@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from echora_server.images import read_dimensions
-from echora_server.mediatypes import (
+from echora_server.files.images import read_dimensions
+from echora_server.files.mediatypes import (
     OCTET_STREAM,
     TypeMismatch,
     classify,

@@ -22,8 +22,8 @@ from support.recording import RecordingFanout
 from echora_server.config import Config
 from echora_server.db import channels as channel_rows
 from echora_server.db import messages as message_rows
-from echora_server.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED
 from echora_server.keys import POOL
+from echora_server.realtime.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from support.postgres import PostgresServer, _admin
 
 from echora_server.app import create_app
 from echora_server.config import Config
-from echora_server.migrations import Migration, MigrationError, load_migrations, migrate, status
+from echora_server.db.migrations import Migration, MigrationError, load_migrations, migrate, status
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echora_server.storage.s3_upload import PartBody, PartSplitter
+from echora_server.storage.s3.upload import PartBody, PartSplitter
 
 
 async def _chunks(pieces: list[bytes]) -> AsyncIterator[bytes]:

@@ -29,8 +29,8 @@ from echora_server.storage import (
     StorageError,
     create_storage,
 )
-from echora_server.storage.s3 import DEFAULT_MAX_POOL_CONNECTIONS
-from echora_server.storage.s3_socket import S3SocketReader
+from echora_server.storage.s3.socket_reader import S3SocketReader
+from echora_server.storage.s3.storage import DEFAULT_MAX_POOL_CONNECTIONS
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: the smallest multipart test

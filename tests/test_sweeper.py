@@ -28,13 +28,13 @@ from support.faultproxy import FaultProxy
 from support.people import People, Person
 from support.seaweed import S3Server, direct_s3_client
 
-from echora_server import sweeper
 from echora_server.app import create_app
 from echora_server.config import Config
 from echora_server.db import sweeps
+from echora_server.files import cleanup as sweeper
+from echora_server.files.cleanup import SweepResult, sweep_once
 from echora_server.keys import POOL, STORAGE
 from echora_server.storage import S3Storage, Storage, new_key
-from echora_server.sweeper import SweepResult, sweep_once
 
 HOUR = dt.timedelta(hours=1)
 SECOND = dt.timedelta(seconds=1)

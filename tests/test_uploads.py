@@ -33,12 +33,12 @@ from support.faultproxy import FaultProxy
 from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server, direct_s3_client
 
-from echora_server import accounts
+from echora_server.accounts import service as accounts
 from echora_server.app import create_app
 from echora_server.config import Config
 from echora_server.db import workspaces
+from echora_server.files.mediatypes import disposition
 from echora_server.keys import POOL, STORAGE
-from echora_server.mediatypes import disposition
 from echora_server.storage import Storage
 
 MiB = 1024 * 1024

@@ -20,8 +20,8 @@ from support.people import PASSWORD, People, Person
 
 from echora_server.app import create_app
 from echora_server.config import Config
-from echora_server.events import Event
 from echora_server.keys import FANOUT, HUB, POOL
+from echora_server.realtime.events import Event
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 TIMEOUT = 10

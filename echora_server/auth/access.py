@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 
 from echora_server.auth.identity import Identity
+from echora_server.core.errors import Forbidden, NotFound
 from echora_server.db import channels, workspaces
 from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Membership
-from echora_server.errors import Forbidden, NotFound
 
 WORKSPACE_NOT_FOUND = "Workspace not found."
 CHANNEL_NOT_FOUND = "Channel not found."

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from echora_server.errors import Forbidden
+from echora_server.core.errors import Forbidden
 from echora_server.keys import CONFIG
 
 

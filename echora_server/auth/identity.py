@@ -14,9 +14,9 @@ from aiohttp import web
 
 from echora_server.auth.csrf import check_csrf
 from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, well_formed
+from echora_server.core.errors import Unauthorized
 from echora_server.db import credentials
 from echora_server.db.records import User
-from echora_server.errors import Unauthorized
 from echora_server.keys import IDENTITY, POOL
 
 SESSION_COOKIE = "echora_session"

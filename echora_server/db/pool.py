@@ -8,8 +8,8 @@ import asyncpg
 from aiohttp import web
 
 from echora_server.config import Config
+from echora_server.db.migrations import migrate
 from echora_server.keys import CONFIG, POOL
-from echora_server.migrations import migrate
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]

@@ -19,8 +19,8 @@ from echora_server.storage.base import (
     check_key,
     new_key,
 )
-from echora_server.storage.local import LocalStorage
-from echora_server.storage.s3 import S3Storage
+from echora_server.storage.local.storage import LocalStorage
+from echora_server.storage.s3.storage import S3Storage
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

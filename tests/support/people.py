@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import CookieJar
 from aiohttp.test_utils import TestClient
 
-from echora_server import accounts
+from echora_server.accounts import service as accounts
 from echora_server.db.records import Role
 from echora_server.keys import POOL
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from echora_server.migrations import migrate
+from echora_server.db.migrations import migrate
 
 TEMPLATE = "echora_template"
 _counter = itertools.count()

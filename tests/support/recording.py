@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 from aiohttp import web
 
-from echora_server.events import Event
-from echora_server.fanout.base import Deliver, Fanout
 from echora_server.keys import FANOUT
+from echora_server.realtime.events import Event
+from echora_server.realtime.fanout.base import Deliver, Fanout
 
 
 class RecordingFanout:

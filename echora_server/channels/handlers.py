@@ -1,0 +1,181 @@
+"""Channels and their members over REST (the rules are in echora_server/channels.py)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import Field, model_validator
+
+from echora_server.auth.access import CHANNEL_NOT_FOUND
+from echora_server.auth.identity import require_identity
+from echora_server.channels import service as channels
+from echora_server.channels.shapes import channel_member_json, channel_view_json
+from echora_server.core.route import Route
+from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
+
+
+class CreateChannelBody(Body):
+    workspace_id: int = Field(ge=1, le=MAX_ID)
+    name: str = Field(min_length=1, max_length=channels.MAX_CHANNEL_NAME)
+    private: bool = False
+    topic: str = Field("", max_length=channels.MAX_TOPIC)
+
+
+class ChannelsQuery(Query):
+    workspace_id: int = Field(ge=1, le=MAX_ID, description="The workspace to list.")
+
+
+class AddChannelMemberBody(Body):
+    user_id: int | None = Field(None, ge=1, le=MAX_ID)
+    username: str | None = Field(None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AddChannelMemberBody:
+        if (self.user_id is None) == (self.username is None):
+            raise ValueError("give either user_id or username")
+        return self
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    body = await read_json(request, CreateChannelBody)
+    view = await channels.create_channel(
+        request.app, identity, body.workspace_id, body.name, private=body.private, topic=body.topic
+    )
+    return web.json_response(channel_view_json(view), status=201)
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    query = read_query(request, ChannelsQuery)
+    views = await channels.list_channels(request.app, identity, query.workspace_id)
+    return web.json_response({"channels": [channel_view_json(v) for v in views]})
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    view = await channels.get_channel(request.app, identity, channel_id)
+    return web.json_response(channel_view_json(view))
+
+
+async def join_channel(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    view = await channels.join_channel(request.app, identity, channel_id)
+    return web.json_response(channel_view_json(view))
+
+
+async def leave_channel(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    await channels.leave_channel(request.app, identity, channel_id)
+    return web.Response(status=204)
+
+
+async def list_channel_members(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    members = await channels.list_channel_members(request.app, identity, channel_id)
+    return web.json_response({"members": [channel_member_json(m) for m in members]})
+
+
+async def add_channel_member(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    body = await read_json(request, AddChannelMemberBody)
+    member, added = await channels.add_channel_member(
+        request.app, identity, channel_id, user_id=body.user_id, username=body.username
+    )
+    return web.json_response(channel_member_json(member), status=201 if added else 200)
+
+
+async def remove_channel_member(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    user_id = path_id(request, "user_id", channels.MEMBER_NOT_FOUND)
+    await channels.remove_channel_member(request.app, identity, channel_id, user_id)
+    return web.Response(status=204)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/channels",
+        create_channel,
+        "Create a channel (the creator joins it)",
+        "channels",
+        body=CreateChannelBody,
+        responses={
+            201: "Created",
+            404: "No such workspace of mine",
+            409: "A channel of that name exists (names ignore case)",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/channels",
+        list_channels,
+        "List a workspace's public channels and my private ones",
+        "channels",
+        query=ChannelsQuery,
+        responses={200: "OK", 404: "No such workspace of mine", 422: "Invalid query"},
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}",
+        get_channel,
+        "A channel, and whether I am in it",
+        "channels",
+        responses={200: "OK", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/join",
+        join_channel,
+        "Join a public channel",
+        "channels",
+        responses={200: "Joined (or already in it)", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/leave",
+        leave_channel,
+        "Leave a channel",
+        "channels",
+        responses={204: "Left (or was not in it)", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}/members",
+        list_channel_members,
+        "List a channel's members",
+        "channels",
+        responses={200: "OK", 404: "No such channel visible to me"},
+    ),
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/members",
+        add_channel_member,
+        "Add a workspace member to a channel I am in",
+        "channels",
+        body=AddChannelMemberBody,
+        responses={
+            201: "Added",
+            200: "Already a member",
+            403: "I am not in the channel",
+            404: "No such channel visible to me, or no such member of the workspace",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/channels/{channel_id}/members/{user_id}",
+        remove_channel_member,
+        "Remove a member from a channel (owners and admins; anyone may remove themselves)",
+        "channels",
+        responses={
+            204: "Removed",
+            403: "Not allowed",
+            404: "No such channel visible to me, or no such member",
+        },
+    ),
+)

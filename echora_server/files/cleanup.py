@@ -1,0 +1,264 @@
+"""Cleanup sweeps: one pass removes what deletes, abandoned uploads and crashes leave behind.
+
+``sweep_once`` runs five phases, each on its own so that one failing (storage down) is
+counted in ``errors`` and logged while the others still run:
+
+1. unlinked attachments older than ``unlinked_ttl_hours``: rows first (the trigger of
+   sql/0003 queues their objects), objects in phase 2. Linked rows are never touched.
+2. the ``storage_deletions`` queue: claimed in small batches (a lease on ``not_before``,
+   ``FOR UPDATE SKIP LOCKED``), objects deleted with no transaction open, then the queue
+   rows removed; a delete storage refuses is postponed with backoff.
+3. multipart uploads (S3) started before the upload horizon: aborted. Bucket lifecycle
+   rules are not relied on (MinIO ignores them).
+4. orphan objects under our key prefixes that no row (nor queued deletion) names, once
+   older than ``orphan_grace_hours``: an object is stored before its row, so the grace
+   must exceed the longest upload (config enforces it; uploads enforce their deadline).
+5. local storage: temp files older than the upload horizon (a crash mid-write).
+
+Every step is idempotent and leaves nothing half done that a rerun cannot finish, so a
+sweep may be killed at any point and several may run at once (one per server process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+from echora_server.config import Config
+from echora_server.db import attachments, sweeps
+from echora_server.files.uploads import FILES_KIND
+from echora_server.storage import LocalStorage, Storage
+
+log = structlog.get_logger("echora.sweeper")
+
+# Key prefixes the sweeper owns: what the upload pipeline writes, and nothing else in the
+# bucket (other prefixes may belong to other tools or future kinds with other rules).
+SWEPT_PREFIXES = (f"{FILES_KIND}/",)
+BATCH = 100  # rows locked or keys claimed per statement
+ORPHAN_CHECK_BATCH = 500  # listed keys looked up per query
+DELETE_CONCURRENCY = 8  # storage deletes in flight at once
+# LocalStorage's temp directory, read (never written) for a dry run's count; a test
+# checks that the dry run counts exactly what ``sweep_temp`` removes.
+LOCAL_TEMP_DIR = ".tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    deleted_queued_objects: int = 0
+    expired_unlinked_attachments: int = 0
+    aborted_multipart_uploads: int = 0
+    orphan_objects: int = 0
+    temp_files: int = 0
+    errors: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+REMOVED_KINDS = tuple(f.name for f in dataclasses.fields(SweepResult) if f.name != "errors")
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """What is old enough to go, for a sweep at ``now``."""
+
+    unlinked_created_before: dt.datetime
+    upload_started_before: dt.datetime  # multipart uploads and temp files
+    orphan_written_before: dt.datetime
+
+    @classmethod
+    def at(cls, config: Config, now: dt.datetime) -> Cutoffs:
+        return cls(
+            unlinked_created_before=now - dt.timedelta(hours=config.unlinked_ttl_hours),
+            upload_started_before=now - dt.timedelta(seconds=config.upload_horizon_seconds),
+            orphan_written_before=now - dt.timedelta(hours=config.orphan_grace_hours),
+        )
+
+
+async def sweep_once(
+    pool: asyncpg.Pool,
+    storage: Storage,
+    config: Config,
+    now: dt.datetime,
+    *,
+    dry_run: bool = False,
+) -> SweepResult:
+    """One cleanup pass at ``now`` (timezone-aware). ``dry_run``: count, change nothing."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    started = time.perf_counter()
+    sweep = _Sweep(pool, storage, Cutoffs.at(config, now), now, dry_run)
+    await sweep.run()
+    result = SweepResult(**sweep.counts)
+    busy = any(result.counts().values())
+    (log.info if busy else log.debug)(
+        "sweep",
+        dry_run=dry_run,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        **result.counts(),
+    )
+    return result
+
+
+class _Sweep:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        storage: Storage,
+        cutoffs: Cutoffs,
+        now: dt.datetime,
+        dry_run: bool,
+    ) -> None:
+        self.pool = pool
+        self.storage = storage
+        self.cutoffs = cutoffs
+        self.now = now
+        self.dry_run = dry_run
+        self.counts = {f.name: 0 for f in dataclasses.fields(SweepResult)}
+        self._expiring_keys = 0  # dry run: objects phase 1 would have queued
+
+    async def run(self) -> None:
+        phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("expire_unlinked", self.expire_unlinked),
+            ("drain_deletions", self.drain_deletions),
+            ("abort_stale_uploads", self.abort_stale_uploads),
+            ("remove_orphans", self.remove_orphans),
+            ("sweep_temp", self.sweep_temp),
+        ]
+        for name, phase in phases:
+            try:
+                await phase()
+            except Exception:
+                # Storage or the database is down: the next sweep retries; so do the
+                # other phases now (an S3 outage must not stop the database work).
+                log.warning("sweep_phase_failed", phase=name, exc_info=True)
+                self.counts["errors"] += 1
+
+    async def expire_unlinked(self) -> None:
+        cutoff = self.cutoffs.unlinked_created_before
+        if self.dry_run:
+            async with self.pool.acquire() as conn:
+                estimate = await sweeps.count_expired_unlinked(conn, cutoff)
+            self.counts["expired_unlinked_attachments"] += estimate.attachments
+            self._expiring_keys = estimate.new_keys
+            return
+        while True:
+            async with self.pool.acquire() as conn:
+                deleted = await sweeps.delete_expired_unlinked(conn, cutoff, self.now, BATCH)
+            self.counts["expired_unlinked_attachments"] += deleted
+            if deleted < BATCH:
+                return
+
+    async def drain_deletions(self) -> None:
+        if self.dry_run:
+            async with self.pool.acquire() as conn:
+                due = await sweeps.count_due_deletions(conn, self.now)
+            self.counts["deleted_queued_objects"] += due + self._expiring_keys
+            return
+        while True:
+            async with self.pool.acquire() as conn:
+                keys = await sweeps.claim_deletions(conn, self.now, BATCH)
+            if not keys:
+                return
+            failed = await self._delete_objects(keys)
+            done = [key for key in keys if key not in failed]
+            async with self.pool.acquire() as conn:
+                if done:
+                    await sweeps.forget_deletions(conn, done)
+                if failed:
+                    await sweeps.postpone_deletions(conn, sorted(failed), self.now)
+            self.counts["deleted_queued_objects"] += len(done)
+            self.counts["errors"] += len(failed)
+            if not done or len(keys) < BATCH:
+                return  # storage refuses everything (down): the rest waits for the next sweep
+
+    async def abort_stale_uploads(self) -> None:
+        cutoff = self.cutoffs.upload_started_before
+        async for upload in self.storage.list_pending_uploads():
+            if not upload.key.startswith(SWEPT_PREFIXES) or upload.initiated >= cutoff:
+                continue
+            if not self.dry_run:
+                try:
+                    await self.storage.abort_pending_upload(upload)
+                except Exception:
+                    log.warning("sweep_abort_failed", key=upload.key, exc_info=True)
+                    self.counts["errors"] += 1
+                    continue
+            self.counts["aborted_multipart_uploads"] += 1
+
+    async def remove_orphans(self) -> None:
+        cutoff = self.cutoffs.orphan_written_before
+        for prefix in SWEPT_PREFIXES:
+            old: list[str] = []
+            async for info in self.storage.list(prefix):
+                if info.last_modified < cutoff:
+                    old.append(info.key)
+                if len(old) >= ORPHAN_CHECK_BATCH:
+                    await self._remove_if_unclaimed(old)
+                    old = []
+            if old:
+                await self._remove_if_unclaimed(old)
+
+    async def _remove_if_unclaimed(self, keys: Sequence[str]) -> None:
+        async with self.pool.acquire() as conn:
+            orphans = await sweeps.select_unclaimed_keys(conn, keys)
+        if self.dry_run or not orphans:
+            self.counts["orphan_objects"] += len(orphans)
+            return
+        failed = await self._delete_objects(orphans)
+        self.counts["orphan_objects"] += len(orphans) - len(failed)
+        self.counts["errors"] += len(failed)
+        if failed:  # the queue retries them with backoff from now on
+            async with self.pool.acquire() as conn:
+                await attachments.insert_storage_deletions(conn, sorted(failed))
+
+    async def sweep_temp(self) -> None:
+        if not isinstance(self.storage, LocalStorage):
+            return  # S3 writes leave multipart uploads instead (phase 3)
+        cutoff = self.cutoffs.upload_started_before
+        if self.dry_run:
+            temp_dir = self.storage.root / LOCAL_TEMP_DIR
+            count = await asyncio.to_thread(_count_older_files, temp_dir, cutoff.timestamp())
+        else:
+            count = await self.storage.sweep_temp(cutoff)
+        self.counts["temp_files"] += count
+
+    async def _delete_objects(self, keys: Sequence[str]) -> set[str]:
+        """Delete objects (idempotent); the keys whose delete failed."""
+        limit = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def delete(key: str) -> None:
+            async with limit:
+                await self.storage.delete(key)
+
+        results = await asyncio.gather(*(delete(k) for k in keys), return_exceptions=True)
+        for result in results:  # cancellation goes up; claimed keys wait out their lease
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        failed = {key for key, r in zip(keys, results, strict=True) if isinstance(r, Exception)}
+        if failed:
+            first = next(r for r in results if isinstance(r, Exception))
+            log.warning("sweep_delete_failed", objects=len(failed), error=repr(first))
+        return failed
+
+
+def _count_older_files(directory: Path, older_than: float) -> int:
+    count = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    count += entry.stat(follow_symlinks=False).st_mtime < older_than
+            except FileNotFoundError:
+                continue  # renamed into place or discarded since the scan: not stale
+    return count

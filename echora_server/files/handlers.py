@@ -1,0 +1,186 @@
+"""File uploads: ``POST /api/upload`` (multipart or raw body) and ``PUT`` (``curl -T``);
+downloads: ``GET``/``HEAD /api/files/{id}/{name}`` and ``/api/thumbnails/{id}``.
+
+Where files go: ``channel_id`` (they may then only be linked into that channel, and the
+caller must be in it), else ``workspace_id``, else the caller's only workspace (the one
+their token is limited to, or the only one they belong to); a caller with several must
+say which (422 ``workspace_required``).
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import web
+
+from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel, require_membership
+from echora_server.auth.identity import Identity, require_identity
+from echora_server.core.errors import Forbidden, InvalidRequest, NotFound
+from echora_server.core.route import RequestContent, Route
+from echora_server.core.validation import read_query
+from echora_server.db import workspaces
+from echora_server.files import downloads
+from echora_server.files.shapes import attachment_json
+from echora_server.files.upload_body import TargetFields, UploadBody, UploadQuery
+from echora_server.files.uploads import UploadTarget
+from echora_server.keys import POOL, STORAGE, UPLOADER
+
+__all__ = [
+    "ROUTES",
+    "UPLOAD_CONTENT",
+    "UploadQuery",
+    "download_file",
+    "download_thumbnail",
+    "put_file",
+    "upload_files",
+]
+
+
+async def upload_files(request: web.Request) -> web.Response:
+    identity = await require_identity(request)  # before a single body byte is read
+    uploader = request.app[UPLOADER]
+    query = read_query(request, UploadQuery)
+    body = await UploadBody.open(request, query, uploader.limits.idle_timeout)
+    target = await _authorize(request, identity, await body.target())
+    async with uploader.batch(target, identity.user.id) as batch, aclosing(body.files()) as files:
+        async for incoming in files:
+            await batch.add(incoming)
+        stored = await batch.commit()
+    return web.json_response({"attachments": [attachment_json(a) for a in stored]}, status=201)
+
+
+async def put_file(request: web.Request) -> web.Response:
+    """The same upload by PUT, which is what ``curl -T file URL`` sends."""
+    return await upload_files(request)
+
+
+async def download_file(request: web.Request) -> web.StreamResponse:
+    """The stored file. The name in the URL is cosmetic: headers use the stored name."""
+    identity = await require_identity(request)
+    attachment = await downloads.readable_attachment(
+        request.app[POOL], identity, request.match_info["attachment_id"]
+    )
+    return await downloads.serve(request, request.app[STORAGE], downloads.original(attachment))
+
+
+async def download_thumbnail(request: web.Request) -> web.StreamResponse:
+    """An image's WebP thumbnail, with the same authorisation as the file itself."""
+    identity = await require_identity(request)
+    attachment = await downloads.readable_attachment(
+        request.app[POOL], identity, request.match_info["attachment_id"]
+    )
+    return await downloads.serve(request, request.app[STORAGE], downloads.thumbnail(attachment))
+
+
+async def _authorize(
+    request: web.Request, identity: Identity, fields: TargetFields
+) -> UploadTarget:
+    async with request.app[POOL].acquire() as conn:
+        if fields.channel_id is not None:
+            access = await require_channel(conn, identity, fields.channel_id)
+            if fields.workspace_id not in (None, access.channel.workspace_id):
+                raise NotFound(CHANNEL_NOT_FOUND)
+            if not access.joined:
+                raise Forbidden("Join the channel to upload to it.", code="not_channel_member")
+            return UploadTarget(access.channel.workspace_id, access.channel.id)
+        if fields.workspace_id is not None:
+            await require_membership(conn, identity, fields.workspace_id)
+            return UploadTarget(fields.workspace_id, None)
+        memberships = await workspaces.select_memberships_of_user(conn, identity.user.id)
+    usable = [m.workspace.id for m in memberships if identity.may_use_workspace(m.workspace.id)]
+    if len(usable) != 1:
+        raise InvalidRequest(
+            "Say where the files go: channel_id or workspace_id.", code="workspace_required"
+        )
+    return UploadTarget(usable[0], None)
+
+
+UPLOAD_CONTENT = RequestContent(
+    "One or more files as multipart/form-data (optional channel_id / workspace_id fields "
+    "first), or one file as the raw body of any other type, named by ?filename=. "
+    "No Content-Encoding.",
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "channel_id": {"type": "integer", "minimum": 1},
+                    "workspace_id": {"type": "integer", "minimum": 1},
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    },
+                },
+            },
+        },
+        "*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
+    },
+)
+_UPLOAD_RESPONSES = {
+    201: "Stored: every file, or none",
+    400: "Interrupted or malformed body",
+    403: "Not in the channel",
+    404: "No such channel or workspace of mine",
+    408: "The upload stalled (upload_idle_timeout)",
+    413: "A file is too large (details.limit_bytes), or too many files",
+    415: "Content-Encoding sent, or the content contradicts its declared image type",
+    422: "Invalid fields, no file, or several workspaces and none named",
+}
+_DOWNLOAD_RESPONSES = {
+    200: "The file",
+    206: "The one byte range asked for (several ranges: the whole file, 200)",
+    304: "Not modified (If-None-Match)",
+    404: "No such file readable by me (and no thumbnail, for thumbnails)",
+    416: "The range starts past the end (Content-Range: bytes */size)",
+}
+_ATTACHMENT_ID: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/upload",
+        upload_files,
+        "Upload files (multipart/form-data, or a raw body)",
+        "files",
+        query=UploadQuery,
+        request_content=UPLOAD_CONTENT,
+        responses=_UPLOAD_RESPONSES,
+    ),
+    Route(
+        "PUT",
+        "/api/upload",
+        put_file,
+        "Upload one file as the raw body (curl -T)",
+        "files",
+        query=UploadQuery,
+        request_content=UPLOAD_CONTENT,
+        responses=_UPLOAD_RESPONSES,
+    ),
+    Route(
+        "GET",
+        "/api/files/{attachment_id}/{filename}",
+        download_file,
+        "Download a file (Range, If-None-Match; the name in the URL is cosmetic)",
+        "files",
+        responses=_DOWNLOAD_RESPONSES,
+        content_type="application/octet-stream",
+        path_params={
+            "attachment_id": _ATTACHMENT_ID,
+            "filename": {"type": "string", "description": "Any name; headers use the stored one"},
+        },
+        allow_head=True,
+    ),
+    Route(
+        "GET",
+        "/api/thumbnails/{attachment_id}",
+        download_thumbnail,
+        "An image's thumbnail (WebP, at most 400 px a side)",
+        "files",
+        responses={k: v for k, v in _DOWNLOAD_RESPONSES.items() if k not in (206, 416)},
+        content_type="image/webp",
+        path_params={"attachment_id": _ATTACHMENT_ID},
+        allow_head=True,
+    ),
+)

@@ -1,0 +1,31 @@
+"""JSON shape of an attachment."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from echora_server.db.records import Attachment
+
+
+def attachment_url(attachment: Attachment) -> str:
+    """The download URL; the name in it is cosmetic (downloads use the stored name)."""
+    return f"/api/files/{attachment.id}/{quote(attachment.filename, safe='')}"
+
+
+def attachment_json(attachment: Attachment) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": attachment.id,
+        "filename": attachment.filename,
+        "size": attachment.size,
+        # What the bytes are, when known; else the safe type a download gets.
+        "mime_type": attachment.detected_type or "application/octet-stream",
+        "sha256": attachment.sha256.hex(),
+        "created_at": attachment.created_at.isoformat(),
+        "url": attachment_url(attachment),
+    }
+    if attachment.width is not None and attachment.height is not None:
+        body["width"], body["height"] = attachment.width, attachment.height
+    if attachment.thumbnail_key is not None:
+        body["thumbnail_url"] = f"/api/thumbnails/{attachment.id}"
+    return body

@@ -1,0 +1,257 @@
+"""The HTTP side of an upload: what the client sends, read with limits of our own.
+
+Two shapes are accepted:
+- ``multipart/form-data``: optional ``channel_id`` / ``workspace_id`` fields, which must
+  come before the files (the target is authorised before any file byte is stored), then
+  one or more ``file`` parts;
+- a raw body of any other type (``curl -T file`` or ``--data-binary @file``): one file,
+  named by ``?filename=``.
+Both take ``channel_id`` / ``workspace_id`` from the query string too.
+
+aiohttp neither caps a ``read_chunk()`` loop nor times out a stalled body: every read
+here has an idle timeout, and the pipeline (upload_meter.py) counts the bytes. A client that
+vanishes or sends a broken body becomes an ApiError here, never a bare OSError (which
+the error middleware would mistake for a database outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from pydantic import Field
+
+from echora_server.core.errors import ApiError, InvalidRequest
+from echora_server.core.validation import MAX_ID, Query
+
+T = TypeVar("T")
+
+# Bytes asked per read. A read returns what aiohttp has buffered (its flow control
+# bounds that), handing over whole chunks when they fit, so a large size saves a copy
+# and a loop turn per 64 KiB (see bench/files.py). The size cap is checked after every
+# read: reading stops at the first read that passes it.
+READ_SIZE = 1024 * 1024
+TARGET_FIELDS = ("channel_id", "workspace_id")
+FILE_FIELD = "file"
+_FIELD_MAX_BYTES = 32
+_IDENTITY_ENCODINGS = frozenset({"", "identity", "binary", "7bit", "8bit"})
+
+
+class UploadTimeout(ApiError):
+    status = 408
+    code = "upload_timeout"
+    message = "The upload stalled; no data arrived for too long."
+
+
+class UploadIncomplete(ApiError):
+    status = 400
+    code = "upload_incomplete"
+    message = "The upload was interrupted or its body is malformed."
+
+
+class UnsupportedEncoding(ApiError):
+    status = 415
+    code = "unsupported_encoding"
+    message = "Send uploads without Content-Encoding or Content-Transfer-Encoding."
+
+
+class UploadQuery(Query):
+    """The query string of an upload (documented as OpenAPI query parameters)."""
+
+    channel_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="The channel the files are for"
+    )
+    workspace_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="The workspace, when no channel is named"
+    )
+    filename: str | None = Field(
+        None, max_length=1000, description="The file's name, for a raw-body upload"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFields:
+    channel_id: int | None
+    workspace_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    """One file as the client sends it; ``reader.read()`` gives its next chunk, b"" at the end."""
+
+    filename: str | None  # unsanitised
+    declared_type: str | None
+    reader: ChunkReader
+
+
+class ChunkReader:
+    """Reads one file's bytes from the client with the idle timeout."""
+
+    def __init__(self, body: UploadBody, part: BodyPartReader | None) -> None:
+        self._body = body
+        self._part = part
+
+    async def read(self) -> bytes:
+        if self._part is not None:
+            return await self._body.client(self._part.read_chunk(READ_SIZE))
+        return await self._body.client(self._body.request.content.read(READ_SIZE))
+
+
+def _parse_id(name: str, raw: str) -> int:
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        raise InvalidRequest(details=[{"field": name, "problem": "must be a positive integer"}])
+    return int(raw)
+
+
+def _check_encoding(headers: Mapping[str, str]) -> None:
+    for header in (hdrs.CONTENT_ENCODING, "Content-Transfer-Encoding"):
+        if headers.get(header, "").strip().lower() not in _IDENTITY_ENCODINGS:
+            raise UnsupportedEncoding()
+
+
+class UploadBody:
+    """One upload request's body; ``target()`` first, then ``files()``.
+
+    ``text_fields`` (name: most bytes) replaces the target fields with text ones, read the
+    same way before the files and then given by ``text(name)``: the one-shot message send
+    (``content``, ``client_id``), whose channel is in its path."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        query: UploadQuery,
+        idle_timeout: float,
+        text_fields: Mapping[str, int] | None = None,
+    ) -> None:
+        self.request = request
+        self._filename = query.filename
+        self._idle_timeout = idle_timeout
+        self._text_limits = dict(text_fields or {})
+        self._texts: dict[str, str] = {}
+        self._multipart: MultipartReader | None = None
+        self._first_file: BodyPartReader | None = None
+        self._fields = {
+            name: value
+            for name, value in (
+                ("channel_id", query.channel_id),
+                ("workspace_id", query.workspace_id),
+            )
+            if value is not None
+        }
+
+    @classmethod
+    async def open(
+        cls,
+        request: web.Request,
+        query: UploadQuery,
+        idle_timeout: float,
+        text_fields: Mapping[str, int] | None = None,
+    ) -> UploadBody:
+        """Refuse encodings we would store undecoded (and decompression bombs)."""
+        _check_encoding(request.headers)
+        body = cls(request, query, idle_timeout, text_fields)
+        if request.content_type == "multipart/form-data":
+            try:
+                body._multipart = await request.multipart()
+            except ValueError:
+                raise UploadIncomplete("The multipart body has no valid boundary.") from None
+        elif request.content_type.startswith("multipart/"):
+            raise ApiError(
+                "Send files as multipart/form-data, or as a raw body.",
+                code="unsupported_media_type",
+            ).with_status(415)
+        return body
+
+    async def client(self, read: Awaitable[T]) -> T:
+        """Await a read from the client: with the idle timeout, errors translated."""
+        timeout = asyncio.timeout(self._idle_timeout)
+        try:
+            async with timeout:
+                return await read
+        except TimeoutError:
+            if timeout.expired():
+                raise UploadTimeout(details={"idle_timeout_seconds": self._idle_timeout}) from None
+            raise UploadIncomplete() from None
+        except (OSError, HttpProcessingError, ValueError, RuntimeError):
+            # A reset connection, a short body, a malformed part: the client's problem.
+            raise UploadIncomplete() from None
+
+    async def target(self) -> TargetFields:
+        """``channel_id`` / ``workspace_id`` from the query and the leading form fields."""
+        if self._multipart is not None:
+            await self._read_fields(self._multipart)
+        return TargetFields(self._fields.get("channel_id"), self._fields.get("workspace_id"))
+
+    async def _read_fields(self, multipart: MultipartReader) -> None:
+        while (part := await self._next_part(multipart)) is not None:
+            if part.name == FILE_FIELD:
+                self._first_file = part
+                return
+            if part.name in self._text_limits:
+                await self._read_text(part.name, part)
+                continue
+            if self._text_limits or part.name not in TARGET_FIELDS:
+                raise InvalidRequest(
+                    details=[{"field": str(part.name), "problem": "unknown field"}]
+                )
+            raw = await self._read_value(part.name, part, _FIELD_MAX_BYTES)
+            value = _parse_id(part.name, raw.decode("ascii", "replace"))
+            if self._fields.setdefault(part.name, value) != value:
+                raise InvalidRequest(
+                    details=[{"field": part.name, "problem": "differs from the query string"}]
+                )
+
+    async def _read_value(self, name: str, part: BodyPartReader, limit: int) -> bytes:
+        raw = bytearray()
+        while chunk := await self.client(part.read_chunk(READ_SIZE)):
+            raw += chunk
+            if len(raw) > limit:
+                raise InvalidRequest(details=[{"field": name, "problem": "too long"}])
+        return bytes(raw)
+
+    async def _read_text(self, name: str, part: BodyPartReader) -> None:
+        if name in self._texts:
+            raise InvalidRequest(details=[{"field": name, "problem": "given twice"}])
+        raw = await self._read_value(name, part, self._text_limits[name])
+        try:
+            self._texts[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(details=[{"field": name, "problem": "must be UTF-8"}]) from None
+
+    def text(self, name: str) -> str | None:
+        """A text field read by ``target()``; None when the client did not send it."""
+        return self._texts.get(name)
+
+    async def _next_part(self, multipart: MultipartReader) -> BodyPartReader | None:
+        part = await self.client(multipart.next())
+        if part is None:
+            return None
+        if not isinstance(part, BodyPartReader):
+            raise InvalidRequest("Nested multipart bodies are not accepted.")
+        _check_encoding(part.headers)
+        return part
+
+    async def files(self) -> AsyncGenerator[IncomingFile, None]:
+        """Every file, in order. Consume each one's reader to the end before the next."""
+        if self._multipart is None:
+            yield IncomingFile(
+                self._filename,
+                self.request.headers.get(hdrs.CONTENT_TYPE),
+                ChunkReader(self, None),
+            )
+            return
+        part = self._first_file
+        while part is not None:
+            if part.name != FILE_FIELD:
+                raise InvalidRequest(
+                    details=[{"field": str(part.name), "problem": "fields must come before files"}]
+                )
+            yield IncomingFile(
+                part.filename, part.headers.get(hdrs.CONTENT_TYPE), ChunkReader(self, part)
+            )
+            part = await self._next_part(self._multipart)

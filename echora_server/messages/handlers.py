@@ -1,0 +1,180 @@
+"""Messages over REST (the rules are in echora_server/chat.py, shared with the WebSocket)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import ConfigDict, Field
+
+from echora_server.auth.access import CHANNEL_NOT_FOUND
+from echora_server.auth.identity import require_identity
+from echora_server.core.route import RequestContent, Route
+from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
+from echora_server.messages import one_shot as message_uploads
+from echora_server.messages import service as chat
+from echora_server.messages.extras import MAX_ATTACHMENTS, MAX_LINKS, AttachmentId, LinkIn
+from echora_server.messages.shapes import message_json
+
+
+class PostMessageBody(Body):
+    # Whitespace is content here (indented code, blank lines): never strip it.
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    content: str = Field(
+        "", max_length=chat.MAX_CONTENT, description="May be empty with attachments or links."
+    )
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=chat.MAX_CLIENT_ID,
+        description="Chosen by the client; a retry with the same value posts nothing new.",
+    )
+    attachment_ids: list[AttachmentId] = Field(
+        default_factory=list,
+        max_length=MAX_ATTACHMENTS,
+        description="My unlinked uploads (POST /api/upload), in the order to show them.",
+    )
+    links: list[LinkIn] = Field(default_factory=list, max_length=MAX_LINKS)
+
+
+class EditMessageBody(Body):
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    content: str = Field(max_length=chat.MAX_CONTENT)
+
+
+class MessagesQuery(Query):
+    before: int | None = Field(
+        None, ge=0, le=MAX_ID, description="Messages with smaller ids, newest first."
+    )
+    after: int | None = Field(
+        None, ge=0, le=MAX_ID, description="Messages with larger ids, oldest first."
+    )
+    limit: int = Field(chat.DEFAULT_PAGE, ge=1, le=chat.MAX_PAGE, description="Page size.")
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """JSON, or multipart/form-data with the files to upload and attach (one-shot)."""
+    identity = await require_identity(request)  # before a single body byte is read
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    if request.content_type == "multipart/form-data":
+        message, created = await message_uploads.post_message_with_files(
+            request, identity, channel_id
+        )
+    else:
+        body = await read_json(request, PostMessageBody)
+        message, created = await chat.post_message(
+            request.app,
+            identity,
+            channel_id,
+            body.content,
+            body.client_id,
+            attachment_ids=body.attachment_ids,
+            links=body.links,
+        )
+    return web.json_response(message_json(message), status=201 if created else 200)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    query = read_query(request, MessagesQuery)
+    page, has_more = await chat.list_messages(
+        request.app, identity, channel_id, before=query.before, after=query.after, limit=query.limit
+    )
+    return web.json_response({"messages": [message_json(m) for m in page], "has_more": has_more})
+
+
+async def edit_message(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    message_id = path_id(request, "message_id", chat.MESSAGE_NOT_FOUND)
+    body = await read_json(request, EditMessageBody)
+    message = await chat.edit_message(request.app, identity, message_id, body.content)
+    return web.json_response(message_json(message))
+
+
+async def delete_message(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    message_id = path_id(request, "message_id", chat.MESSAGE_NOT_FOUND)
+    await chat.delete_message(request.app, identity, message_id)
+    return web.Response(status=204)
+
+
+# The multipart shape of POST .../messages, documented beside its JSON body.
+ONE_SHOT_CONTENT = RequestContent(
+    "JSON (PostMessageBody), or multipart/form-data for a one-shot send: the content and "
+    "client_id fields first, then file parts; the files are uploaded into this channel and "
+    "attached, all or nothing. No Content-Encoding.",
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "content": {"type": "string", "maxLength": 4000},
+                    "client_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "file": {
+                        "type": "array",
+                        "maxItems": 10,
+                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    },
+                },
+            },
+        },
+    },
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/channels/{channel_id}/messages",
+        post_message,
+        "Post a message with my uploads and links (idempotent per client_id); or, as "
+        "multipart/form-data, upload files and post them in one request",
+        "messages",
+        body=PostMessageBody,
+        request_content=ONE_SHOT_CONTENT,
+        responses={
+            201: "Posted",
+            200: "Posted before with this client_id: the same message",
+            403: "I am not in the channel",
+            404: "No such channel visible to me",
+            408: "Multipart: the upload stalled (upload_idle_timeout)",
+            409: "An attachment of mine is already in a message (attachment_already_linked)",
+            413: "Multipart: a file is too large, or too many files",
+            415: "Neither JSON nor multipart, or a file contradicts its declared image type",
+            422: "Invalid fields, or an attachment that is not mine, not in this workspace or "
+            "channel, or missing: all answer attachment_unavailable",
+            429: "Sending too fast (Retry-After)",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/channels/{channel_id}/messages",
+        list_messages,
+        "A page of history: newest first (before / latest), oldest first (after)",
+        "messages",
+        query=MessagesQuery,
+        responses={200: "OK", 404: "No such channel visible to me", 422: "Invalid query"},
+    ),
+    Route(
+        "PATCH",
+        "/api/messages/{message_id}",
+        edit_message,
+        "Edit my message",
+        "messages",
+        body=EditMessageBody,
+        responses={
+            200: "Edited",
+            403: "Not the author",
+            404: "No such message visible to me",
+            429: "Sending too fast (Retry-After)",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/messages/{message_id}",
+        delete_message,
+        "Delete a message (its author, or workspace owners and admins)",
+        "messages",
+        responses={204: "Deleted", 403: "Not allowed", 404: "No such message visible to me"},
+    ),
+)

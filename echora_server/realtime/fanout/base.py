@@ -1,0 +1,28 @@
+"""The fan-out interface."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import asyncpg
+
+from echora_server.realtime.events import Event
+
+Deliver = Callable[[Event], Awaitable[None]]
+
+
+class Fanout(Protocol):
+    async def start(self, deliver: Deliver) -> None:
+        """Begin delivering every published event (from any process) to ``deliver``."""
+
+    async def publish(self, event: Event) -> None:
+        """Send an event whose write has committed."""
+
+    async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        """Inside the write's transaction on ``conn``: the events go out if it commits."""
+
+    async def committed(self, events: Sequence[Event]) -> None:
+        """After that transaction committed: send what ``stage`` could not."""
+
+    async def close(self) -> None: ...

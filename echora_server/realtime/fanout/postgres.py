@@ -1,0 +1,131 @@
+"""Fan-out over PostgreSQL LISTEN/NOTIFY, for several server processes on one database.
+
+A NOTIFY payload is limited to 8000 bytes, and a message with attachments can be larger,
+so an event is written to the ``events`` table and only its id is notified; every process
+(the publisher included) fetches the rows by id, in notification order, and delivers them.
+The listening connection is dedicated (not from the pool) and re-established after a loss;
+events published while it was down are not replayed here: clients fill such gaps with
+``resume`` on the WebSocket. Old rows are deleted by a periodic trim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+
+from echora_server.db import outbox as event_rows
+from echora_server.realtime.events import Event
+from echora_server.realtime.fanout.base import Deliver
+
+log = structlog.get_logger("echora.fanout")
+
+CHANNEL = "echora_events"
+RECONNECT_DELAY = (0.2, 0.5, 1.0, 2.0, 5.0)
+TRIM_EVERY = 60.0
+KEEP_FOR_SECONDS = 600
+
+
+class PostgresFanout:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._deliver: Deliver | None = None
+        self._ids: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncpg.Connection | None = None
+        self._connected = asyncio.Event()
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._tasks = [
+            asyncio.create_task(self._listen_forever(), name="fanout-listen"),
+            asyncio.create_task(self._dispatch_forever(), name="fanout-dispatch"),
+            asyncio.create_task(self._trim_forever(), name="fanout-trim"),
+        ]
+        # Start only once listening, so nothing published after start() is missed.
+        await asyncio.wait_for(self._connected.wait(), timeout=30)
+
+    async def publish(self, event: Event) -> None:
+        async with self._pool.acquire() as conn:
+            await event_rows.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
+
+    async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        # NOTIFY is transactional: delivered at COMMIT, dropped on rollback, so the write
+        # and its event cannot be separated by a crash in between.
+        for event in events:
+            await event_rows.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
+
+    async def committed(self, events: Sequence[Event]) -> None:
+        pass  # the commit sent them
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._ids.put_nowait(int(payload))
+
+    async def _listen_forever(self) -> None:
+        attempt = 0
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=10)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                delay = RECONNECT_DELAY[min(attempt, len(RECONNECT_DELAY) - 1)]
+                log.warning("fanout_listen_failed", error=str(exc), retry_in=delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._listener = conn
+                self._connected.set()
+                if attempt:
+                    log.info("fanout_listen_restored")
+                attempt = 0
+                await lost.wait()
+                log.warning("fanout_listen_lost")
+            finally:
+                self._listener = None
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            ids = [await self._ids.get()]
+            while not self._ids.empty():
+                ids.append(self._ids.get_nowait())
+            try:
+                async with self._pool.acquire() as conn:
+                    bodies = await event_rows.select_event_bodies(conn, ids)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                log.warning("fanout_fetch_failed", count=len(ids), exc_info=True)
+                continue
+            for body in bodies:
+                if self._deliver is not None:
+                    try:
+                        await self._deliver(Event.from_json(json.loads(body)))
+                    except Exception:
+                        log.exception("fanout_deliver_failed")
+
+    async def _trim_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TRIM_EVERY)
+            try:
+                async with self._pool.acquire() as conn:
+                    await event_rows.delete_events_older_than(conn, KEEP_FOR_SECONDS)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                log.warning("fanout_trim_failed", exc_info=True)

@@ -1,0 +1,162 @@
+"""Local-disk storage rooted at ``config.files_dir``.
+
+This module maps the storage interface onto the directory tree; the path jail
+(``local_paths``), all-or-nothing writes through a temp file (``local_tempfile``) and
+ranged reads (``local_reader``) live beside it. Every blocking call runs in a worker
+thread; a cancelled await never abandons a thread that still touches a file we are
+about to close or unlink (see ``local_worker.ThreadWorker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import os
+import stat
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from echora_server.storage.base import (
+    ObjectInfo,
+    PendingUpload,
+    ShieldedCleanups,
+    StorageError,
+    StoredObject,
+    check_key,
+    check_prefix,
+    check_range,
+)
+from echora_server.storage.local.paths import jailed_path, modified_at, scan_directory
+from echora_server.storage.local.reader import LocalFileReader, open_file_reader
+from echora_server.storage.local.tempfile import TEMP_DIR, TempFile, remove_stale_temp_files
+
+_T = TypeVar("_T")
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root)
+        self._real_root: Path | None = None
+        self._cleanups = ShieldedCleanups()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    async def start(self) -> None:
+        def prepare() -> Path:
+            (self._root / TEMP_DIR).mkdir(parents=True, exist_ok=True)
+            return self._root.resolve(strict=True)
+
+        self._real_root = await asyncio.to_thread(prepare)
+
+    async def close(self) -> None:
+        await self._cleanups.drain()
+
+    async def ping(self) -> None:
+        def check() -> bool:
+            temp = self._root / TEMP_DIR
+            return temp.is_dir() and os.access(self._root, os.W_OK) and os.access(temp, os.W_OK)
+
+        if not await asyncio.to_thread(check):
+            raise StorageError(f"{self._root} is not a writable directory")
+
+    @property
+    def _started_root(self) -> Path:
+        if self._real_root is None:
+            raise RuntimeError("LocalStorage.start() was not awaited")
+        return self._real_root
+
+    def _path(self, key: str) -> Path:
+        """The file for ``key``, inside the jail. Call in a worker thread (it touches disk)."""
+        return jailed_path(self._started_root, key)
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], *, content_type: str
+    ) -> StoredObject:
+        check_key(key)
+        target = await asyncio.to_thread(self._path, key)
+        temp = TempFile.in_dir(self._started_root / TEMP_DIR)
+        try:
+            size = await temp.write_stream(chunks)
+            await temp.commit(target)
+        except BaseException:
+            await self._cleanups.run(temp.discard())
+            raise
+        return StoredObject(key=key, size=size)
+
+    async def open(
+        self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
+    ) -> LocalFileReader:
+        """``zero_copy`` changes nothing: a local reader always offers its file region."""
+        check_key(key)
+        check_range(start, end)
+        return await open_file_reader(functools.partial(self._path, key), key, start, end)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        check_key(key)
+
+        def stat_sync() -> ObjectInfo | None:
+            try:
+                st = self._path(key).stat()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            return ObjectInfo(key=key, size=st.st_size, last_modified=modified_at(st))
+
+        return await self._translate(stat_sync)
+
+    async def delete(self, key: str) -> None:
+        check_key(key)
+
+        def delete_sync() -> None:
+            # Idempotent; a directory is not an object either.
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                self._path(key).unlink()
+
+        await self._translate(delete_sync)
+
+    async def _translate(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.to_thread(fn)
+        except OSError as exc:
+            raise StorageError(f"local storage failed: {exc.strerror or exc}") from exc
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        check_prefix(prefix)
+        root = self._started_root
+        pending = [prefix.rpartition("/")[0]]  # the deepest directory the prefix names
+        while pending:
+            rel_dir = pending.pop()
+            entries = await self._translate(functools.partial(scan_directory, root, rel_dir))
+            subdirs = []
+            for rel, st in entries:
+                if st is None:
+                    if rel.startswith(prefix) or prefix.startswith(f"{rel}/"):
+                        subdirs.append(rel)
+                elif rel.startswith(prefix):
+                    yield ObjectInfo(key=rel, size=st.st_size, last_modified=modified_at(st))
+            pending.extend(reversed(subdirs))
+
+    async def list_pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        # Local writes have no server-side state to abort; stale temp files are swept
+        # with ``sweep_temp``.
+        return
+        yield
+
+    async def abort_pending_upload(self, upload: PendingUpload) -> None:
+        return None
+
+    async def sweep_temp(self, older_than: dt.datetime) -> int:
+        """Delete temp files last written before ``older_than`` (left by a crash or a
+        killed process). Returns how many were removed."""
+        sweep = functools.partial(
+            remove_stale_temp_files, self._root / TEMP_DIR, older_than.timestamp()
+        )
+        return await self._translate(sweep)

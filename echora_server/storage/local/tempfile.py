@@ -1,0 +1,117 @@
+"""Writing one local object through a temp file, all or nothing.
+
+Bytes go to a temp file under ``<root>/.tmp`` (same filesystem), are fsynced and then
+``os.replace``d into place, so a reader never sees a partial object; a failed write
+discards the temp file (and the object, if the commit had already placed it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from echora_server.storage.base import StorageError
+from echora_server.storage.local.worker import ThreadWorker
+
+TEMP_DIR = ".tmp"
+# Small chunks from a socket are coalesced so a write costs one thread hop per MiB.
+WRITE_BATCH = 1024 * 1024
+
+
+class TempFile:
+    """The temp file behind one ``put_stream``; created lazily by the first write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+        self._worker = ThreadWorker()
+        # Set once the object is in place: a cancellation that lands after the commit
+        # (the thread finishes it regardless) must still leave nothing behind.
+        self._committed: Path | None = None
+
+    @classmethod
+    def in_dir(cls, temp_dir: Path) -> TempFile:
+        """A new temp file with a random name in ``temp_dir`` (not yet created)."""
+        return cls(temp_dir / f"{secrets.token_hex(16)}.part")
+
+    async def write_stream(self, chunks: AsyncIterator[bytes]) -> int:
+        """Append every chunk; the number of bytes written."""
+        size = 0
+        batch = bytearray()
+        async for chunk in chunks:
+            batch += chunk
+            size += len(chunk)
+            if len(batch) >= WRITE_BATCH:
+                await self._translated(self._write_sync, batch)
+                batch = bytearray()
+        if batch:
+            await self._translated(self._write_sync, batch)
+        return size
+
+    async def commit(self, target: Path) -> None:
+        await self._translated(self._commit_sync, target)
+
+    async def discard(self) -> None:
+        await self._worker.settle()
+        await asyncio.to_thread(self._discard_sync)
+
+    async def _translated(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            await self._worker.run(fn, *args)
+        except OSError as exc:
+            raise StorageError(f"local write failed: {exc.strerror or exc}") from exc
+
+    def _write_sync(self, data: bytes | bytearray) -> None:
+        if self._file is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._file = os.fdopen(fd, "wb")
+        self._file.write(data)
+
+    def _commit_sync(self, target: Path) -> None:
+        if self._file is None:  # an empty object
+            self._write_sync(b"")
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, target)
+        self._committed = target
+        _fsync_dir(target.parent)  # on failure, discard() removes the target again
+
+    def _discard_sync(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+        if self._committed is not None:
+            self._committed.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(temp_dir: Path, older_than: float) -> int:
+    """Delete temp files last written before the ``older_than`` timestamp (left by a
+    crash or a killed process); how many were removed. Blocking: run it in a thread."""
+    removed = 0
+    with os.scandir(temp_dir) as entries:
+        for entry in entries:
+            try:
+                stale = entry.is_file(follow_symlinks=False) and (
+                    entry.stat(follow_symlinks=False).st_mtime < older_than
+                )
+            except FileNotFoundError:
+                continue  # an upload just moved it into place (or discarded it)
+            if stale:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -1,0 +1,244 @@
+"""S3-compatible storage (AWS S3, MinIO, SeaweedFS, ...) through aiobotocore.
+
+This module owns the client's lifecycle and maps our keys to bucket keys; writing
+(``s3_upload``), reading (``s3_reader``) and error translation (``s3_errors``) live
+beside it. Uploads stream part by part and a failed write leaves no object and no
+pending upload; every botocore/aiohttp error leaves as a StorageError (ObjectNotFound,
+InvalidRange) so callers never see raw botocore types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+from botocore.utils import get_environ_proxies
+
+from echora_server.config import Config
+from echora_server.storage import splice
+from echora_server.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    PendingUpload,
+    ShieldedCleanups,
+    StorageError,
+    StoredObject,
+    check_key,
+    check_prefix,
+    check_range,
+)
+from echora_server.storage.s3.errors import error_code, translated
+from echora_server.storage.s3.reader import S3Reader
+from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
+from echora_server.storage.s3.upload import S3Uploader, abort_upload
+
+# Every open reader holds one pooled connection until closed (a slow client downloading
+# a big file holds it for minutes), and aiohttp waits without limit for a free one: the
+# pool must be far larger than the expected number of concurrent downloads.
+DEFAULT_MAX_POOL_CONNECTIONS = 100
+# A zero-copy read's URL is used at once; the margin covers clock skew with the store.
+PRESIGNED_SECONDS = 300
+
+
+class S3Storage:
+    name = "s3"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        max_attempts: int = 3,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
+    ) -> None:
+        """``max_attempts`` counts every try of one request, the first included."""
+        if not config.s3_bucket:
+            raise ValueError("S3 storage needs ECHORA_S3_BUCKET")
+        self._config = config
+        self._bucket = config.s3_bucket
+        prefix = config.s3_prefix.strip("/")
+        self._prefix = f"{prefix}/" if prefix else ""
+        self._part_size = config.s3_part_size
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        # Splicing needs the body as it is on the wire: plain HTTP, straight to the store
+        # (not through the HTTP proxy botocore would take from the environment).
+        endpoint = config.s3_endpoint_url or ""
+        self._zero_copy = (
+            config.s3_zero_copy
+            and splice.AVAILABLE
+            and endpoint.lower().startswith("http://")
+            and not get_environ_proxies(endpoint)
+        )
+        self._aio_config = AioConfig(
+            # Path style and checksums only when required: what every S3-compatible
+            # store accepts (newer botocore's default CRC headers are often rejected).
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
+            max_pool_connections=max_pool_connections,
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._s3: Any = None
+        self._cleanups = ShieldedCleanups()
+
+    @property
+    def prefix(self) -> str:
+        """The bucket prefix every logical key is stored under (``""`` or ``"x/"``)."""
+        return self._prefix
+
+    @property
+    def _client(self) -> Any:
+        if self._s3 is None:
+            raise RuntimeError("S3Storage.start() was not awaited")
+        return self._s3
+
+    def _s3_key(self, key: str) -> str:
+        return self._prefix + check_key(key)
+
+    async def start(self) -> None:
+        config = self._config
+        key_id, secret = config.s3_access_key_id, config.s3_secret_access_key
+        stack = contextlib.AsyncExitStack()
+        try:
+            self._s3 = await stack.enter_async_context(
+                get_session().create_client(
+                    "s3",
+                    endpoint_url=config.s3_endpoint_url,
+                    region_name=config.s3_region,
+                    aws_access_key_id=key_id.get_secret_value() if key_id else None,
+                    aws_secret_access_key=secret.get_secret_value() if secret else None,
+                    config=self._aio_config,
+                )
+            )
+            if config.s3_create_bucket:
+                await self._create_bucket()
+        except BaseException:
+            self._s3 = None
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def _create_bucket(self) -> None:
+        params: dict[str, Any] = {"Bucket": self._bucket}
+        if self._config.s3_region != "us-east-1":  # AWS refuses the default region here
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self._config.s3_region}
+        try:
+            with translated("CreateBucket"):
+                await self._client.create_bucket(**params)
+        except StorageError as exc:
+            cause = exc.__cause__
+            if not (
+                isinstance(cause, ClientError)
+                and error_code(cause) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+            ):
+                raise
+
+    async def close(self) -> None:
+        await self._cleanups.drain()  # aborts of failed writes still need the client
+        stack, self._stack, self._s3 = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def ping(self) -> None:
+        with translated("HeadBucket"):
+            await self._client.head_bucket(Bucket=self._bucket)
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], *, content_type: str
+    ) -> StoredObject:
+        s3_key = self._s3_key(key)
+        uploader = S3Uploader(self._client, self._bucket, self._part_size, self._cleanups)
+        size = await uploader.upload(s3_key, chunks, content_type=content_type)
+        return StoredObject(key=key, size=size)
+
+    async def open(
+        self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
+    ) -> S3Reader | S3SocketReader:
+        params: dict[str, Any] = {"Bucket": self._bucket, "Key": self._s3_key(key)}
+        check_range(start, end)
+        if zero_copy and self._zero_copy:
+            with translated("GetObject", key):
+                url = await self._client.generate_presigned_url(
+                    "get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS
+                )
+            reader = await open_socket_reader(
+                url,
+                start=start,
+                end=end,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+            )
+            if reader is not None:
+                return reader
+        ranged = (start, end) != (0, None)
+        if ranged:
+            params["Range"] = f"bytes={start}-{'' if end is None else end}"
+        with translated("GetObject", key):
+            response = await self._client.get_object(**params)
+        return S3Reader.from_response(response, ranged=ranged)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            with translated("HeadObject", key):
+                head = await self._client.head_object(Bucket=self._bucket, Key=self._s3_key(key))
+        except ObjectNotFound:
+            return None
+        return ObjectInfo(
+            key=key, size=int(head["ContentLength"]), last_modified=head["LastModified"]
+        )
+
+    async def delete(self, key: str) -> None:
+        try:
+            with translated("DeleteObject", key):
+                await self._client.delete_object(Bucket=self._bucket, Key=self._s3_key(key))
+        except ObjectNotFound:
+            pass  # S3 answers 204 for a missing key; some compatible stores say 404
+
+    def _logical(self, s3_key: str) -> str | None:
+        """Our key for a stored key, or None when it is not one of ours."""
+        if not s3_key.startswith(self._prefix):
+            return None
+        key = s3_key[len(self._prefix) :]
+        try:
+            return check_key(key)
+        except ValueError:
+            return None
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + check_prefix(prefix))
+        with translated("ListObjectsV2"):
+            async for page in pages:
+                for item in page.get("Contents", ()):
+                    key = self._logical(item["Key"])
+                    if key is not None:
+                        yield ObjectInfo(
+                            key=key, size=int(item["Size"]), last_modified=item["LastModified"]
+                        )
+
+    async def list_pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        pages = paginator.paginate(Bucket=self._bucket, Prefix=self._prefix)
+        with translated("ListMultipartUploads"):
+            async for page in pages:
+                for item in page.get("Uploads", ()):
+                    key = self._logical(item["Key"])
+                    if key is not None:
+                        yield PendingUpload(
+                            key=key, upload_id=item["UploadId"], initiated=item["Initiated"]
+                        )
+
+    async def abort_pending_upload(self, upload: PendingUpload) -> None:
+        with translated("AbortMultipartUpload"):
+            await abort_upload(
+                self._client, self._bucket, self._s3_key(upload.key), upload.upload_id
+            )

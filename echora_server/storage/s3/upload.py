@@ -1,0 +1,296 @@
+"""Writing one object to S3 from a stream of chunks, all or nothing.
+
+Below one part it is a single PutObject; otherwise a multipart upload fed part by part:
+one part in flight while the next one fills, so at most two parts are buffered. Any
+failure or cancellation aborts the upload (and deletes an object that may have been
+stored anyway), shielded and retried, so a failed write leaves no object and no pending
+upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import io
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+from botocore.exceptions import ClientError
+
+from echora_server.storage.base import ShieldedCleanups, StorageError
+from echora_server.storage.s3.errors import (
+    S3_ERRORS,
+    error_code,
+    is_transient,
+    may_have_been_written,
+    translated,
+)
+
+log = logging.getLogger(__name__)
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+# Cleanup after a failed write: the store may be briefly unreachable. Whatever still
+# fails after these attempts is left to the sweeper (list_pending_uploads / list).
+CLEANUP_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+class PartSplitter:
+    """Cuts a chunk source into parts of exactly ``size`` bytes (the last may be
+    shorter). A part is a list of views of the source's chunks: nothing is copied, and
+    it holds only the part being filled and the unread rest of one chunk."""
+
+    def __init__(self, source: AsyncIterator[bytes], size: int) -> None:
+        self._source = source
+        self._size = size
+        self._rest = memoryview(b"")
+        self._exhausted = False
+
+    @property
+    def drained(self) -> bool:
+        return self._exhausted and not self._rest
+
+    async def next(self) -> PartBody:
+        """The next part; empty once the source is drained."""
+        pieces: list[memoryview] = []
+        filled = 0
+        chunk = self._rest
+        while True:
+            take = min(len(chunk), self._size - filled)
+            if take:
+                pieces.append(chunk[:take])
+                filled += take
+            self._rest = chunk[take:]
+            if filled == self._size or self._exhausted:
+                return PartBody(pieces)
+            try:
+                chunk = memoryview(await anext(self._source))
+            except StopAsyncIteration:
+                self._exhausted = True
+                return PartBody(pieces)
+
+
+class PartBody(Payload):
+    """One buffered part (views of the received chunks), for both of its readers,
+    without ever joining it.
+
+    botocore reads it as a file, to sign it and to learn its length (``read``, which
+    hands out views, ``seek``, ``tell``; ``seek(0)`` again before a retry). aiohttp sends
+    it as a payload, piece by piece. Handed over as ``bytes`` it would first have to be
+    joined (an 8 MiB copy into fresh memory, which cost as much CPU as hashing it), then
+    wrapped in a BytesIO that aiohttp copies again."""
+
+    _autoclose = True  # nothing to release: the pieces are dropped with the object
+
+    def __init__(self, pieces: list[memoryview]) -> None:
+        super().__init__(pieces)
+        self._pieces = pieces
+        self._starts = list(itertools.accumulate((len(piece) for piece in pieces), initial=0))
+        self._length = self._starts[-1]
+        self._size = self._length  # what aiohttp sends as Content-Length
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1, /) -> bytes | memoryview:
+        """At most ``size`` bytes from the current position, never across two pieces
+        (a short read, as a raw file may give); b"" at the end."""
+        if self._pos >= self._length:
+            return b""
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        offset = self._pos - self._starts[index]
+        if size < 0:
+            self._pos = self._length
+            return b"".join([self._pieces[index][offset:], *self._pieces[index + 1 :]])
+        piece = self._pieces[index][offset : offset + size]
+        self._pos += len(piece)
+        return piece
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._pieces).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        # Always the whole part from its start: a retried request sends it again.
+        left = self._length if content_length is None else min(self._length, content_length)
+        for piece in self._pieces:
+            if left <= 0:
+                break
+            await writer.write(piece[:left])
+            left -= len(piece)
+
+
+async def _no_more_parts() -> PartBody:
+    return PartBody([])
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results. The first failure (or our cancellation) cancels the other and waits
+    for it to stop; the first one's error wins when both fail."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op for a finished task
+        # Shielded from our own cancellation: return only once both have stopped.
+        await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure
+    return tasks[0].result(), tasks[1].result()
+
+
+async def abort_upload(client: Any, bucket: str, s3_key: str, upload_id: str) -> None:
+    """Abort a multipart upload; one that is already gone counts as aborted."""
+    try:
+        await client.abort_multipart_upload(Bucket=bucket, Key=s3_key, UploadId=upload_id)
+    except ClientError as exc:
+        if error_code(exc) not in ("NoSuchUpload", "404"):
+            raise
+
+
+class S3Uploader:
+    """Stores streams under bucket keys through a started client.
+
+    Cleanups of failed writes run in ``cleanups``, which the storage drains before it
+    closes the client they still need."""
+
+    def __init__(
+        self, client: Any, bucket: str, part_size: int, cleanups: ShieldedCleanups
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._part_size = part_size
+        self._cleanups = cleanups
+
+    async def upload(self, s3_key: str, chunks: AsyncIterator[bytes], *, content_type: str) -> int:
+        """Store ``chunks`` under ``s3_key``; the number of bytes stored."""
+        parts = PartSplitter(aiter(chunks), self._part_size)
+        part = await parts.next()
+        if parts.drained:  # smaller than one part: a single PutObject
+            await self._put_single(s3_key, part, content_type)
+            return len(part)
+        upload_id: str | None = None
+        completing = False
+        total = 0
+        # Shielded: cancelled while the store creates the upload, we must still learn its
+        # id to abort it. Until then the cleanup waits for this task instead.
+        creating = asyncio.ensure_future(self._create(s3_key, content_type))
+        try:
+            upload_id = await asyncio.shield(creating)
+            done: list[dict[str, Any]] = []
+            while part:
+                number = len(done) + 1
+                sending = self._upload_part(s3_key, upload_id, number, part)
+                # The next part fills while this one is sent, so the client's bytes keep
+                # flowing during the UploadPart (one part in flight, one filling).
+                filling = parts.next() if not parts.drained else _no_more_parts()
+                etag, following = await _both(sending, filling)
+                done.append({"PartNumber": number, "ETag": etag})
+                total += len(part)
+                part = following
+            completing = True
+            await self._complete(s3_key, upload_id, done, total)
+        except BaseException as exc:
+            written = completing and may_have_been_written(exc)
+            cleanup = self._clean_up_failed_write(s3_key, upload_id, written, creating)
+            await self._cleanups.run(cleanup)
+            raise
+        return total
+
+    async def _upload_part(self, s3_key: str, upload_id: str, number: int, part: PartBody) -> str:
+        with translated("UploadPart"):
+            uploaded = await self._client.upload_part(
+                Bucket=self._bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=part,
+            )
+        return str(uploaded["ETag"])
+
+    async def _create(self, s3_key: str, content_type: str) -> str:
+        with translated("CreateMultipartUpload"):
+            created = await self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=s3_key, ContentType=content_type
+            )
+        return str(created["UploadId"])
+
+    async def _put_single(self, s3_key: str, data: PartBody, content_type: str) -> None:
+        try:
+            with translated("PutObject"):
+                await self._client.put_object(
+                    Bucket=self._bucket, Key=s3_key, Body=data, ContentType=content_type
+                )
+        except BaseException as exc:
+            if may_have_been_written(exc):  # a timeout or cancellation may follow a stored object
+                cleanup = self._clean_up_failed_write(s3_key, None, maybe_written=True)
+                await self._cleanups.run(cleanup)
+            raise
+
+    async def _complete(
+        self, s3_key: str, upload_id: str, parts: list[dict[str, Any]], total: int
+    ) -> None:
+        with translated("CompleteMultipartUpload"):
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        # A Complete can answer 200 with an error inside; trust only the stored size.
+        with translated("HeadObject"):
+            head = await self._client.head_object(Bucket=self._bucket, Key=s3_key)
+        if head["ContentLength"] != total:
+            raise StorageError(f"S3 stored {head['ContentLength']} bytes, sent {total}")
+
+    async def _clean_up_failed_write(
+        self,
+        s3_key: str,
+        upload_id: str | None,
+        maybe_written: bool,
+        creating: asyncio.Future[str] | None = None,
+    ) -> None:
+        """Abort the upload and/or delete the object of a failed write; never raises."""
+        if upload_id is None and creating is not None:
+            try:
+                upload_id = await creating  # the store may have created it all the same
+            except Exception:
+                upload_id = None  # not created
+        last: Exception | None = None
+        for delay in CLEANUP_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                if upload_id is not None:
+                    await abort_upload(self._client, self._bucket, s3_key, upload_id)
+                    upload_id = None
+                if maybe_written:
+                    await self._client.delete_object(Bucket=self._bucket, Key=s3_key)
+                return
+            except S3_ERRORS as exc:
+                last = exc
+                if not is_transient(exc):  # e.g. access denied: retrying will not help
+                    break
+        log.warning(
+            "s3 cleanup of a failed write to %s failed; left for the sweeper: %r", s3_key, last
+        )

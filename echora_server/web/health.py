@@ -1,0 +1,75 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from echora_server.core.route import Route
+from echora_server.db.migrations import status as migration_status
+from echora_server.db.pool import ping
+from echora_server.keys import POOL, STORAGE
+
+CHECK_TIMEOUT = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving; says nothing of its dependencies."""
+    return web.json_response({"status": "ok"})
+
+
+async def _check_database(request: web.Request) -> str:
+    async with request.app[POOL].acquire(timeout=CHECK_TIMEOUT) as conn:
+        await ping(conn)
+    return "ok"
+
+
+async def _check_migrations(request: web.Request) -> str:
+    async with request.app[POOL].acquire(timeout=CHECK_TIMEOUT) as conn:
+        state = await migration_status(conn)
+    return "ok" if state.current else f"pending: {state.pending}"
+
+
+async def _check_storage(request: web.Request) -> str:
+    await request.app[STORAGE].ping()
+    return "ok"
+
+
+async def _run(check: object) -> str:
+    try:
+        return await asyncio.wait_for(check, CHECK_TIMEOUT)  # type: ignore[arg-type]
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # readiness reports every failure as "down"
+        return f"down: {type(exc).__name__}"
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers with the current schema and storage answers."""
+    database, migrations, storage = await asyncio.gather(
+        _run(_check_database(request)),
+        _run(_check_migrations(request)),
+        _run(_check_storage(request)),
+    )
+    checks = {"database": database, "migrations": migrations, "storage": storage}
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", healthz, "Liveness", "ops", authenticated=False),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "Readiness: database, migrations, storage",
+        "ops",
+        authenticated=False,
+        responses={200: "Ready", 503: "A dependency is down"},
+    ),
+)

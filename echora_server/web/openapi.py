@@ -1,0 +1,151 @@
+"""The OpenAPI 3.1 document, built from the route table and the request models."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from echora_server import __version__
+from echora_server.core.route import Route
+from echora_server.web.route_table import ROUTES, STATIC_PREFIX
+
+_PARAM = re.compile(r"\{(\w+)\}")
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable code."},
+                "message": {"type": "string"},
+                "details": {},
+            },
+        }
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    params = []
+    for name, prop in schema["properties"].items():
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        prop.pop("title", None)
+        # An optional parameter is simply left out of a query string; it is never null.
+        variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
+        if len(variants) == 1:
+            del prop["anyOf"]
+            prop.update(variants[0])
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param["schema"] = prop
+        params.append(param)
+    return params
+
+
+def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "tags": [route.tag],
+        "operationId": route.handler.__name__,
+        "responses": {},
+    }
+    params = [
+        {
+            "name": p,
+            "in": "path",
+            "required": True,
+            "schema": copy.deepcopy(route.path_params.get(p, {"type": "integer"})),
+        }
+        for p in _PARAM.findall(route.path)
+    ]
+    if route.query is not None:
+        params.extend(_query_parameters(route.query))
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        name = route.body.__name__
+        schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+        }
+    if route.request_content is not None:
+        # Beside a JSON body (a route taking either), else on its own.
+        json_body = op.get("requestBody", {}).get("content", {})
+        op["requestBody"] = {
+            "required": True,
+            "description": route.request_content.description,
+            "content": {**json_body, **copy.deepcopy(route.request_content.content)},
+        }
+    for status, description in route.responses.items():
+        if status >= 400:
+            op["responses"][str(status)] = _error(description)
+        elif status in (204, 304):
+            op["responses"][str(status)] = {"description": description}
+        else:
+            op["responses"][str(status)] = {
+                "description": description,
+                "content": {route.content_type: {"schema": {}}},
+            }
+    if route.authenticated:
+        op["responses"].setdefault("401", _error("Not authenticated"))
+        op["security"] = [{"session": []}, {"bearer": []}]
+    if route.body is not None or route.request_content is not None:
+        malformed = "Malformed JSON" if route.body is not None else "Malformed body"
+        op["responses"].setdefault("400", _error(malformed))
+        op["responses"].setdefault("422", _error("Invalid data"))
+    op["responses"].setdefault("503", _error("Database or storage unavailable"))
+    return op
+
+
+def build_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
+    paths[f"{STATIC_PREFIX}/{{filename}}"] = {
+        "get": {
+            "summary": "The browser client's static files",
+            "tags": ["client"],
+            "operationId": "static_file",
+            "parameters": [
+                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {"200": {"description": "The file"}, "404": _error("No such file")},
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Echora server API",
+            "version": __version__,
+            "description": 'Every error is JSON: {"error": {"code", "message", "details"?}}.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "echora_session"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
