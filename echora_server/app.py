@@ -2,76 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from aiohttp import web
 
-from aiohttp import WSCloseCode, web
-
-from echora_server.config import Config
-from echora_server.core.errors import error_middleware
-from echora_server.core.metrics import Metrics, metrics_middleware
-from echora_server.core.ratelimit import RateLimiter
-from echora_server.db.pool import database_dsn, pool_ctx
+from echora_server.accounts.service import accounts_ctx
+from echora_server.channels.service import channels_ctx
+from echora_server.config import CONFIG, Config
+from echora_server.core.metrics import METRICS, Metrics
+from echora_server.core.tasks import tasks_ctx
+from echora_server.db.pool import pool_ctx
 from echora_server.files.sweeper import sweeper_ctx
 from echora_server.files.uploads import uploads_ctx
-from echora_server.keys import (
-    CONFIG,
-    FANOUT,
-    HUB,
-    LOGIN_LIMITER,
-    MESSAGE_LIMITER,
-    METRICS,
-    OPENAPI,
-    POOL,
-    STORAGE,
+from echora_server.messages.service import messages_ctx
+from echora_server.realtime.bus import bus_ctx
+from echora_server.realtime.hub import close_websockets, hub_ctx
+from echora_server.storage.factory import storage_ctx
+from echora_server.web.middlewares import (
+    add_request_id,
+    error_middleware,
+    metrics_middleware,
+    request_context_middleware,
 )
-from echora_server.realtime.fanout.base import Fanout
-from echora_server.realtime.fanout.memory import MemoryFanout
-from echora_server.realtime.fanout.postgres import PostgresFanout
-from echora_server.realtime.hub import Hub
-from echora_server.storage import create_storage
-from echora_server.web.logs import request_context_middleware
-from echora_server.web.openapi import build_document
-from echora_server.web.route_table import add_routes
+from echora_server.web.openapi import OPENAPI, build_document
+from echora_server.web.route_table import ROUTES, add_routes
+from echora_server.workspaces.service import workspaces_ctx
 
 # JSON bodies are small; file uploads stream and count their own bytes.
 CLIENT_MAX_SIZE = 1024 * 1024
-
-
-async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    storage = create_storage(app[CONFIG])
-    await storage.start()
-    app[STORAGE] = storage
-    try:
-        yield
-    finally:
-        await storage.close()
-
-
-def create_fanout(app: web.Application) -> Fanout:
-    config = app[CONFIG]
-    if config.fanout == "memory":
-        return MemoryFanout()
-    return PostgresFanout(app[POOL], database_dsn(config))
-
-
-async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The WebSocket hub, fed by the fan-out backend (after the pool, before sweepers)."""
-    hub = app[HUB] = Hub(app[CONFIG].ws_send_buffer)
-    hub.start()
-    fanout = create_fanout(app)
-    try:
-        await fanout.start(hub.deliver)
-        app[FANOUT] = fanout
-        try:
-            yield
-        finally:
-            await fanout.close()
-    finally:
-        await hub.stop()
-
-
-async def close_websockets(app: web.Application) -> None:
-    await app[HUB].close_all(WSCloseCode.GOING_AWAY, "server shutdown")
 
 
 def create_app(config: Config) -> web.Application:
@@ -82,19 +38,24 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
-    app[LOGIN_LIMITER] = RateLimiter(
-        config.login_rate_per_minute, burst=config.login_rate_per_minute
-    )
-    app[MESSAGE_LIMITER] = RateLimiter(
-        config.message_rate_per_minute, burst=config.message_rate_burst
-    )
-    app[OPENAPI] = build_document()
+    app[OPENAPI] = build_document(ROUTES)
     add_routes(app)
-    # Started in this order, stopped in reverse.
-    app.cleanup_ctx.append(pool_ctx)
-    app.cleanup_ctx.append(storage_ctx)
-    app.cleanup_ctx.append(hub_ctx)
-    app.cleanup_ctx.append(uploads_ctx)  # its cleanups need storage
-    app.cleanup_ctx.append(sweeper_ctx)  # stopped first: a pass needs pool and storage
+    app.on_response_prepare.append(add_request_id)
+    # Started in this order, stopped in reverse: each needs those before it.
+    app.cleanup_ctx.extend(
+        [
+            pool_ctx,
+            storage_ctx,
+            tasks_ctx,  # drained before storage closes
+            hub_ctx,
+            bus_ctx,
+            accounts_ctx,
+            channels_ctx,
+            workspaces_ctx,
+            uploads_ctx,
+            messages_ctx,
+            sweeper_ctx,  # stopped first
+        ]
+    )
     app.on_shutdown.append(close_websockets)
     return app

@@ -20,11 +20,11 @@ from pydantic import SecretStr
 from echora_server.accounts import service as accounts
 from echora_server.config import Config, ConfigError, load_config
 from echora_server.core.errors import ApiError
+from echora_server.core.logs import configure_logging
 from echora_server.db import users, workspaces
 from echora_server.db.embedded import embedded_postgres
 from echora_server.db.migrations import MigrationError, migrate
 from echora_server.db.records import Role
-from echora_server.web.logs import configure_logging
 
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -191,7 +191,7 @@ def create_token(
 def cleanup(dry_run: bool) -> None:
     """Run one cleanup pass now (what the server's sweeper does every few minutes)."""
     from echora_server.files.sweeper import run_cleanup
-    from echora_server.storage import StorageError
+    from echora_server.storage.base import StorageError
 
     config = _load()
     with _database(config) as resolved:

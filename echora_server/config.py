@@ -1,8 +1,5 @@
-"""Configuration: read from ``ECHORA_*`` environment variables once, validated once.
-
-Every secret may also come from a file: ``ECHORA_<NAME>_FILE=/run/secrets/x`` (the
-Docker/Kubernetes convention). Tests build ``Config(...)`` directly.
-"""
+"""Configuration from ``ECHORA_*`` variables (secrets also from ``ECHORA_<NAME>_FILE``),
+read and validated once; tests build ``Config(...)`` directly."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,8 +28,7 @@ class ConfigError(Exception):
 
 
 class Config(BaseModel):
-    # A plain model rather than pydantic-settings: the environment is read in exactly one
-    # place (load_config), so a test's Config(...) never picks up stray ECHORA_* variables.
+    # Not pydantic-settings: only load_config reads the environment, never a test's Config().
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     data_dir: Path = Field(
@@ -167,9 +164,8 @@ class Config(BaseModel):
 
     @property
     def upload_horizon_seconds(self) -> float:
-        """How long after it started an upload may still be writing: its deadline, one
-        idle timeout (a read begun just before the deadline), and UPLOAD_SLACK_SECONDS for
-        the work after the last read (last part, thumbnail, commit) and clock skew."""
+        """How long after it started an upload may still write: its deadline, one idle
+        timeout, and slack for the last part, thumbnail, commit and clock skew."""
         return self.max_upload_seconds + self.upload_idle_timeout + UPLOAD_SLACK_SECONDS
 
     @property
@@ -220,7 +216,6 @@ class Config(BaseModel):
 
 
 def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
-    """Resolve ``ECHORA_<NAME>_FILE`` into ``ECHORA_<NAME>`` for secret fields."""
     resolved: dict[str, str] = {}
     for name in SECRET_FIELDS:
         var = f"{ENV_PREFIX}{name.upper()}_FILE"
@@ -235,7 +230,7 @@ def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
 
 
 def load_config(environ: dict[str, str] | None = None) -> Config:
-    """Build the configuration from the environment; raise ConfigError naming the variable."""
+    """The configuration from the environment; ConfigError names the bad variable."""
     env = dict(os.environ if environ is None else environ)
     env.update(_read_secret_files(env))
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Config.model_fields}
@@ -263,3 +258,6 @@ def _describe(exc: ValidationError) -> str:
         # Checks across fields already name their variable ("ECHORA_X is required when ...").
         lines.append(message if message.startswith(ENV_PREFIX) else f"{name}: {message}")
     return "; ".join(lines)
+
+
+CONFIG = web.AppKey("config", Config)

@@ -8,7 +8,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from support.people import PASSWORD, People
 
-from echora_server.keys import POOL
+from echora_server.db.pool import POOL
 
 
 async def error_code(response: ClientResponse) -> str:

@@ -35,7 +35,7 @@ from support.browser import (
 from support.people import People, Person
 
 from echora_server.config import Config
-from echora_server.keys import HUB
+from echora_server.realtime.hub import HUB
 from echora_server.storage.local.tempfile import TEMP_DIR
 
 KiB = 1024

@@ -19,7 +19,7 @@ from support.people import People
 from support.recording import RecordingFanout
 
 from echora_server.config import Config
-from echora_server.keys import POOL
+from echora_server.db.pool import POOL
 from echora_server.realtime.events import (
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,

@@ -33,23 +33,19 @@ from support.faultproxy import FaultProxy
 from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server
 
-import echora_server.app
+import echora_server.storage.factory
 from echora_server.accounts import service as accounts
 from echora_server.config import Config
 from echora_server.db import workspaces
+from echora_server.db.pool import POOL
 from echora_server.files import transfer as download_bodies
 from echora_server.files.httpfields import content_disposition
 from echora_server.files.transfer import SPLICE_MIN_BYTES
-from echora_server.keys import POOL, STORAGE
-from echora_server.storage import (
-    FileRegion,
-    LocalStorage,
-    ObjectReader,
-    S3Storage,
-    SocketBody,
-    Storage,
-    splice,
-)
+from echora_server.storage import splice
+from echora_server.storage.base import FileRegion, ObjectReader, SocketBody, Storage
+from echora_server.storage.factory import STORAGE
+from echora_server.storage.local.storage import LocalStorage
+from echora_server.storage.s3.storage import S3Storage
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest part: BIG is stored as three parts
@@ -549,7 +545,7 @@ def _small_pool_storage(monkeypatch: pytest.MonkeyPatch, **s3_options: Any) -> N
             return S3Storage(config, **s3_options)
         return LocalStorage(config.files_dir)
 
-    monkeypatch.setattr(echora_server.app, "create_storage", create)
+    monkeypatch.setattr(echora_server.storage.factory, "create_storage", create)
 
 
 async def _upload_big(session: aiohttp.ClientSession, data: bytes) -> str:

@@ -21,9 +21,10 @@ from support.chat import ClientFactory, fetch, make_channel, recorder, recording
 from support.people import People, Person
 
 from echora_server.config import Config
-from echora_server.keys import POOL, STORAGE
+from echora_server.db.pool import POOL
 from echora_server.realtime.events import MESSAGE_CREATED
-from echora_server.storage import StorageError
+from echora_server.storage.base import StorageError
+from echora_server.storage.factory import STORAGE
 
 TIMEOUT = 10
 BOTH_BACKENDS = pytest.mark.parametrize("config", ["local", "s3"], indirect=True)

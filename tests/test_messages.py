@@ -22,7 +22,7 @@ from support.recording import RecordingFanout
 from echora_server.config import Config
 from echora_server.db import channels as channel_rows
 from echora_server.db import messages as message_rows
-from echora_server.keys import POOL
+from echora_server.db.pool import POOL
 from echora_server.realtime.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED
 
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 from aiohttp.test_utils import TestClient
 
-from echora_server.web.logs import configure_logging
+from echora_server.core.logs import configure_logging
 
 
 async def test_metrics_by_route_template(client: TestClient) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from echora_server.storage import StorageError, splice
+from echora_server.storage import splice
+from echora_server.storage.base import StorageError
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
 
 pytestmark = pytest.mark.skipif(not splice.AVAILABLE, reason="needs os.splice (Linux)")

@@ -19,18 +19,17 @@ from support.faultproxy import FaultProxy
 from support.seaweed import S3Server, direct_s3_client
 
 from echora_server.config import Config
-from echora_server.storage import (
+from echora_server.storage.base import (
     InvalidRange,
-    LocalStorage,
     ObjectNotFound,
     ObjectTooLarge,
-    S3Storage,
     Storage,
     StorageError,
-    create_storage,
 )
+from echora_server.storage.factory import create_storage
+from echora_server.storage.local.storage import LocalStorage
 from echora_server.storage.s3.socket_reader import S3SocketReader
-from echora_server.storage.s3.storage import DEFAULT_MAX_POOL_CONNECTIONS
+from echora_server.storage.s3.storage import DEFAULT_MAX_POOL_CONNECTIONS, S3Storage
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: the smallest multipart test

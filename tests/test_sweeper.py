@@ -28,13 +28,16 @@ from support.faultproxy import FaultProxy
 from support.people import People, Person
 from support.seaweed import S3Server, direct_s3_client
 
+import echora_server.files.sweeper
 from echora_server.app import create_app
 from echora_server.config import Config
-from echora_server.db import sweeps
+from echora_server.db import deletions
+from echora_server.db.pool import POOL
 from echora_server.files import cleanup as sweeper
 from echora_server.files.cleanup import SweepResult, sweep_once
-from echora_server.keys import POOL, STORAGE
-from echora_server.storage import S3Storage, Storage, new_key
+from echora_server.storage.base import Storage, new_key
+from echora_server.storage.factory import STORAGE
+from echora_server.storage.s3.storage import S3Storage
 
 HOUR = dt.timedelta(hours=1)
 SECOND = dt.timedelta(seconds=1)
@@ -351,12 +354,12 @@ async def test_storage_outage_leaves_the_queue_for_a_later_sweep(
             rows = await sql(client, "SELECT key, attempts, not_before FROM storage_deletions")
             assert {r["key"] for r in rows} == keys
             assert {(r["attempts"], r["not_before"]) for r in rows} == {
-                (1, now + sweeps.RETRY_FIRST)
+                (1, now + deletions.RETRY_FIRST)
             }
             assert all([await storage.stat(key) for key in keys])  # still stored
             proxy.unblock()
             assert await sweep_once(pool, cut, config, now + 30 * SECOND) == SweepResult()
-            later = now + sweeps.RETRY_FIRST
+            later = now + deletions.RETRY_FIRST
             assert await sweep_once(pool, cut, config, later) == SweepResult(
                 deleted_queued_objects=4
             )
@@ -377,9 +380,9 @@ async def test_killed_after_its_claim_a_sweep_is_finished_by_the_next(
     await sql(client, "DELETE FROM attachments")
     now = dt.datetime.now(dt.UTC) + HOUR
     async with pool.acquire() as conn:  # a sweeper claims, then dies before deleting
-        assert len(await sweeps.claim_deletions(conn, now, 10)) == 2
+        assert len(await deletions.claim_deletions(conn, now, 10)) == 2
     assert await sweep_once(pool, storage, config, now) == SweepResult()  # leased
-    later = now + sweeps.CLAIM_LEASE
+    later = now + deletions.CLAIM_LEASE
     assert await sweep_once(pool, storage, config, later) == SweepResult(deleted_queued_objects=2)
     assert [await storage.stat(f.keys[0]) for f in files] == [None, None]
 
@@ -454,7 +457,7 @@ async def test_background_sweeps_survive_a_failure_and_export_metrics(
             raise ConnectionError("database gone for a moment")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(sweeper, "sweep_once", fails_once)
+    monkeypatch.setattr(echora_server.files.sweeper, "sweep_once", fails_once)
     client = await aiohttp_client(
         create_app(config.model_copy(update={"sweep_interval_seconds": 0.05}))
     )

@@ -37,9 +37,10 @@ from echora_server.accounts import service as accounts
 from echora_server.app import create_app
 from echora_server.config import Config
 from echora_server.db import workspaces
+from echora_server.db.pool import POOL
 from echora_server.files.mediatypes import disposition
-from echora_server.keys import POOL, STORAGE
-from echora_server.storage import Storage
+from echora_server.storage.base import Storage
+from echora_server.storage.factory import STORAGE
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest part: files above it go through a multipart upload

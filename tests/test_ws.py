@@ -20,8 +20,10 @@ from support.people import PASSWORD, People, Person
 
 from echora_server.app import create_app
 from echora_server.config import Config
-from echora_server.keys import FANOUT, HUB, POOL
+from echora_server.db.pool import POOL
+from echora_server.realtime.bus import BUS
 from echora_server.realtime.events import Event
+from echora_server.realtime.hub import HUB
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 TIMEOUT = 10
@@ -337,7 +339,7 @@ async def test_slow_consumer_is_closed_and_others_are_not_slowed(
     fast = await connect(alice)
     payload = {"channel_id": channel_id, "blob": "x" * 60_000}
     for n in range(1000):  # up to 60 MB: far beyond every socket buffer on the way
-        await app[FANOUT].publish(
+        await app[BUS].publish(
             Event("test.blob", alice.workspace_id, channel_id, {**payload, "n": n})
         )
         frame = await next_frame(fast)
@@ -366,7 +368,7 @@ async def test_frames_of_every_length_encoding_arrive_intact(
         return {**data, "blob": "x" * (size - empty)}
 
     for n, size in enumerate(sizes):  # published back to back: one write may carry several
-        await app[FANOUT].publish(Event("test.blob", alice.workspace_id, channel_id, body(n, size)))
+        await app[BUS].publish(Event("test.blob", alice.workspace_id, channel_id, body(n, size)))
     for n, size in enumerate(sizes):
         msg = await ws.receive(timeout=TIMEOUT)
         assert msg.type == WSMsgType.TEXT and len(msg.data) == size

@@ -1,17 +1,28 @@
-"""Account operations shared by the REST handlers and the CLI."""
+"""Accounts: users, passwords, browser sessions and API tokens.
+
+The functions taking a connection serve the CLI too; ``AccountService`` serves requests."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from echora_server.auth import passwords
+from echora_server.auth.identity import Identity
 from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, hint, new_secret
-from echora_server.core.errors import Conflict, InvalidRequest
+from echora_server.config import CONFIG
+from echora_server.core.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from echora_server.core.ratelimit import RateLimiter
 from echora_server.db import credentials, users, workspaces
-from echora_server.db.records import ApiToken, Role, User, Workspace
+from echora_server.db.pool import POOL
+from echora_server.db.records import ApiToken, Membership, Role, User, Workspace
+from echora_server.realtime.bus import BUS, EventBus
+from echora_server.realtime.events import CREDENTIAL_REVOKED, NO_WORKSPACE, Event
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 WORKSPACE_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -100,3 +111,93 @@ async def check_password(conn: asyncpg.Connection, username: str, password: str)
     if passwords.needs_rehash(password_hash):
         await users.update_password_hash(conn, user.id, await passwords.hash_password(password))
     return user
+
+
+class AccountService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: EventBus,
+        login_limiter: RateLimiter,
+        session_ttl: dt.timedelta,
+    ) -> None:
+        self._pool = pool
+        self._bus = bus
+        self._login_limiter = login_limiter
+        self.session_ttl = session_ttl
+
+    async def password_login(self, remote: str | None, username: str, password: str) -> User:
+        self._login_limiter.take(
+            (remote, username.strip().lower()), "Too many login attempts; wait and try again."
+        )
+        async with self._pool.acquire() as conn:
+            user = await check_password(conn, username, password)
+        if user is None:
+            raise Unauthorized("Wrong username or password.", code="invalid_credentials")
+        return user
+
+    async def log_in(
+        self, remote: str | None, username: str, password: str
+    ) -> tuple[User, str, list[Membership]]:
+        """The user, a new session's secret, and their workspaces."""
+        user = await self.password_login(remote, username, password)
+        async with self._pool.acquire() as conn:
+            secret = await start_session(conn, user.id, self.session_ttl)
+            memberships = await workspaces.select_memberships_of_user(conn, user.id)
+        return user, secret, memberships
+
+    async def log_out(self, identity: Identity) -> None:
+        if identity.session_digest is None:
+            return
+        async with self._pool.acquire() as conn:
+            await credentials.delete_session(conn, identity.session_digest)
+        await self._revoked(identity.user.id, {"session": identity.session_digest.hex()})
+
+    async def memberships(self, identity: Identity) -> list[Membership]:
+        """The caller's workspaces, those their token may reach."""
+        async with self._pool.acquire() as conn:
+            found = await workspaces.select_memberships_of_user(conn, identity.user.id)
+        return [m for m in found if identity.may_use_workspace(m.workspace.id)]
+
+    async def create_token(
+        self,
+        user: User,
+        name: str,
+        *,
+        workspace_id: int | None,
+        expires_in: dt.timedelta | None,
+    ) -> tuple[ApiToken, str]:
+        async with self._pool.acquire() as conn:
+            if workspace_id is not None and not await workspaces.select_membership(
+                conn, workspace_id, user.id
+            ):
+                raise NotFound("Workspace not found.")
+            return await issue_api_token(
+                conn, user.id, name, workspace_id=workspace_id, expires_in=expires_in
+            )
+
+    async def list_tokens(self, identity: Identity) -> list[ApiToken]:
+        async with self._pool.acquire() as conn:
+            return await credentials.select_tokens_of_user(conn, identity.user.id)
+
+    async def revoke_token(self, identity: Identity, token_id: int) -> None:
+        async with self._pool.acquire() as conn:
+            if not await credentials.revoke_token(conn, token_id, identity.user.id):
+                raise NotFound("Token not found.")
+        await self._revoked(identity.user.id, {"token_id": token_id})
+
+    async def _revoked(self, user_id: int, credential: dict[str, Any]) -> None:
+        """Close the sockets opened with a credential that no longer works, everywhere."""
+        event = Event(CREDENTIAL_REVOKED, NO_WORKSPACE, None, credential, user_id=user_id)
+        await self._bus.publish(event)
+
+
+ACCOUNTS = web.AppKey("accounts", AccountService)
+
+
+async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    limiter = RateLimiter(config.login_rate_per_minute, burst=config.login_rate_per_minute)
+    ttl = dt.timedelta(hours=config.session_ttl_hours)
+    app[ACCOUNTS] = AccountService(app[POOL], app[BUS], limiter, ttl)
+    yield

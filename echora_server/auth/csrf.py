@@ -1,17 +1,13 @@
-"""CSRF defence for cookie-authenticated requests, by origin.
-
-A browser names the page that sent a request in ``Origin`` (and ``Sec-Fetch-Site``).
-A request with a session cookie that changes state must come from an allowed origin;
-when a client sends neither header (not a browser), it must send ``X-Requested-With``,
-which a foreign page cannot add without a CORS preflight we never grant.
-"""
+"""CSRF defence for cookie requests: a state change must name an allowed origin in
+``Origin`` or ``Sec-Fetch-Site``; a client sending neither (not a browser) must send
+``X-Requested-With``, which a foreign page cannot add without a preflight we never grant."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from echora_server.config import CONFIG
 from echora_server.core.errors import Forbidden
-from echora_server.keys import CONFIG
 
 
 def allowed_origins(request: web.Request) -> set[str]:

@@ -1,8 +1,5 @@
-"""Who is calling: a browser session cookie or a Bearer API token, resolved per request.
-
-Resolution is lazy (only handlers that need a caller pay for the lookup) and fresh on
-every request, so a revoked token or a removed member is refused on their very next call.
-"""
+"""Who is calling: a session cookie or a Bearer API token, resolved lazily and afresh on
+every request, so a revoked token or a removed member is refused at their next call."""
 
 from __future__ import annotations
 
@@ -16,8 +13,8 @@ from echora_server.auth.csrf import check_csrf
 from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, well_formed
 from echora_server.core.errors import Unauthorized
 from echora_server.db import credentials
+from echora_server.db.pool import POOL
 from echora_server.db.records import User
-from echora_server.keys import IDENTITY, POOL
 
 SESSION_COOKIE = "echora_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -40,6 +37,9 @@ class Identity:
         if self.token_id is not None:
             return self.token_id
         return self.session_digest.hex() if self.session_digest is not None else None
+
+
+IDENTITY: web.RequestKey[Identity | None] = web.RequestKey("identity")
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -1,9 +1,5 @@
-"""Random bearer secrets: prefixed so leaks are recognisable, stored only as sha256.
-
-The secrets carry 256 bits of entropy, so a fast digest is the right storage form
-(a slow KDF protects low-entropy passwords, not random tokens). Lookups are by digest,
-so no secret is ever compared byte by byte.
-"""
+"""Random bearer secrets, prefixed so leaks are recognisable and stored only as sha256:
+256 random bits need no slow KDF, and lookups by digest compare no secret byte by byte."""
 
 from __future__ import annotations
 
@@ -31,7 +27,3 @@ def well_formed(secret: str, prefix: str) -> bool:
 def hint(secret: str) -> str:
     """The part of a secret that may be shown again (in token listings)."""
     return secret[: len(API_TOKEN_PREFIX) + 4]
-
-
-def redact(secret: str) -> str:
-    return f"{secret[:9]}…" if len(secret) > 9 else "…"

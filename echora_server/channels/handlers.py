@@ -1,4 +1,4 @@
-"""Channels and their members over REST (the rules are in echora_server/channels.py)."""
+"""Channels and their members over REST (the rules: ``channels.service``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
-from echora_server.channels import service as channels
+from echora_server.channels.service import CHANNELS, MAX_CHANNEL_NAME, MAX_TOPIC, MEMBER_NOT_FOUND
 from echora_server.channels.shapes import channel_member_json, channel_view_json
 from echora_server.core.route import Route
 from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
@@ -15,9 +15,9 @@ from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_jso
 
 class CreateChannelBody(Body):
     workspace_id: int = Field(ge=1, le=MAX_ID)
-    name: str = Field(min_length=1, max_length=channels.MAX_CHANNEL_NAME)
+    name: str = Field(min_length=1, max_length=MAX_CHANNEL_NAME)
     private: bool = False
-    topic: str = Field("", max_length=channels.MAX_TOPIC)
+    topic: str = Field("", max_length=MAX_TOPIC)
 
 
 class ChannelsQuery(Query):
@@ -38,8 +38,8 @@ class AddChannelMemberBody(Body):
 async def create_channel(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     body = await read_json(request, CreateChannelBody)
-    view = await channels.create_channel(
-        request.app, identity, body.workspace_id, body.name, private=body.private, topic=body.topic
+    view = await request.app[CHANNELS].create_channel(
+        identity, body.workspace_id, body.name, private=body.private, topic=body.topic
     )
     return web.json_response(channel_view_json(view), status=201)
 
@@ -47,35 +47,35 @@ async def create_channel(request: web.Request) -> web.Response:
 async def list_channels(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     query = read_query(request, ChannelsQuery)
-    views = await channels.list_channels(request.app, identity, query.workspace_id)
+    views = await request.app[CHANNELS].list_channels(identity, query.workspace_id)
     return web.json_response({"channels": [channel_view_json(v) for v in views]})
 
 
 async def get_channel(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
-    view = await channels.get_channel(request.app, identity, channel_id)
+    view = await request.app[CHANNELS].get_channel(identity, channel_id)
     return web.json_response(channel_view_json(view))
 
 
 async def join_channel(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
-    view = await channels.join_channel(request.app, identity, channel_id)
+    view = await request.app[CHANNELS].join_channel(identity, channel_id)
     return web.json_response(channel_view_json(view))
 
 
 async def leave_channel(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
-    await channels.leave_channel(request.app, identity, channel_id)
+    await request.app[CHANNELS].leave_channel(identity, channel_id)
     return web.Response(status=204)
 
 
 async def list_channel_members(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
-    members = await channels.list_channel_members(request.app, identity, channel_id)
+    members = await request.app[CHANNELS].list_channel_members(identity, channel_id)
     return web.json_response({"members": [channel_member_json(m) for m in members]})
 
 
@@ -83,8 +83,8 @@ async def add_channel_member(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
     body = await read_json(request, AddChannelMemberBody)
-    member, added = await channels.add_channel_member(
-        request.app, identity, channel_id, user_id=body.user_id, username=body.username
+    member, added = await request.app[CHANNELS].add_channel_member(
+        identity, channel_id, user_id=body.user_id, username=body.username
     )
     return web.json_response(channel_member_json(member), status=201 if added else 200)
 
@@ -92,8 +92,8 @@ async def add_channel_member(request: web.Request) -> web.Response:
 async def remove_channel_member(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
-    user_id = path_id(request, "user_id", channels.MEMBER_NOT_FOUND)
-    await channels.remove_channel_member(request.app, identity, channel_id, user_id)
+    user_id = path_id(request, "user_id", MEMBER_NOT_FOUND)
+    await request.app[CHANNELS].remove_channel_member(identity, channel_id, user_id)
     return web.Response(status=204)
 
 

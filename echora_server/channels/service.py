@@ -1,9 +1,8 @@
-"""The chat service for channels and channel membership (messages: echora_server/chat.py).
+"""Channels and channel membership.
 
-Each function authorizes the caller against *current* memberships and writes in one
-transaction whose events go out with its commit (``events.transaction``), never without
-it; a write that changes nothing (joining twice) publishes nothing. A channel the caller
-may not see answers 404 exactly like a missing one.
+Each call authorizes the caller against *current* memberships and writes in one
+transaction whose events go out with its commit; a write that changes nothing (joining
+twice) publishes nothing. A channel the caller may not see answers 404 like a missing one.
 
 Who may do what:
 - Any workspace member may create a channel, public or private.
@@ -15,6 +14,8 @@ Who may do what:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
 from aiohttp import web
 
@@ -25,14 +26,14 @@ from echora_server.channels.shapes import channel_json
 from echora_server.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from echora_server.core.validation import check_text
 from echora_server.db import channels, users, workspaces
+from echora_server.db.pool import POOL
 from echora_server.db.records import MANAGER_ROLES, Channel, ChannelMember, ChannelView, User
-from echora_server.keys import POOL
+from echora_server.realtime.bus import BUS, EventBus
 from echora_server.realtime.events import (
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,
     WORKSPACE_MEMBER_REMOVED,
     Event,
-    transaction,
 )
 
 MAX_CHANNEL_NAME = 80
@@ -40,114 +41,121 @@ MAX_TOPIC = 250
 MEMBER_NOT_FOUND = "Member not found."
 
 
-async def create_channel(
-    app: web.Application,
-    identity: Identity,
-    workspace_id: int,
-    name: str,
-    *,
-    private: bool = False,
-    topic: str = "",
-) -> ChannelView:
-    """Create a channel with the creator as its first member."""
-    name = check_text(name.strip(), "name", min_length=1, max_length=MAX_CHANNEL_NAME)
-    topic = check_text(topic.strip(), "topic", max_length=MAX_TOPIC)
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        await require_membership(conn, identity, workspace_id)
-        channel = await channels.insert_channel(
-            conn, workspace_id, name, topic, private, identity.user.id
-        )
-        if channel is None:
-            raise Conflict("A channel with that name exists already.", code="channel_name_taken")
-        await channels.insert_channel_member(conn, channel.id, workspace_id, identity.user.id)
-        # The hub subscribes the creator's sockets on member_added, which carries the channel.
-        events.append(_member_added(channel, identity.user))
-    return ChannelView(channel, joined=True)
+class ChannelService:
+    def __init__(self, pool: asyncpg.Pool, bus: EventBus) -> None:
+        self._pool = pool
+        self._bus = bus
 
+    async def create_channel(
+        self,
+        identity: Identity,
+        workspace_id: int,
+        name: str,
+        *,
+        private: bool = False,
+        topic: str = "",
+    ) -> ChannelView:
+        """Create a channel with the creator as its first member."""
+        name = check_text(name.strip(), "name", min_length=1, max_length=MAX_CHANNEL_NAME)
+        topic = check_text(topic.strip(), "topic", max_length=MAX_TOPIC)
+        async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
+            await require_membership(conn, identity, workspace_id)
+            channel = await channels.insert_channel(
+                conn, workspace_id, name, topic, private, identity.user.id
+            )
+            if channel is None:
+                raise Conflict(
+                    "A channel with that name exists already.", code="channel_name_taken"
+                )
+            await channels.insert_channel_member(conn, channel.id, workspace_id, identity.user.id)
+            # The hub subscribes the creator's sockets on member_added, which carries the channel.
+            events.append(_member_added(channel, identity.user))
+        return ChannelView(channel, joined=True)
 
-async def list_channels(
-    app: web.Application, identity: Identity, workspace_id: int
-) -> list[ChannelView]:
-    """The workspace's public channels and the private ones the caller is in, by name."""
-    async with app[POOL].acquire() as conn:
-        await require_membership(conn, identity, workspace_id)
-        return await channels.select_visible_channels(conn, workspace_id, identity.user.id)
+    async def list_channels(self, identity: Identity, workspace_id: int) -> list[ChannelView]:
+        """The workspace's public channels and the private ones the caller is in, by name."""
+        async with self._pool.acquire() as conn:
+            await require_membership(conn, identity, workspace_id)
+            return await channels.select_visible_channels(conn, workspace_id, identity.user.id)
 
+    async def subscriptions(self, identity: Identity) -> list[tuple[int, int]]:
+        """(channel, workspace) of each channel the caller is in now: what a socket follows."""
+        async with self._pool.acquire() as conn:
+            return await channels.select_channel_ids_for_user(
+                conn, identity.user.id, identity.token_workspace_id
+            )
 
-async def get_channel(app: web.Application, identity: Identity, channel_id: int) -> ChannelView:
-    async with app[POOL].acquire() as conn:
-        access = await require_channel(conn, identity, channel_id)
-    return ChannelView(access.channel, access.joined)
+    async def get_channel(self, identity: Identity, channel_id: int) -> ChannelView:
+        async with self._pool.acquire() as conn:
+            access = await require_channel(conn, identity, channel_id)
+        return ChannelView(access.channel, access.joined)
 
+    async def join_channel(self, identity: Identity, channel_id: int) -> ChannelView:
+        """Join a public channel (a private one the caller is not in is not found)."""
+        async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
+            access = await require_channel(conn, identity, channel_id)
+            added = await _insert_member(conn, access.channel, identity.user.id)
+            if added is None:
+                raise NotFound(CHANNEL_NOT_FOUND)
+            if added:
+                events.append(_member_added(access.channel, identity.user))
+        return ChannelView(access.channel, joined=True)
 
-async def join_channel(app: web.Application, identity: Identity, channel_id: int) -> ChannelView:
-    """Join a public channel (a private one the caller is not in is not found)."""
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        access = await require_channel(conn, identity, channel_id)
-        added = await _insert_member(conn, access.channel, identity.user.id)
-        if added is None:
-            raise NotFound(CHANNEL_NOT_FOUND)
-        if added:
-            events.append(_member_added(access.channel, identity.user))
-    return ChannelView(access.channel, joined=True)
+    async def leave_channel(self, identity: Identity, channel_id: int) -> None:
+        """Leave a channel; leaving one the caller is not in changes nothing."""
+        async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
+            access = await require_channel(conn, identity, channel_id)
+            removed = await channels.delete_channel_member(conn, channel_id, identity.user.id)
+            if removed is not None:
+                events.append(_member_removed(access.channel.workspace_id, channel_id, removed))
 
+    async def list_channel_members(
+        self, identity: Identity, channel_id: int
+    ) -> list[ChannelMember]:
+        async with self._pool.acquire() as conn:
+            await require_channel(conn, identity, channel_id)
+            return await channels.select_channel_members(conn, channel_id)
 
-async def leave_channel(app: web.Application, identity: Identity, channel_id: int) -> None:
-    """Leave a channel; leaving one the caller is not in changes nothing."""
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        access = await require_channel(conn, identity, channel_id)
-        removed = await channels.delete_channel_member(conn, channel_id, identity.user.id)
-        if removed is not None:
+    async def add_channel_member(
+        self,
+        identity: Identity,
+        channel_id: int,
+        *,
+        user_id: int | None = None,
+        username: str | None = None,
+    ) -> tuple[ChannelMember, bool]:
+        """Add a workspace member (by id or username) to a channel the caller is in.
+        Returns the member and whether they were added now (False: they already were in)."""
+        if (user_id is None) == (username is None):
+            raise InvalidRequest("Give either user_id or username.")
+        async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
+            access = await require_channel(conn, identity, channel_id)
+            if not access.joined:
+                raise Forbidden("Join the channel to add others to it.", code="not_channel_member")
+            user = await _workspace_user(conn, access.channel.workspace_id, user_id, username)
+            added = await _insert_member(conn, access.channel, user.id)
+            if added is None:
+                raise _user_not_found()
+            member = await channels.select_channel_member(conn, channel_id, user.id)
+            if member is None:  # they left between the insert and this read
+                raise NotFound(MEMBER_NOT_FOUND)
+            if added:
+                events.append(_member_added(access.channel, user))
+        return member, added
+
+    async def remove_channel_member(
+        self, identity: Identity, channel_id: int, user_id: int
+    ) -> None:
+        async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
+            access = await require_channel(conn, identity, channel_id)
+            if user_id != identity.user.id and access.role not in MANAGER_ROLES:
+                raise Forbidden(
+                    "Only workspace owners and admins can remove others from a channel."
+                )
+            removed = await channels.delete_channel_member(conn, channel_id, user_id)
+            if removed is None:
+                raise NotFound(MEMBER_NOT_FOUND)
             events.append(_member_removed(access.channel.workspace_id, channel_id, removed))
-
-
-async def list_channel_members(
-    app: web.Application, identity: Identity, channel_id: int
-) -> list[ChannelMember]:
-    async with app[POOL].acquire() as conn:
-        await require_channel(conn, identity, channel_id)
-        return await channels.select_channel_members(conn, channel_id)
-
-
-async def add_channel_member(
-    app: web.Application,
-    identity: Identity,
-    channel_id: int,
-    *,
-    user_id: int | None = None,
-    username: str | None = None,
-) -> tuple[ChannelMember, bool]:
-    """Add a workspace member (by id or username) to a channel the caller is in.
-    Returns the member and whether they were added now (False: they already were in)."""
-    if (user_id is None) == (username is None):
-        raise InvalidRequest("Give either user_id or username.")
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        access = await require_channel(conn, identity, channel_id)
-        if not access.joined:
-            raise Forbidden("Join the channel to add others to it.", code="not_channel_member")
-        user = await _workspace_user(conn, access.channel.workspace_id, user_id, username)
-        added = await _insert_member(conn, access.channel, user.id)
-        if added is None:
-            raise _user_not_found()
-        member = await channels.select_channel_member(conn, channel_id, user.id)
-        if member is None:  # they left between the insert and this read
-            raise NotFound(MEMBER_NOT_FOUND)
-        if added:
-            events.append(_member_added(access.channel, user))
-    return member, added
-
-
-async def remove_channel_member(
-    app: web.Application, identity: Identity, channel_id: int, user_id: int
-) -> None:
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        access = await require_channel(conn, identity, channel_id)
-        if user_id != identity.user.id and access.role not in MANAGER_ROLES:
-            raise Forbidden("Only workspace owners and admins can remove others from a channel.")
-        removed = await channels.delete_channel_member(conn, channel_id, user_id)
-        if removed is None:
-            raise NotFound(MEMBER_NOT_FOUND)
-        events.append(_member_removed(access.channel.workspace_id, channel_id, removed))
 
 
 async def remove_from_workspace_channels(
@@ -204,3 +212,11 @@ def _member_added(channel: Channel, user: User) -> Event:
 def _member_removed(workspace_id: int, channel_id: int, user: User) -> Event:
     data = {"channel_id": channel_id, "user": user_json(user)}
     return Event(CHANNEL_MEMBER_REMOVED, workspace_id, channel_id, data, user_id=user.id)
+
+
+CHANNELS = web.AppKey("channels", ChannelService)
+
+
+async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[CHANNELS] = ChannelService(app[POOL], app[BUS])
+    yield

@@ -1,23 +1,10 @@
-"""One error family and the one middleware that shapes every failure as JSON.
-
-Body: ``{"error": {"code": str, "message": str, "details"?: any}}``. Codes are stable API;
-messages are for humans. Nothing else (no stack trace, no driver message) leaves the server.
-"""
+"""The API's error family: ``{"error": {"code", "message", "details"?}}``, stable codes."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import structlog
-from aiohttp import web
-
-from echora_server.storage.base import StorageError
-
-log = structlog.get_logger("echora.errors")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
@@ -91,97 +78,42 @@ class ServiceUnavailable(ApiError):
     message = "The service is temporarily unavailable."
 
 
-# Router and framework errors keep the same shape, with stable codes of their own.
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "auth_required",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-}
+class DependencyError(Exception):
+    """The database or file storage failed: a 503 with ``code``, whatever the request."""
 
-DATABASE_DOWN = (
+    code = "service_unavailable"
+    public_message = "The service is temporarily unavailable; try again shortly."
+
+
+class DatabaseUnavailable(DependencyError):
+    code = "database_unavailable"
+    public_message = "The database is unavailable; try again shortly."
+
+
+# What asyncpg raises when a connection is lost or the server is shutting down. Any
+# other error (OSError and TimeoutError included) is a bug until proven otherwise.
+_DATABASE_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
 )
 
 
-def outage(exc: BaseException) -> ApiError:
-    """The 503 a storage or database failure answers with (for HTTP and WebSocket alike)."""
-    if isinstance(exc, StorageError):
-        return ServiceUnavailable(
-            "File storage is unavailable; try again shortly.",
-            code="storage_unavailable",
-            headers={"Retry-After": "5"},
-        )
-    return ServiceUnavailable(
-        "The database is unavailable; try again shortly.",
-        code="database_unavailable",
-        headers={"Retry-After": "5"},
-    )
-
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    details: Any = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    response = web.json_response({"error": body}, status=status, headers=headers)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+def unavailable(exc: BaseException) -> ApiError | None:
+    """The 503 answering a failure to reach the database or storage; None otherwise."""
+    if isinstance(exc, DependencyError):
+        code, message = exc.code, exc.public_message
+    elif isinstance(exc, _DATABASE_LOST):
+        code, message = DatabaseUnavailable.code, DatabaseUnavailable.public_message
+    else:
+        return None
+    return ServiceUnavailable(message, code=code, headers={"Retry-After": "5"})
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    """The same shape for WebSocket error frames."""
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
     return {"error": body}
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Exception as exc:
-        if request.writer.output_size:
-            # A response (a download, a WebSocket handshake) has begun: no error can
-            # follow its status line. aiohttp closes the connection on what we re-raise.
-            if not isinstance(exc, ConnectionError):  # else the client simply left
-                log.exception("error_after_response_started", path=request.path)
-            raise
-        return _answer(request, exc)
-
-
-def _answer(request: web.Request, exc: Exception) -> web.StreamResponse:
-    """The JSON error for ``exc`` (re-raised when it is a redirect or the like)."""
-    if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-    if isinstance(exc, web.HTTPException):
-        if exc.status < 400:
-            raise exc
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason if exc.status != 413 else "The request body is too large."
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        details = {"limit_bytes": request.client_max_size} if exc.status == 413 else None
-        return error_response(exc.status, code, message, details, headers)
-    if isinstance(exc, (StorageError, *DATABASE_DOWN)):
-        api = outage(exc)
-        log.warning(api.code, path=request.path, exc_info=exc)
-        return error_response(api.status, api.code, api.message, headers=api.headers)
-    log.error("unhandled_error", path=request.path, method=request.method, exc_info=exc)
-    return error_response(500, "internal_error", "Internal server error.")

@@ -1,14 +1,13 @@
-"""A small in-process token-bucket rate limiter keyed by any hashable value.
-
-Per process: with several servers behind a load balancer each enforces its own budget,
-which bounds abuse well enough for login and message sends.
-"""
+"""An in-process token bucket per key: each server process enforces its own budget."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+
+from echora_server.core.errors import TooManyRequests
 
 _MAX_KEYS = 100_000
 
@@ -29,7 +28,7 @@ class RateLimiter:
         self._buckets: dict[Hashable, _Bucket] = {}
 
     def hit(self, key: Hashable) -> float:
-        """Take one token. Returns 0 when allowed, else seconds until one is available."""
+        """Take one token: 0 when allowed, else the seconds until one is available."""
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -42,6 +41,17 @@ class RateLimiter:
             bucket.tokens -= 1
             return 0.0
         return (1 - bucket.tokens) / self.rate
+
+    def take(self, key: Hashable, message: str) -> None:
+        """Take one token or raise 429 with ``message`` and when to retry."""
+        wait = self.hit(key)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            raise TooManyRequests(
+                message,
+                details={"retry_after_seconds": seconds},
+                headers={"Retry-After": str(seconds)},
+            )
 
     def _prune(self, now: float) -> None:
         full = [

@@ -1,8 +1,5 @@
-"""Where the shipped ``sql/`` and ``static/`` directories are.
-
-In a source checkout (and an editable install) they sit beside the package; in a built
-wheel they are packaged as ``echora_server/sql`` and ``echora_server/static``.
-"""
+"""The shipped ``sql/`` and ``static/`` directories: beside the package in a checkout,
+inside it in a wheel."""
 
 from __future__ import annotations
 
@@ -12,12 +9,9 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def _locate(name: str) -> Path:
-    packaged = _PACKAGE / name
-    if packaged.is_dir():
-        return packaged
-    checkout = _PACKAGE.parent / name
-    if checkout.is_dir():
-        return checkout
+    for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
     raise FileNotFoundError(f"the {name}/ directory is missing from this installation")
 
 

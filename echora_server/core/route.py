@@ -1,9 +1,5 @@
-"""What a route is: its handler, and what the OpenAPI document says of it.
-
-Each area's ``ROUTES`` sit beside its handlers (``echora_server/handlers/``);
-``echora_server/routes.py`` joins them into the table the app serves and
-``echora_server/openapi.py`` describes.
-"""
+"""A route: its handler, and what the OpenAPI document says of it. Each feature lists
+its ``ROUTES`` beside its handlers; ``web.route_table`` joins them."""
 
 from __future__ import annotations
 
@@ -19,8 +15,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True, slots=True)
 class RequestContent:
-    """A request body described as OpenAPI media types: ``{"multipart/form-data":
-    {"schema": {...}}}``."""
+    """A body that is not a JSON model, as OpenAPI media types."""
 
     description: str
     content: dict[str, dict[str, Any]]
@@ -29,14 +24,13 @@ class RequestContent:
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
+    # aiohttp's pattern; a ``{name:regex}`` is documented as ``{name}``.
     path: str
     handler: Handler
     summary: str
     tag: str
     body: type[BaseModel] | None = None
-    # The query-string model the handler parses; documented as query parameters.
-    query: type[BaseModel] | None = None
-    # A body that is not a JSON model (file uploads), as OpenAPI media types.
+    query: type[BaseModel] | None = None  # documented as query parameters
     request_content: RequestContent | None = None
     authenticated: bool = True
     # Status codes and what they mean, beyond the common error responses.
@@ -44,5 +38,4 @@ class Route:
     content_type: str = "application/json"
     # Path parameters that are not integer ids, as OpenAPI schemas.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # A GET that also answers HEAD (same headers, no body).
     allow_head: bool = False

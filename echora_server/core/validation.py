@@ -28,7 +28,7 @@ class Query(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
 
 
-def _details(exc: ValidationError) -> list[dict[str, str]]:
+def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
         for err in exc.errors(include_url=False, include_input=False)
@@ -48,7 +48,7 @@ async def read_json(request: web.Request, model: type[T]) -> T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(details=_details(exc)) from None
+        raise InvalidRequest(details=validation_details(exc)) from None
 
 
 def path_id(request: web.Request, name: str, what: str = "Not found.") -> int:
@@ -64,7 +64,7 @@ def read_query(request: web.Request, model: type[T]) -> T:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
-        raise InvalidRequest(details=_details(exc)) from None
+        raise InvalidRequest(details=validation_details(exc)) from None
 
 
 # Direction overrides and isolates make text render differently from what it says.
@@ -75,13 +75,9 @@ _LINE_BREAKS = frozenset("\t\n\r")
 def check_text(
     value: str, field: str, *, max_length: int, min_length: int = 0, multiline: bool = False
 ) -> str:
-    """User-written text, NFC-normalised, that PostgreSQL can store and a UI can show.
-
-    Shared by REST and WebSocket paths, so the rules hold whichever way text arrives. NUL
-    and lone surrogates (valid in JSON, not in PostgreSQL text) would otherwise fail deep
-    in the driver; other control characters are never meant, and in one-line names
-    (shown in lists) neither are direction overrides.
-    """
+    """User-written text, NFC-normalised, that PostgreSQL can store and a UI can show: no
+    NUL or lone surrogates (valid JSON, invalid PostgreSQL text), no other control
+    characters, and no direction overrides in one-line names."""
 
     def problem(text: str) -> InvalidRequest:
         return InvalidRequest(details=[{"field": field, "problem": text}])

@@ -1,8 +1,5 @@
-"""Attachments: rows for stored objects, and the queue of objects still to delete.
-
-Rows are inserted only after their objects are stored (see echora_server/upload_batch.py), and
-a deleted row queues its objects in ``storage_deletions`` (a trigger, sql/0003).
-"""
+"""Attachments: rows inserted only after their objects are stored; a deleted row queues
+its objects for deletion (``db.deletions``)."""
 
 from __future__ import annotations
 
@@ -159,17 +156,6 @@ async def select_attachment_for_reader(
     return to_attachment(row) if row else None
 
 
-INSERT_STORAGE_DELETIONS = """
-INSERT INTO storage_deletions (key) SELECT unnest($1::text[])
-ON CONFLICT (key) DO NOTHING
-"""
-
-
-async def insert_storage_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
-    """Queue objects whose delete failed (storage down) for the sweeper to retry."""
-    await conn.execute(INSERT_STORAGE_DELETIONS, list(keys))
-
-
 # Linking, in the transaction that inserts the message. The conditions are the whole rule
 # (invariant 5): the sender's own upload, of the message's workspace, not linked yet, and
 # uploaded for this channel or for none. A concurrent link of the same row waits for the
@@ -251,11 +237,3 @@ async def delete_attachments_of_message(conn: asyncpg.Connection, message_id: in
         if row["thumbnail_key"] is not None:
             keys.append(row["thumbnail_key"])
     return keys
-
-
-DELETE_STORAGE_DELETIONS = "DELETE FROM storage_deletions WHERE key = ANY($1::text[])"
-
-
-async def delete_storage_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
-    """Dequeue objects whose delete succeeded (the sweeper retries whatever stays)."""
-    await conn.execute(DELETE_STORAGE_DELETIONS, list(keys))

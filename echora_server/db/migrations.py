@@ -1,10 +1,6 @@
-"""Numbered, forward-only SQL migrations with their state in the database.
-
-Files ``NNNN_name.sql`` are applied in order, each in its own transaction, under a
-PostgreSQL advisory lock so several servers starting at once apply each file exactly once.
-Each applied file is recorded with its sha256; the runner refuses a database whose
-applied files were edited or that is ahead of this code.
-"""
+"""Numbered, forward-only migrations (``sql/NNNN_name.sql``), each in its own
+transaction under an advisory lock, recorded with its sha256: a database whose applied
+files were edited, or that is ahead of this code, is refused."""
 
 from __future__ import annotations
 
@@ -63,7 +59,6 @@ class MigrationStatus:
 
 
 def load_migrations() -> list[Migration]:
-    """The migrations shipped with the package (the repository's ``sql/`` directory)."""
     found = []
     for entry in sql_dir().iterdir():
         match = _NAME.match(entry.name)

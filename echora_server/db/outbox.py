@@ -1,4 +1,4 @@
-"""The events outbox behind the PostgreSQL fan-out."""
+"""The events outbox behind the PostgreSQL fan-out (rows by id, notified by id)."""
 
 from __future__ import annotations
 

@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from echora_server.config import Config
+from echora_server.config import CONFIG, Config
+from echora_server.core.errors import DatabaseUnavailable
 from echora_server.db.migrations import migrate
-from echora_server.keys import CONFIG, POOL
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
-    """A pool connection released without asyncpg's reset query.
-
-    The default reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
-    costs a round trip on every release, and nothing here leaves such state behind: no
-    session setting is ever changed, cursors live inside transactions, LISTEN runs on the
-    fan-out's own connection, and the migration lock is released in a ``finally``. asyncpg
-    still rolls back a transaction left open."""
+    """Released without asyncpg's reset query, a round trip per release. Nothing here
+    leaves session state behind: no setting is changed, cursors live in transactions,
+    LISTEN has its own connection and the migration lock is released in a ``finally``.
+    asyncpg still rolls back a transaction left open."""
 
     def get_reset_query(self) -> str:
         return ""
 
 
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg's connect, with every failure to reach the server as DatabaseUnavailable:
+    only then is an OSError or a TimeoutError known to mean the database."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc!r}") from exc
+
+
 async def create_pool(config: Config, dsn: str) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
+        connect=_connect,
         connection_class=PooledConnection,
         min_size=config.db_pool_min,
         max_size=config.db_pool_max,
@@ -45,6 +53,9 @@ def database_dsn(config: Config) -> str:
     if config.database_url is None:
         raise RuntimeError("no database URL: the CLI resolves the embedded server before start")
     return config.database_url.get_secret_value()
+
+
+POOL = web.AppKey("pool", asyncpg.Pool)
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,22 +1,20 @@
-"""Cleanup sweeps: one pass removes what deletes, abandoned uploads and crashes leave behind.
+"""One cleanup pass: what deletes, abandoned uploads, crashes and old sessions leave.
 
-``sweep_once`` runs five phases, each on its own so that one failing (storage down) is
-counted in ``errors`` and logged while the others still run:
+Each phase runs on its own, so one failing (storage down) is counted and logged while
+the others still run:
 
-1. unlinked attachments older than ``unlinked_ttl_hours``: rows first (the trigger of
-   sql/0003 queues their objects), objects in phase 2. Linked rows are never touched.
-2. the ``storage_deletions`` queue: claimed in small batches (a lease on ``not_before``,
-   ``FOR UPDATE SKIP LOCKED``), objects deleted with no transaction open, then the queue
-   rows removed; a delete storage refuses is postponed with backoff.
-3. multipart uploads (S3) started before the upload horizon: aborted. Bucket lifecycle
-   rules are not relied on (MinIO ignores them).
-4. orphan objects under our key prefixes that no row (nor queued deletion) names, once
-   older than ``orphan_grace_hours``: an object is stored before its row, so the grace
-   must exceed the longest upload (config enforces it; uploads enforce their deadline).
-5. local storage: temp files older than the upload horizon (a crash mid-write).
+1. unlinked attachments past ``unlinked_ttl_hours``: rows first (their trigger queues
+   the objects for phase 2); linked rows are never touched.
+2. the deletion queue, claimed in leased batches: objects deleted with no transaction
+   open, then dequeued; a refused delete backs off.
+3. S3 multipart uploads started before the upload horizon: aborted (MinIO ignores
+   lifecycle rules).
+4. objects under our prefixes that nothing names, past ``orphan_grace_hours`` (longer
+   than any upload, which stores its object before its row).
+5. local temp files older than the upload horizon (a crash mid-write).
+6. browser sessions past their expiry.
 
-Every step is idempotent and leaves nothing half done that a rerun cannot finish, so a
-sweep may be killed at any point and several may run at once (one per server process).
+Every step is idempotent, so a pass may be killed anywhere and several may run at once.
 """
 
 from __future__ import annotations
@@ -35,20 +33,19 @@ import asyncpg
 import structlog
 
 from echora_server.config import Config
-from echora_server.db import attachments, sweeps
+from echora_server.db import credentials, deletions, sweeps
+from echora_server.files.deletion import delete_objects, discard
 from echora_server.files.uploads import FILES_KIND
-from echora_server.storage import LocalStorage, Storage
+from echora_server.storage.base import Storage
+from echora_server.storage.local.storage import LocalStorage
 
 log = structlog.get_logger("echora.sweeper")
 
-# Key prefixes the sweeper owns: what the upload pipeline writes, and nothing else in the
-# bucket (other prefixes may belong to other tools or future kinds with other rules).
+# What uploads write; other prefixes in the bucket are not ours to judge.
 SWEPT_PREFIXES = (f"{FILES_KIND}/",)
 BATCH = 100  # rows locked or keys claimed per statement
 ORPHAN_CHECK_BATCH = 500  # listed keys looked up per query
-DELETE_CONCURRENCY = 8  # storage deletes in flight at once
-# LocalStorage's temp directory, read (never written) for a dry run's count; a test
-# checks that the dry run counts exactly what ``sweep_temp`` removes.
+# LocalStorage's temp directory, only read, for a dry run's count.
 LOCAL_TEMP_DIR = ".tmp"
 
 
@@ -59,6 +56,7 @@ class SweepResult:
     aborted_multipart_uploads: int = 0
     orphan_objects: int = 0
     temp_files: int = 0
+    expired_sessions: int = 0
     errors: int = 0
 
     def counts(self) -> dict[str, int]:
@@ -134,6 +132,7 @@ class _Sweep:
             ("abort_stale_uploads", self.abort_stale_uploads),
             ("remove_orphans", self.remove_orphans),
             ("sweep_temp", self.sweep_temp),
+            ("prune_sessions", self.prune_sessions),
         ]
         for name, phase in phases:
             try:
@@ -162,21 +161,21 @@ class _Sweep:
     async def drain_deletions(self) -> None:
         if self.dry_run:
             async with self.pool.acquire() as conn:
-                due = await sweeps.count_due_deletions(conn, self.now)
+                due = await deletions.count_due_deletions(conn, self.now)
             self.counts["deleted_queued_objects"] += due + self._expiring_keys
             return
         while True:
             async with self.pool.acquire() as conn:
-                keys = await sweeps.claim_deletions(conn, self.now, BATCH)
+                keys = await deletions.claim_deletions(conn, self.now, BATCH)
             if not keys:
                 return
-            failed = await self._delete_objects(keys)
+            failed = await delete_objects(self.storage, keys)
             done = [key for key in keys if key not in failed]
             async with self.pool.acquire() as conn:
                 if done:
-                    await sweeps.forget_deletions(conn, done)
+                    await deletions.dequeue_deletions(conn, done)
                 if failed:
-                    await sweeps.postpone_deletions(conn, sorted(failed), self.now)
+                    await deletions.postpone_deletions(conn, sorted(failed), self.now)
             self.counts["deleted_queued_objects"] += len(done)
             self.counts["errors"] += len(failed)
             if not done or len(keys) < BATCH:
@@ -215,12 +214,9 @@ class _Sweep:
         if self.dry_run or not orphans:
             self.counts["orphan_objects"] += len(orphans)
             return
-        failed = await self._delete_objects(orphans)
+        failed = await discard(self.pool, self.storage, orphans)  # the queue retries these
         self.counts["orphan_objects"] += len(orphans) - len(failed)
         self.counts["errors"] += len(failed)
-        if failed:  # the queue retries them with backoff from now on
-            async with self.pool.acquire() as conn:
-                await attachments.insert_storage_deletions(conn, sorted(failed))
 
     async def sweep_temp(self) -> None:
         if not isinstance(self.storage, LocalStorage):
@@ -233,23 +229,13 @@ class _Sweep:
             count = await self.storage.sweep_temp(cutoff)
         self.counts["temp_files"] += count
 
-    async def _delete_objects(self, keys: Sequence[str]) -> set[str]:
-        """Delete objects (idempotent); the keys whose delete failed."""
-        limit = asyncio.Semaphore(DELETE_CONCURRENCY)
-
-        async def delete(key: str) -> None:
-            async with limit:
-                await self.storage.delete(key)
-
-        results = await asyncio.gather(*(delete(k) for k in keys), return_exceptions=True)
-        for result in results:  # cancellation goes up; claimed keys wait out their lease
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result
-        failed = {key for key, r in zip(keys, results, strict=True) if isinstance(r, Exception)}
-        if failed:
-            first = next(r for r in results if isinstance(r, Exception))
-            log.warning("sweep_delete_failed", objects=len(failed), error=repr(first))
-        return failed
+    async def prune_sessions(self) -> None:
+        async with self.pool.acquire() as conn:
+            if self.dry_run:
+                count = await credentials.count_expired_sessions(conn, self.now)
+            else:
+                count = await credentials.delete_expired_sessions(conn, self.now)
+        self.counts["expired_sessions"] += count
 
 
 def _count_older_files(directory: Path, older_than: float) -> int:

@@ -1,11 +1,4 @@
-"""File uploads: ``POST /api/upload`` (multipart or raw body) and ``PUT`` (``curl -T``);
-downloads: ``GET``/``HEAD /api/files/{id}/{name}`` and ``/api/thumbnails/{id}``.
-
-Where files go: ``channel_id`` (they may then only be linked into that channel, and the
-caller must be in it), else ``workspace_id``, else the caller's only workspace (the one
-their token is limited to, or the only one they belong to); a caller with several must
-say which (422 ``workspace_required``).
-"""
+"""Uploads (``POST``/``PUT /api/upload``) and downloads (``/api/files``, ``/api/thumbnails``)."""
 
 from __future__ import annotations
 
@@ -14,36 +7,24 @@ from typing import Any
 
 from aiohttp import web
 
-from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel, require_membership
-from echora_server.auth.identity import Identity, require_identity
-from echora_server.core.errors import Forbidden, InvalidRequest, NotFound
+from echora_server.auth.identity import require_identity
 from echora_server.core.route import RequestContent, Route
 from echora_server.core.validation import read_query
-from echora_server.db import workspaces
+from echora_server.db.pool import POOL
 from echora_server.files import downloads
 from echora_server.files.shapes import attachment_json
-from echora_server.files.upload_body import TargetFields, UploadBody, UploadQuery
-from echora_server.files.uploads import UploadTarget
-from echora_server.keys import POOL, STORAGE, UPLOADER
-
-__all__ = [
-    "ROUTES",
-    "UPLOAD_CONTENT",
-    "UploadQuery",
-    "download_file",
-    "download_thumbnail",
-    "put_file",
-    "upload_files",
-]
+from echora_server.files.upload_body import UploadBody, UploadQuery
+from echora_server.files.uploads import UPLOADS
+from echora_server.storage.factory import STORAGE
 
 
 async def upload_files(request: web.Request) -> web.Response:
     identity = await require_identity(request)  # before a single body byte is read
-    uploader = request.app[UPLOADER]
+    uploads = request.app[UPLOADS]
     query = read_query(request, UploadQuery)
-    body = await UploadBody.open(request, query, uploader.limits.idle_timeout)
-    target = await _authorize(request, identity, await body.target())
-    async with uploader.batch(target, identity.user.id) as batch, aclosing(body.files()) as files:
+    body = await UploadBody.open(request, query, uploads.limits.idle_timeout)
+    target = await uploads.target(identity, await body.target())
+    async with uploads.batch(target, identity.user.id) as batch, aclosing(body.files()) as files:
         async for incoming in files:
             await batch.add(incoming)
         stored = await batch.commit()
@@ -65,35 +46,11 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 
 
 async def download_thumbnail(request: web.Request) -> web.StreamResponse:
-    """An image's WebP thumbnail, with the same authorisation as the file itself."""
     identity = await require_identity(request)
     attachment = await downloads.readable_attachment(
         request.app[POOL], identity, request.match_info["attachment_id"]
     )
     return await downloads.serve(request, request.app[STORAGE], downloads.thumbnail(attachment))
-
-
-async def _authorize(
-    request: web.Request, identity: Identity, fields: TargetFields
-) -> UploadTarget:
-    async with request.app[POOL].acquire() as conn:
-        if fields.channel_id is not None:
-            access = await require_channel(conn, identity, fields.channel_id)
-            if fields.workspace_id not in (None, access.channel.workspace_id):
-                raise NotFound(CHANNEL_NOT_FOUND)
-            if not access.joined:
-                raise Forbidden("Join the channel to upload to it.", code="not_channel_member")
-            return UploadTarget(access.channel.workspace_id, access.channel.id)
-        if fields.workspace_id is not None:
-            await require_membership(conn, identity, fields.workspace_id)
-            return UploadTarget(fields.workspace_id, None)
-        memberships = await workspaces.select_memberships_of_user(conn, identity.user.id)
-    usable = [m.workspace.id for m in memberships if identity.may_use_workspace(m.workspace.id)]
-    if len(usable) != 1:
-        raise InvalidRequest(
-            "Say where the files go: channel_id or workspace_id.", code="workspace_required"
-        )
-    return UploadTarget(usable[0], None)
 
 
 UPLOAD_CONTENT = RequestContent(

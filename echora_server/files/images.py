@@ -1,28 +1,19 @@
 """Image dimensions and thumbnails, for PNG, JPEG, GIF and WebP only.
 
-Untrusted images are parsed by Pillow's plugin for the DETECTED format directly, never
-through ``Image.open`` (which would try every decoder Pillow has). Dimensions come from
-the header, which the upload already holds (its first bytes); nothing is decoded for them.
-
-Thumbnails decode the whole image, so they:
-- run in a worker thread (a decode takes ~0.1 s; the event loop must not wait for it);
-- read the stored object back rather than buffering it during the upload: the upload
-  keeps its memory at one part whatever the file, and only images pay for the re-read;
-- are skipped for sources over ``THUMBNAIL_MAX_SOURCE_BYTES`` or images over the pixel
-  budget (the smaller of ours and Pillow's ``MAX_IMAGE_PIXELS``, checked from the header
-  before decoding: a decompression bomb gets no thumbnail, but it is still a valid file);
-- are limited to ``THUMBNAIL_SLOTS`` at once per process, so memory stays bounded:
-  at most slots x (source bytes + decoded pixels x 4).
-A file Pillow cannot decode simply gets no thumbnail.
+Untrusted images are parsed by the plugin of the DETECTED format, never ``Image.open``
+(which tries every decoder). Dimensions come from the header the upload already holds.
+Thumbnails decode in a worker thread, a few at a time, from the stored object read back
+(the upload's memory stays at one part); sources over the byte or pixel budget (checked
+from the header: a decompression bomb) and files that do not decode get none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import logging
 from dataclasses import dataclass
 
+import structlog
 from PIL import (
     GifImagePlugin,
     Image,
@@ -35,7 +26,7 @@ from PIL import (
 
 from echora_server.storage.base import Storage, StorageError
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("echora.images")
 
 THUMBNAIL_MAX_SIDE = 400
 THUMBNAIL_TYPE = "image/webp"
@@ -115,8 +106,8 @@ def render_thumbnail(source: io.BytesIO, mime: str) -> Thumbnail | None:
             small = small.convert("RGBA" if transparent else "RGB")
             out = io.BytesIO()
             small.save(out, "WEBP", quality=THUMBNAIL_QUALITY)
-    except Exception:  # truncated or hostile data: no thumbnail, the file stays valid
-        log.info("thumbnail_skipped: %s does not decode", mime, exc_info=True)
+    except Exception as exc:  # truncated or hostile data: no thumbnail, the file stays valid
+        log.info("thumbnail_skipped", mime=mime, error=repr(exc))
         return None
     return Thumbnail(out.getvalue(), *displayed)
 

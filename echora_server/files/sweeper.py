@@ -1,12 +1,6 @@
-"""Running the sweeper: every few minutes inside the server, or once from ``echora cleanup``.
-
-Every server process runs its own loop (``ECHORA_SWEEP_INTERVAL_SECONDS``; 0 turns it
-off in that process). No lock elects a single sweeper: a pass is safe alongside another
-(``SKIP LOCKED`` claims, leases, idempotent deletes), and an advisory lock would pin a
-database connection for the whole pass while storage is listed. The cost of running
-several is repeated bucket listings, spread apart by jitter; operators who mind it keep
-the interval on one process only.
-"""
+"""Running cleanup passes: every few minutes in each server process, or once from
+``echora cleanup``. No lock elects one sweeper: passes are safe side by side (``SKIP
+LOCKED`` claims, leases, idempotent deletes), and jitter spreads them apart."""
 
 from __future__ import annotations
 
@@ -17,70 +11,103 @@ import random
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from echora_server.config import Config
-from echora_server.core.metrics import Metrics
+from echora_server.config import CONFIG, Config
+from echora_server.core.metrics import METRICS
 from echora_server.db.migrations import MigrationError, migrate, status
-from echora_server.db.pool import create_pool, database_dsn
-from echora_server.files import cleanup as sweeper
-from echora_server.files.cleanup import SweepResult
-from echora_server.keys import CONFIG, METRICS, POOL, STORAGE
-from echora_server.storage import create_storage
+from echora_server.db.pool import POOL, create_pool, database_dsn
+from echora_server.files.cleanup import REMOVED_KINDS, SweepResult, sweep_once
+from echora_server.storage.base import Storage
+from echora_server.storage.factory import STORAGE, create_storage
 
 log = structlog.get_logger("echora.sweeper")
 
-# Each wait is the interval times a factor drawn from here, so processes started together
-# drift apart; the first wait is shorter (a restart sweeps soon) but still spread.
+# Each wait is the interval times a factor drawn from here; the first is shorter, so a
+# restart sweeps soon.
 JITTER = (0.8, 1.2)
 FIRST_WAIT = (0.5, 1.0)
 
 
-def record(metrics: Metrics, result: SweepResult, duration: float) -> None:
-    for kind in sweeper.REMOVED_KINDS:
-        metrics.sweep_removed.labels(kind).inc(getattr(result, kind))
-    metrics.sweep_errors.inc(result.errors)
-    metrics.sweep_duration.observe(duration)
-    if not result.errors:
-        metrics.sweep_last_success.set(time.time())
-
-
-async def sweep_and_record(app: web.Application) -> SweepResult | None:
-    """One pass at the current time; a failure is logged and counted, never raised."""
-    metrics = app[METRICS]
-    started = time.perf_counter()
-    try:
-        result = await sweeper.sweep_once(
-            app[POOL], app[STORAGE], app[CONFIG], dt.datetime.now(dt.UTC)
+class SweepMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.removed = Counter(
+            "echora_sweep_removed",
+            "What cleanup sweeps removed, by kind.",
+            ["kind"],
+            registry=registry,
         )
-    except Exception:
-        log.exception("sweep_failed")
-        metrics.sweep_errors.inc()
-        return None
-    record(metrics, result, time.perf_counter() - started)
-    return result
+        self.errors = Counter(
+            "echora_sweep_errors",
+            "Cleanup operations that failed (a failed sweep counts one); retried later.",
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "echora_sweep_duration_seconds",
+            "How long one cleanup sweep took.",
+            registry=registry,
+            buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+        )
+        self.last_success = Gauge(
+            "echora_sweep_last_success_timestamp_seconds",
+            "When a cleanup sweep last finished without any error (Unix time).",
+            registry=registry,
+        )
+        for kind in REMOVED_KINDS:  # exported as 0 from the start, so rate() works
+            self.removed.labels(kind)
+
+    def record(self, result: SweepResult, duration: float) -> None:
+        for kind in REMOVED_KINDS:
+            self.removed.labels(kind).inc(getattr(result, kind))
+        self.errors.inc(result.errors)
+        self.duration.observe(duration)
+        if not result.errors:
+            self.last_success.set(time.time())
 
 
-async def _sweep_forever(app: web.Application, interval: float) -> None:
-    wait = interval * random.uniform(*FIRST_WAIT)
-    while True:
-        await asyncio.sleep(wait)
-        await sweep_and_record(app)
-        wait = interval * random.uniform(*JITTER)
+class Sweeper:
+    def __init__(
+        self, pool: asyncpg.Pool, storage: Storage, config: Config, metrics: SweepMetrics
+    ) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._config = config
+        self._metrics = metrics
+
+    async def sweep(self) -> SweepResult | None:
+        """One pass now; a failure is logged and counted, never raised."""
+        started = time.perf_counter()
+        try:
+            now = dt.datetime.now(dt.UTC)
+            result = await sweep_once(self._pool, self._storage, self._config, now)
+        except Exception:
+            log.exception("sweep_failed")
+            self._metrics.errors.inc()
+            return None
+        self._metrics.record(result, time.perf_counter() - started)
+        return result
+
+    async def run_forever(self, interval: float) -> None:
+        wait = interval * random.uniform(*FIRST_WAIT)
+        while True:
+            await asyncio.sleep(wait)
+            await self.sweep()
+            wait = interval * random.uniform(*JITTER)
 
 
 async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The background sweeper (started last, stopped first: it needs pool and storage).
-    Stopping cancels a pass in progress, which is safe: every step can be rerun."""
-    interval = app[CONFIG].sweep_interval_seconds
-    if interval <= 0:
+    """Started last, stopped first (a pass needs pool and storage). Stopping cancels a
+    pass in progress, which is safe: every step can be rerun."""
+    config = app[CONFIG]
+    if config.sweep_interval_seconds <= 0:
         yield
         return
-    metrics = app[METRICS]
-    for kind in sweeper.REMOVED_KINDS:  # exported as 0 from the start, so rate() works
-        metrics.sweep_removed.labels(kind)
-    task = asyncio.create_task(_sweep_forever(app, interval), name="sweeper")
+    metrics = SweepMetrics(app[METRICS].registry)
+    sweeper = Sweeper(app[POOL], app[STORAGE], config, metrics)
+    task = asyncio.create_task(sweeper.run_forever(config.sweep_interval_seconds))
     try:
         yield
     finally:
@@ -90,8 +117,8 @@ async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def run_cleanup(config: Config, *, dry_run: bool = False) -> SweepResult:
-    """One pass for ``echora cleanup``, with its own pool and storage client. A dry run
-    changes nothing, not even the schema: it refuses a database that needs migrating."""
+    """One pass for ``echora cleanup``, with its own pool and storage. A dry run changes
+    nothing, not even the schema: it refuses a database that needs migrating."""
     pool = await create_pool(config.model_copy(update={"db_pool_min": 0}), database_dsn(config))
     try:
         async with pool.acquire() as conn:
@@ -102,9 +129,8 @@ async def run_cleanup(config: Config, *, dry_run: bool = False) -> SweepResult:
         storage = create_storage(config)
         await storage.start()
         try:
-            return await sweeper.sweep_once(
-                pool, storage, config, dt.datetime.now(dt.UTC), dry_run=dry_run
-            )
+            now = dt.datetime.now(dt.UTC)
+            return await sweep_once(pool, storage, config, now, dry_run=dry_run)
         finally:
             await storage.close()
     finally:

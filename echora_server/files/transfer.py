@@ -1,13 +1,7 @@
-"""How a download's body reaches the client's socket, once ``downloads`` has decided
-what to serve and opened the stored object.
-
-Three ways, the cheapest the reader allows: a local file (already open) goes to the
-socket by sendfile; an S3 read opened on a socket of its own is spliced across
-(``echora_server.splice``); anything else streams in CHUNK_SIZE reads, the first one
-read before the headers go out, so a storage outage still answers 503
-``storage_unavailable``. After the headers a failure can no longer change the status:
-the connection is aborted (the client sees a short body, never a wrong one) and logged.
-Every response carries ``Content-Length``.
+"""How a download's body reaches the client's socket, the cheapest way the reader
+allows: a local file by sendfile, an S3 socket of its own by splice, anything else in
+chunks, the first read before the headers so an outage still answers 503. After the
+headers a failure aborts the connection (a short body, never a wrong one) and is logged.
 """
 
 from __future__ import annotations
@@ -19,19 +13,14 @@ from contextlib import aclosing
 import structlog
 from aiohttp import web
 
-from echora_server.keys import REQUEST_ID
 from echora_server.storage import splice
 from echora_server.storage.base import FileRegion, ObjectReader, SocketBody, StorageError
 
 log = structlog.get_logger("echora.downloads")
 
-# Large enough that per-chunk overhead (a loop turn, a write and its drain) is
-# negligible: in bench/files.py, 1 MiB reads took S3 downloads from about 0.6x to about
-# 0.77x of a direct GetObject. An S3 read returns what is already buffered (aiohttp's
-# flow control bounds that).
+# A read returns what is buffered; a large size makes per-chunk overhead negligible.
 CHUNK_SIZE = 1024 * 1024
-# Reads at least this long are offered a socket of their own to splice from (S3 over
-# plain HTTP): below it, a pooled connection's saved handshake is worth more.
+# Below this, a pooled connection's saved handshake is worth more than a splice.
 SPLICE_MIN_BYTES = 1024 * 1024
 
 
@@ -42,9 +31,6 @@ async def start_response(
     response = web.StreamResponse(status=status, headers=headers)
     if length is not None:
         response.content_length = length
-    # Prepared here, so the request-context middleware can no longer add the id itself.
-    if REQUEST_ID in request:
-        response.headers["X-Request-ID"] = request[REQUEST_ID]
     await response.prepare(request)
     return response
 

@@ -1,59 +1,68 @@
-"""The upload pipeline's app-wide service: limits, the tasks it owns, and cleanup.
+"""The upload service: the files of one request, stored all or nothing.
 
-An upload streams each file into storage as it arrives (``echora_server/upload_meter.py``:
-counted, hashed, cut off at the limits), then inserts the rows of every file of the
-request in one transaction, all or nothing (``echora_server/upload_batch.py``). The
-``Uploader`` here outlives requests: it owns the commits and cleanups a cancelled handler
-must not interrupt (shutdown waits for them) and deletes objects no row will claim; a
-delete that fails is queued in ``storage_deletions`` for the sweeper.
-
-No database connection is held while client bytes or storage are awaited: one is taken
-briefly to authorise the target, and one for the final insert.
+Each file streams into storage as it arrives (``meter``); images get dimensions from
+their header and a thumbnail beside them. The rows of every file are inserted in ONE
+transaction once every object is stored; until it commits, the batch deletes what it
+stored on any failure. The commit and the cleanups are owned tasks, so a cancelled
+handler cannot interrupt them. No connection is held while client bytes or storage are
+awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Coroutine
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import TypeVar
 
 import asyncpg
+import structlog
 from aiohttp import web
 
-from echora_server.db import attachments
-from echora_server.files.images import Thumbnailer
-from echora_server.files.meter import HEAD_BYTES
-from echora_server.files.upload_batch import (
-    FILES_KIND,
-    THUMBNAIL_SUFFIX,
-    FileTooLarge,
-    InTransaction,
-    TooManyFiles,
-    UploadBatch,
-    UploadTarget,
+from echora_server.auth.access import (
+    CHANNEL_NOT_FOUND,
+    WORKSPACE_NOT_FOUND,
+    require_channel,
+    require_membership,
 )
-from echora_server.keys import CONFIG, POOL, STORAGE, UPLOADER
-from echora_server.storage.base import Storage
+from echora_server.auth.identity import Identity
+from echora_server.config import CONFIG
+from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, NotFound
+from echora_server.core.tasks import TASKS, OwnedTasks
+from echora_server.db import attachments, workspaces
+from echora_server.db.attachments import NewAttachment
+from echora_server.db.pool import POOL
+from echora_server.db.records import Attachment
+from echora_server.files.deletion import discard
+from echora_server.files.filenames import sanitize_filename
+from echora_server.files.images import THUMBNAIL_TYPE, Thumbnailer, decodable, read_dimensions
+from echora_server.files.mediatypes import classify, served_type
+from echora_server.files.meter import FileMeter
+from echora_server.files.upload_body import IncomingFile, TargetFields
+from echora_server.storage.base import ObjectTooLarge, Storage, StorageError, new_key
+from echora_server.storage.factory import STORAGE
 
-# The upload pipeline's public names, importable from here wherever they are defined.
-__all__ = [
-    "FILES_KIND",
-    "HEAD_BYTES",
-    "THUMBNAIL_SUFFIX",
-    "FileTooLarge",
-    "InTransaction",
-    "TooManyFiles",
-    "UploadBatch",
-    "UploadLimits",
-    "UploadTarget",
-    "Uploader",
-    "uploads_ctx",
-]
-
-log = logging.getLogger(__name__)
+log = structlog.get_logger("echora.uploads")
 T = TypeVar("T")
+# Work done in the transaction that inserts a batch's rows, given those rows.
+InTransaction = Callable[[asyncpg.Connection, list[Attachment]], Awaitable[T]]
+
+FILES_KIND = "files"
+THUMBNAIL_SUFFIX = "-thumb"
+
+
+class FileTooLarge(ApiError):
+    status = 413
+    code = "file_too_large"
+    message = "A file is larger than the upload limit."
+
+
+class TooManyFiles(ApiError):
+    status = 413
+    code = "too_many_files"
+    message = "Too many files in one upload."
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,64 +70,209 @@ class UploadLimits:
     max_bytes: int
     max_files: int
     idle_timeout: float
-    # Whole request, first file byte to commit. The sweeper relies on it: an object
-    # older than this (plus slack) whose row is missing will never get one.
+    # First file byte to commit. The sweeper relies on it: an object older than this
+    # (plus slack) whose row is missing will never get one.
     max_seconds: float
 
 
-class Uploader:
-    """The app's upload service: limits, thumbnails, and the tasks it owns."""
+@dataclass(frozen=True, slots=True)
+class UploadTarget:
+    workspace_id: int
+    channel_id: int | None  # set: the files may only be linked into this channel
 
+
+class UploadService:
     def __init__(
         self,
         pool: asyncpg.Pool,
         storage: Storage,
         limits: UploadLimits,
-        thumbnailer: Thumbnailer,
+        tasks: OwnedTasks,
+        thumbnailer: Thumbnailer | None = None,
     ) -> None:
         self.pool = pool
         self.storage = storage
         self.limits = limits
-        self.thumbnailer = thumbnailer
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = tasks
+        self.thumbnailer = thumbnailer or Thumbnailer()
 
     def batch(self, target: UploadTarget, uploader_id: int) -> UploadBatch:
         return UploadBatch(self, target, uploader_id)
 
-    async def run_owned(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` to its end even if the caller is cancelled (shutdown waits)."""
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._forget)
-        return await asyncio.shield(task)
+    async def target(self, identity: Identity, fields: TargetFields) -> UploadTarget:
+        """Where the files go: ``channel_id`` (then linkable only there; the caller must be
+        in it), else ``workspace_id``, else the caller's only usable workspace."""
+        async with self.pool.acquire() as conn:
+            if fields.channel_id is not None:
+                access = await require_channel(conn, identity, fields.channel_id)
+                if fields.workspace_id not in (None, access.channel.workspace_id):
+                    raise NotFound(CHANNEL_NOT_FOUND)
+                if not access.joined:
+                    raise Forbidden("Join the channel to upload to it.", code="not_channel_member")
+                return UploadTarget(access.channel.workspace_id, access.channel.id)
+            if fields.workspace_id is not None:
+                await require_membership(conn, identity, fields.workspace_id)
+                return UploadTarget(fields.workspace_id, None)
+            memberships = await workspaces.select_memberships_of_user(conn, identity.user.id)
+        usable = [m.workspace.id for m in memberships if identity.may_use_workspace(m.workspace.id)]
+        if len(usable) != 1:
+            raise InvalidRequest(
+                "Say where the files go: channel_id or workspace_id.", code="workspace_required"
+            )
+        return UploadTarget(usable[0], None)
 
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a caller that left has nobody to tell
 
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+class UploadBatch:
+    """``add`` each file, then ``commit``; leaving the ``async with`` block any other way
+    deletes what was stored."""
 
-    async def discard(self, keys: list[str]) -> None:
-        """Delete stored objects no row will claim; queue what storage refuses now."""
-        results = await asyncio.gather(
-            *(self.storage.delete(key) for key in keys), return_exceptions=True
+    def __init__(self, service: UploadService, target: UploadTarget, uploader_id: int) -> None:
+        self._service = service
+        self._target = target
+        self._uploader_id = uploader_id
+        self._files: list[NewAttachment] = []
+        self._keys: list[str] = []  # every object stored so far, thumbnails included
+        self._settled = False  # the commit task (or a discard) owns the objects now
+        self._deadline = asyncio.get_running_loop().time() + service.limits.max_seconds
+
+    async def __aenter__(self) -> UploadBatch:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and not self._settled and self._keys:
+            self._settled = True
+            await self._service.tasks.run(self._discard())
+
+    async def _discard(self) -> None:
+        await discard(self._service.pool, self._service.storage, self._keys)
+
+    async def add(self, incoming: IncomingFile) -> None:
+        """Stream one file into storage (and its thumbnail, for images)."""
+        limits, storage = self._service.limits, self._service.storage
+        if len(self._files) >= limits.max_files:
+            raise TooManyFiles(details={"limit_files": limits.max_files})
+        filename = sanitize_filename(incoming.filename)
+        meter = FileMeter(
+            incoming.reader,
+            max_bytes=limits.max_bytes,
+            max_seconds=limits.max_seconds,
+            deadline=self._deadline,
         )
-        failed = [key for key, result in zip(keys, results, strict=True) if result is not None]
-        if not failed:
-            return
-        log.warning("upload cleanup: %d objects not deleted, queued for the sweeper", len(failed))
+        key = new_key(FILES_KIND, self._target.workspace_id)
         try:
-            async with self.pool.acquire() as conn:
-                await attachments.insert_storage_deletions(conn, failed)
+            head = await meter.read_head()
+            media = classify(incoming.declared_type, filename, head)
+            stored = await storage.put_stream(
+                key, meter.chunks(), content_type=served_type(media.detected)
+            )
+        except ObjectTooLarge:
+            raise FileTooLarge(
+                details={"limit_bytes": limits.max_bytes, "filename": filename}
+            ) from None
+        self._keys.append(key)
+        if stored.size != meter.size:
+            raise StorageError(f"stored {stored.size} of {meter.size} bytes")
+        size = read_dimensions(head, media.detected) if media.detected else None
+        thumbnail_key = None
+        if media.detected is not None and decodable(media.detected):
+            thumbnail = await self._service.thumbnailer.make(
+                storage, key, stored.size, media.detected
+            )
+            if thumbnail is not None:
+                thumbnail_key = f"{key}{THUMBNAIL_SUFFIX}"
+                await storage.put_stream(
+                    thumbnail_key, _single(thumbnail.data), content_type=THUMBNAIL_TYPE
+                )
+                self._keys.append(thumbnail_key)
+                size = size or (thumbnail.source_width, thumbnail.source_height)
+        self._files.append(
+            NewAttachment(
+                id=secrets.token_urlsafe(16),
+                storage_key=key,
+                filename=filename,
+                size=stored.size,
+                declared_type=media.declared,
+                detected_type=media.detected,
+                sha256=meter.sha256,
+                width=size[0] if size else None,
+                height=size[1] if size else None,
+                thumbnail_key=thumbnail_key,
+            )
+        )
+
+    async def commit(self) -> list[Attachment]:
+        """Insert every row in one transaction; on failure the objects are deleted."""
+        if not self._files:
+            raise InvalidRequest("Send at least one file.", code="no_files")
+        self._settled = True
+        work = self._commit_or_discard(_rows_only, recover=lambda found: found)
+        return await self._service.tasks.run(work)
+
+    async def commit_with(self, work: InTransaction[T]) -> T:
+        """Insert every row (there may be none) and run ``work`` in the same transaction,
+        all or nothing. A COMMIT that failed yet happened re-raises: the rows stand, and
+        ``work``'s result is the caller's to find again."""
+        self._settled = True
+        return await self._service.tasks.run(self._commit_or_discard(work, recover=None))
+
+    async def _commit_or_discard(
+        self,
+        work: InTransaction[T],
+        *,
+        recover: Callable[[list[Attachment]], T] | None,
+    ) -> T:
+        pool, target = self._service.pool, self._target
+        committing = False
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await attachments.insert_attachments(
+                    conn, target.workspace_id, self._uploader_id, target.channel_id, self._files
+                )
+                if len(rows) != len(self._files):  # membership lost during the upload
+                    raise NotFound(CHANNEL_NOT_FOUND if target.channel_id else WORKSPACE_NOT_FOUND)
+                result = await work(conn, rows)
+                committing = True
+            return result
+        except BaseException:
+            if committing:  # the COMMIT itself failed: it may have happened anyway
+                found = await self._rows_if_committed()
+                if found and recover is not None:
+                    return recover(found)
+                if found:
+                    raise
+                if found is None:  # unknowable now; deleting might leave dangling rows
+                    log.warning("upload_commit_unknown", left_for="orphan sweep")
+                    raise
+            await self._discard()
+            raise
+
+    async def _rows_if_committed(self) -> list[Attachment] | None:
+        try:
+            async with self._service.pool.acquire() as conn:
+                return await attachments.select_attachments_by_ids(
+                    conn, [f.id for f in self._files]
+                )
         except Exception:
-            log.exception("upload cleanup: queueing failed; the orphan sweep will find %s", failed)
+            return None
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _rows_only(conn: asyncpg.Connection, rows: list[Attachment]) -> list[Attachment]:
+    return rows
+
+
+UPLOADS = web.AppKey("uploads", UploadService)
 
 
 async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The upload service; on shutdown, waits for its commits and cleanups to finish."""
     config = app[CONFIG]
     limits = UploadLimits(
         max_bytes=config.max_upload_bytes,
@@ -126,9 +280,5 @@ async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
         idle_timeout=config.upload_idle_timeout,
         max_seconds=config.max_upload_seconds,
     )
-    uploader = Uploader(app[POOL], app[STORAGE], limits, Thumbnailer())
-    app[UPLOADER] = uploader
-    try:
-        yield
-    finally:
-        await uploader.drain()
+    app[UPLOADS] = UploadService(app[POOL], app[STORAGE], limits, app[TASKS])
+    yield

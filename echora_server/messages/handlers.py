@@ -1,4 +1,4 @@
-"""Messages over REST (the rules are in echora_server/chat.py, shared with the WebSocket)."""
+"""Messages over REST (the rules: ``messages.service``, shared with the WebSocket)."""
 
 from __future__ import annotations
 
@@ -9,37 +9,26 @@ from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.core.route import RequestContent, Route
 from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
-from echora_server.messages import one_shot as message_uploads
-from echora_server.messages import service as chat
-from echora_server.messages.extras import MAX_ATTACHMENTS, MAX_LINKS, AttachmentId, LinkIn
+from echora_server.files.uploads import UPLOADS
+from echora_server.messages.drafts import (
+    MAX_ATTACHMENTS,
+    MAX_CLIENT_ID,
+    MAX_CONTENT,
+    NewMessage,
+)
+from echora_server.messages.one_shot import post_message_with_files
+from echora_server.messages.service import DEFAULT_PAGE, MAX_PAGE, MESSAGE_NOT_FOUND, MESSAGES
 from echora_server.messages.shapes import message_json
 
 
-class PostMessageBody(Body):
-    # Whitespace is content here (indented code, blank lines): never strip it.
-    model_config = ConfigDict(str_strip_whitespace=False)
-
-    content: str = Field(
-        "", max_length=chat.MAX_CONTENT, description="May be empty with attachments or links."
-    )
-    client_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=chat.MAX_CLIENT_ID,
-        description="Chosen by the client; a retry with the same value posts nothing new.",
-    )
-    attachment_ids: list[AttachmentId] = Field(
-        default_factory=list,
-        max_length=MAX_ATTACHMENTS,
-        description="My unlinked uploads (POST /api/upload), in the order to show them.",
-    )
-    links: list[LinkIn] = Field(default_factory=list, max_length=MAX_LINKS)
+class PostMessageBody(NewMessage):
+    """The JSON body of a post; a WebSocket ``message.send`` frame carries the same."""
 
 
 class EditMessageBody(Body):
-    model_config = ConfigDict(str_strip_whitespace=False)
+    model_config = ConfigDict(str_strip_whitespace=False)  # whitespace is content
 
-    content: str = Field(max_length=chat.MAX_CONTENT)
+    content: str = Field(max_length=MAX_CONTENT)
 
 
 class MessagesQuery(Query):
@@ -49,28 +38,21 @@ class MessagesQuery(Query):
     after: int | None = Field(
         None, ge=0, le=MAX_ID, description="Messages with larger ids, oldest first."
     )
-    limit: int = Field(chat.DEFAULT_PAGE, ge=1, le=chat.MAX_PAGE, description="Page size.")
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
 
 
 async def post_message(request: web.Request) -> web.Response:
     """JSON, or multipart/form-data with the files to upload and attach (one-shot)."""
     identity = await require_identity(request)  # before a single body byte is read
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
+    messages = request.app[MESSAGES]
     if request.content_type == "multipart/form-data":
-        message, created = await message_uploads.post_message_with_files(
-            request, identity, channel_id
+        message, created = await post_message_with_files(
+            request, identity, channel_id, messages, request.app[UPLOADS]
         )
     else:
         body = await read_json(request, PostMessageBody)
-        message, created = await chat.post_message(
-            request.app,
-            identity,
-            channel_id,
-            body.content,
-            body.client_id,
-            attachment_ids=body.attachment_ids,
-            links=body.links,
-        )
+        message, created = await messages.post_message(identity, channel_id, body.draft())
     return web.json_response(message_json(message), status=201 if created else 200)
 
 
@@ -78,24 +60,24 @@ async def list_messages(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     channel_id = path_id(request, "channel_id", CHANNEL_NOT_FOUND)
     query = read_query(request, MessagesQuery)
-    page, has_more = await chat.list_messages(
-        request.app, identity, channel_id, before=query.before, after=query.after, limit=query.limit
+    page, has_more = await request.app[MESSAGES].list_messages(
+        identity, channel_id, before=query.before, after=query.after, limit=query.limit
     )
     return web.json_response({"messages": [message_json(m) for m in page], "has_more": has_more})
 
 
 async def edit_message(request: web.Request) -> web.Response:
     identity = await require_identity(request)
-    message_id = path_id(request, "message_id", chat.MESSAGE_NOT_FOUND)
+    message_id = path_id(request, "message_id", MESSAGE_NOT_FOUND)
     body = await read_json(request, EditMessageBody)
-    message = await chat.edit_message(request.app, identity, message_id, body.content)
+    message = await request.app[MESSAGES].edit_message(identity, message_id, body.content)
     return web.json_response(message_json(message))
 
 
 async def delete_message(request: web.Request) -> web.Response:
     identity = await require_identity(request)
-    message_id = path_id(request, "message_id", chat.MESSAGE_NOT_FOUND)
-    await chat.delete_message(request.app, identity, message_id)
+    message_id = path_id(request, "message_id", MESSAGE_NOT_FOUND)
+    await request.app[MESSAGES].delete_message(identity, message_id)
     return web.Response(status=204)
 
 
@@ -109,11 +91,11 @@ ONE_SHOT_CONTENT = RequestContent(
             "schema": {
                 "type": "object",
                 "properties": {
-                    "content": {"type": "string", "maxLength": 4000},
-                    "client_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "content": {"type": "string", "maxLength": MAX_CONTENT},
+                    "client_id": {"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_ID},
                     "file": {
                         "type": "array",
-                        "maxItems": 10,
+                        "maxItems": MAX_ATTACHMENTS,
                         "items": {"type": "string", "contentMediaType": "application/octet-stream"},
                     },
                 },

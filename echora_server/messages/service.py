@@ -1,197 +1,184 @@
-"""The chat service for messages, shared by the REST handlers and the WebSocket.
+"""Messages, for the REST handlers and the WebSocket alike.
 
-Each function authorizes the caller against *current* memberships, writes in one
-transaction and publishes its events only after that transaction committed; a write that
-changes nothing (a retried post) publishes nothing. A message in a channel the caller may
-not see answers 404 exactly like a missing one. Channels and their members are in
-echora_server/channels.py, under the same rules.
-
-Who may do what: members of a channel post in it; every workspace member may read a public
-channel's history; the author edits; the author or a workspace owner or admin deletes.
-Attachments and links (echora_server/message_parts.py) are written in the message's own
-transaction and come with it on every read.
+Each call authorizes the caller against *current* memberships and writes in one
+transaction whose events go out with its commit; a retried post publishes nothing. A
+message in a channel the caller may not see answers 404 like a missing one. Members of a
+channel post in it; every workspace member reads a public channel; the author edits; the
+author or a workspace owner or admin deletes.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
 
 from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel
 from echora_server.auth.identity import Identity
-from echora_server.core.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests
-from echora_server.core.validation import MAX_ID, check_text
+from echora_server.config import CONFIG
+from echora_server.core.errors import Forbidden, InvalidRequest, NotFound
+from echora_server.core.ratelimit import RateLimiter
+from echora_server.core.tasks import TASKS, OwnedTasks
+from echora_server.core.validation import MAX_ID
 from echora_server.db import attachments, messages
+from echora_server.db.pool import POOL
 from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Message
-from echora_server.keys import MESSAGE_LIMITER, POOL
-from echora_server.messages.extras import (
-    LinkIn,
-    Parts,
-    check_parts,
-    delete_objects,
-    link_attachments,
-    with_attachments,
-)
+from echora_server.files.deletion import delete_queued
+from echora_server.messages.attachments import link_attachments, with_attachments
+from echora_server.messages.drafts import Draft, check_content, empty_content
 from echora_server.messages.shapes import message_json
-from echora_server.realtime.events import (
-    MESSAGE_CREATED,
-    MESSAGE_DELETED,
-    MESSAGE_UPDATED,
-    Event,
-    transaction,
-)
+from echora_server.realtime.bus import BUS, EventBus
+from echora_server.realtime.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED, Event
+from echora_server.storage.base import Storage
+from echora_server.storage.factory import STORAGE
 
-MAX_CONTENT = 4000
-MAX_CLIENT_ID = 64
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 MESSAGE_NOT_FOUND = "Message not found."
-# Visible ASCII: client ids are opaque tokens (UUIDs, ULIDs, counters), never shown.
-_CLIENT_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_CLIENT_ID}}}")
 
 
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """A message as checked before anything is written."""
+class MessageService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        storage: Storage,
+        bus: EventBus,
+        limiter: RateLimiter,
+        tasks: OwnedTasks,
+    ) -> None:
+        self._pool = pool
+        self._storage = storage
+        self.bus = bus
+        self._limiter = limiter
+        self._tasks = tasks
 
-    content: str
-    client_id: str | None
-    parts: Parts
+    async def post_message(
+        self, identity: Identity, channel_id: int, draft: Draft
+    ) -> tuple[Message, bool]:
+        """The message, and whether it was created now: a retry with a client_id this
+        author used in this channel returns that message again (linking none of the new
+        attachments) and publishes nothing. A deleted message frees its client_id."""
+        self.take_send_token(identity)
+        async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
+            message, created = await write_message(conn, identity, channel_id, draft)
+            if created:
+                events.append(message_event(MESSAGE_CREATED, message))
+        return message, created
 
+    async def posted_before(
+        self, identity: Identity, channel_id: int, client_id: str
+    ) -> Message | None:
+        async with self._pool.acquire() as conn:
+            found = await messages.select_message_by_client_id(
+                conn, identity.user.id, channel_id, client_id
+            )
+            return (await with_attachments(conn, [found]))[0] if found else None
 
-async def post_message(
-    app: web.Application,
-    identity: Identity,
-    channel_id: int,
-    content: str,
-    client_id: str | None = None,
-    *,
-    attachment_ids: Sequence[str] = (),
-    links: Sequence[LinkIn] = (),
-) -> tuple[Message, bool]:
-    """Post as a member of the channel. Returns the message and whether it was created now:
-    a retry with a client_id this author already used in this channel returns that message
-    again (whatever the new content, and linking none of the new attachments) and publishes
-    nothing. Once that message is deleted, the client_id is free again (deletes remove the
-    row)."""
-    draft = check_draft(content, client_id, check_parts(attachment_ids, links))
-    take_send_token(app, identity)
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        message, created = await write_message(conn, identity, channel_id, draft)
-        if created:
-            events.append(message_event(MESSAGE_CREATED, message))
-    return message, created
+    async def list_messages(
+        self,
+        identity: Identity,
+        channel_id: int,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> tuple[list[Message], bool]:
+        """A page and whether more lies beyond it: ``after`` pages forwards, oldest first;
+        otherwise backwards from ``before`` (default: the latest), newest first."""
+        if before is not None and after is not None:
+            raise InvalidRequest("Give before or after, not both.")
+        for field, value, low, high in (
+            ("before", before, 0, MAX_ID),
+            ("after", after, 0, MAX_ID),
+            ("limit", limit, 1, MAX_PAGE),
+        ):
+            if value is not None and not low <= value <= high:
+                raise InvalidRequest(details=[{"field": field, "problem": f"must be {low}-{high}"}])
+        async with self._pool.acquire() as conn:
+            await require_channel(conn, identity, channel_id)
+            if after is not None:
+                page = await messages.select_messages_after(conn, channel_id, after, limit + 1)
+            else:
+                cursor = before if before is not None else MAX_ID
+                page = await messages.select_messages_before(conn, channel_id, cursor, limit + 1)
+            shown = await with_attachments(conn, page[:limit])
+        return shown, len(page) > limit
 
+    async def missed_messages(
+        self, identity: Identity, after_id: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        """What a reconnecting socket missed in the channels the caller is in now, oldest
+        first, and whether there is more."""
+        async with self._pool.acquire() as conn:
+            missed = await messages.select_messages_after_for_user(
+                conn, identity.user.id, after_id, limit + 1, identity.token_workspace_id
+            )
+            shown = await with_attachments(conn, missed[:limit])
+        return shown, len(missed) > limit
 
-def check_draft(
-    content: str, client_id: str | None, parts: Parts | None = None, *, files_follow: bool = False
-) -> Draft:
-    """Text may be empty when the message carries attachments or links (or files that
-    are still to be read, for the one-shot send, which checks again once they are)."""
-    parts = parts or Parts()
-    content = check_content(content, may_be_empty=bool(parts) or files_follow)
-    if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
-        problem = f"must be 1-{MAX_CLIENT_ID} visible ASCII characters"
-        raise InvalidRequest(details=[{"field": "client_id", "problem": problem}])
-    return Draft(content, client_id, parts)
+    async def edit_message(self, identity: Identity, message_id: int, content: str) -> Message:
+        """The author replaces the text; it may become empty only when the message carries
+        attachments or links."""
+        content = check_content(content, may_be_empty=True)
+        self.take_send_token(identity)  # edits fan out like posts: one budget
+        async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
+            message, _access = await _visible_message(conn, identity, message_id)
+            if message.author.id != identity.user.id:
+                raise Forbidden("Only the author can edit a message.")
+            found = await messages.update_message_content(conn, message_id, content)
+            if found is None:  # deleted meanwhile
+                raise NotFound(MESSAGE_NOT_FOUND)
+            (updated,) = await with_attachments(conn, [found])
+            if not (content.strip() or updated.links or updated.attachments):
+                raise empty_content()  # the update rolls back
+            events.append(message_event(MESSAGE_UPDATED, updated))
+        return updated
+
+    async def delete_message(self, identity: Identity, message_id: int) -> None:
+        """Delete a message for good, with its files. Rows first (queuing their objects in
+        the same transaction), objects after the commit: no row points at a lost object."""
+        async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
+            message, access = await _visible_message(conn, identity, message_id)
+            if message.author.id != identity.user.id and access.role not in MANAGER_ROLES:
+                raise Forbidden("Only the author or a workspace owner or admin can delete this.")
+            keys = await attachments.delete_attachments_of_message(conn, message_id)
+            if not await messages.delete_message(conn, message_id):
+                raise NotFound(MESSAGE_NOT_FOUND)
+            data = {"channel_id": message.channel_id, "message_id": message.id}
+            events.append(Event(MESSAGE_DELETED, message.workspace_id, message.channel_id, data))
+        if keys:  # owned: a cancelled handler does not cut it short
+            await self._tasks.run(delete_queued(self._pool, self._storage, keys))
+
+    def take_send_token(self, identity: Identity) -> None:
+        self._limiter.take(
+            identity.user.id, "You are sending messages too fast; wait and try again."
+        )
 
 
 async def write_message(
     conn: asyncpg.Connection, identity: Identity, channel_id: int, draft: Draft
 ) -> tuple[Message, bool]:
-    """Insert the message and link its attachments, inside the caller's transaction (any
-    error must roll it back). Returns it with its attachments, and whether it is new."""
+    """Insert the message and link its attachments in the caller's transaction (any error
+    must roll it back): the message with its attachments, and whether it is new."""
     access = await require_channel(conn, identity, channel_id)
     if not access.joined:
         raise Forbidden("Join the channel to post in it.", code="not_channel_member")
     message = await messages.insert_message(
-        conn, channel_id, identity.user.id, draft.content, draft.client_id, draft.parts.links
+        conn, channel_id, identity.user.id, draft.content, draft.client_id, draft.links
     )
     created = message is not None
     if message is not None:
-        await link_attachments(conn, message, draft.parts.attachment_ids)
+        await link_attachments(conn, message, draft.attachment_ids)
     elif draft.client_id is not None:
         message = await messages.select_message_by_client_id(
             conn, identity.user.id, channel_id, draft.client_id
         )
     if message is None:  # removed from the channel since the check above
         raise NotFound(CHANNEL_NOT_FOUND)
-    if not created or draft.parts.attachment_ids:  # a new text-only one has none to load
+    if not created or draft.attachment_ids:  # a new text-only one has none to load
         (message,) = await with_attachments(conn, [message])
     return message, created
-
-
-async def list_messages(
-    app: web.Application,
-    identity: Identity,
-    channel_id: int,
-    *,
-    before: int | None = None,
-    after: int | None = None,
-    limit: int = DEFAULT_PAGE,
-) -> tuple[list[Message], bool]:
-    """A page of history and whether more lies beyond it. ``after`` pages forwards, oldest
-    first; otherwise backwards from ``before`` (default: the latest), newest first."""
-    if before is not None and after is not None:
-        raise InvalidRequest("Give before or after, not both.")
-    for field, value, low, high in (
-        ("before", before, 0, MAX_ID),
-        ("after", after, 0, MAX_ID),
-        ("limit", limit, 1, MAX_PAGE),
-    ):
-        if value is not None and not low <= value <= high:
-            raise InvalidRequest(details=[{"field": field, "problem": f"must be {low}-{high}"}])
-    async with app[POOL].acquire() as conn:
-        await require_channel(conn, identity, channel_id)
-        if after is not None:
-            page = await messages.select_messages_after(conn, channel_id, after, limit + 1)
-        else:
-            cursor = before if before is not None else MAX_ID
-            page = await messages.select_messages_before(conn, channel_id, cursor, limit + 1)
-        shown = await with_attachments(conn, page[:limit])
-    return shown, len(page) > limit
-
-
-async def edit_message(
-    app: web.Application, identity: Identity, message_id: int, content: str
-) -> Message:
-    """Replace a message's text; only its author may. The text may become empty only when
-    the message carries attachments or links."""
-    content = check_content(content, may_be_empty=True)
-    take_send_token(app, identity)  # edits fan out like posts, so they share the budget
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        message, _access = await _visible_message(conn, identity, message_id)
-        if message.author.id != identity.user.id:
-            raise Forbidden("Only the author can edit a message.")
-        found = await messages.update_message_content(conn, message_id, content)
-        if found is None:  # deleted meanwhile
-            raise NotFound(MESSAGE_NOT_FOUND)
-        (updated,) = await with_attachments(conn, [found])
-        if not (content.strip() or updated.links or updated.attachments):
-            raise _empty_content()  # the update rolls back
-        events.append(message_event(MESSAGE_UPDATED, updated))
-    return updated
-
-
-async def delete_message(app: web.Application, identity: Identity, message_id: int) -> None:
-    """Delete a message for good, with its files: its author, or a workspace owner or admin.
-    Rows first (their objects are queued in the same transaction), objects after the
-    commit: no committed row ever points at a deleted object."""
-    async with app[POOL].acquire() as conn, transaction(app, conn) as events:
-        message, access = await _visible_message(conn, identity, message_id)
-        if message.author.id != identity.user.id and access.role not in MANAGER_ROLES:
-            raise Forbidden("Only the author or a workspace owner or admin can delete this.")
-        keys = await attachments.delete_attachments_of_message(conn, message_id)
-        if not await messages.delete_message(conn, message_id):
-            raise NotFound(MESSAGE_NOT_FOUND)
-        data = {"channel_id": message.channel_id, "message_id": message.id}
-        events.append(Event(MESSAGE_DELETED, message.workspace_id, message.channel_id, data))
-    await delete_objects(app, keys)
 
 
 async def _visible_message(
@@ -207,28 +194,16 @@ async def _visible_message(
     return message, access
 
 
-def check_content(content: str, *, may_be_empty: bool) -> str:
-    content = check_text(content, "content", max_length=MAX_CONTENT, multiline=True)
-    if not may_be_empty and not content.strip():
-        raise _empty_content()
-    return content
-
-
-def _empty_content() -> InvalidRequest:
-    return InvalidRequest(details=[{"field": "content", "problem": "must not be empty"}])
-
-
-def take_send_token(app: web.Application, identity: Identity) -> None:
-    wait = app[MESSAGE_LIMITER].hit(identity.user.id)
-    if wait:
-        seconds = max(1, math.ceil(wait))
-        raise TooManyRequests(
-            "You are sending messages too fast; wait and try again.",
-            details={"retry_after_seconds": seconds},
-            headers={"Retry-After": str(seconds)},
-        )
-
-
 def message_event(kind: str, message: Message) -> Event:
     data = {"channel_id": message.channel_id, "message": message_json(message)}
     return Event(kind, message.workspace_id, message.channel_id, data)
+
+
+MESSAGES = web.AppKey("messages", MessageService)
+
+
+async def messages_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    limiter = RateLimiter(config.message_rate_per_minute, burst=config.message_rate_burst)
+    app[MESSAGES] = MessageService(app[POOL], app[STORAGE], app[BUS], limiter, app[TASKS])
+    yield

@@ -1,21 +1,14 @@
 """The WebSocket hub: which local sockets receive which channel's events.
 
-Every frame for a socket goes through one ordered, bounded buffer (``Client.pending``).
-An event is serialised and framed once, appended to the buffer of each subscriber (a list
-append), and one flusher task writes each socket's buffered frames in a single call,
-yielding to the event loop every ``FLUSH_SLICE`` sockets. While it works through a large
-channel, new events pile up behind the sockets not yet written, so under load one write
-carries several frames instead of one system call per frame per socket.
+An event is framed once and appended to each subscriber's bounded buffer; one flusher
+task writes each socket's buffered frames in one call, so under load one write carries
+several frames. A subscriber whose backlog would pass the limit is dropped (1013) rather
+than slowing the others. Subscriptions follow membership events, so a removed member
+stops receiving the moment the removal is published.
 
-A client whose buffered bytes, its own and its transport's, would pass the limit is too
-slow to read: it is dropped at once and closed (1013, try again later) instead of being
-buffered without end or slowing the others down. Subscriptions follow membership events,
-so a removed member stops receiving the moment the removal is published.
-
-Joining is two-step so that nothing is missed and ``hello`` is the first frame: ``connect``
-registers the client (events and membership changes are recorded from then on) while the
-handler loads its channels; ``attach`` subscribes them, minus any removal that arrived
-meanwhile, writes ``hello`` and then releases what was held back.
+Joining is two-step so nothing is missed and ``hello`` comes first: ``connect`` records
+events while the handler loads the channels; ``attach`` subscribes them, minus removals
+seen meanwhile, writes ``hello``, then releases what was held back.
 """
 
 from __future__ import annotations
@@ -23,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import structlog
 from aiohttp import WSCloseCode, web
 
 from echora_server.auth.identity import Identity
+from echora_server.config import CONFIG
 from echora_server.realtime.events import (
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,
@@ -47,8 +41,8 @@ CLOSE_TIMEOUT = 5.0
 REPLY_TIMEOUT = 30.0
 
 
-class Client:
-    """One connected socket: its subscriptions and the frames waiting to be written."""
+class Subscriber:
+    """One connected socket: its channels and the frames waiting to be written."""
 
     def __init__(
         self, ws: web.WebSocketResponse, identity: Identity, transport: asyncio.Transport
@@ -84,7 +78,7 @@ class Client:
             self.transport.write(data)
 
     async def reply(self, frame: str) -> None:
-        """Answer the client's own request, after what is already pending for it.
+        """Answer the subscriber's own request, after what is already pending for it.
 
         Replies may be long (a resume replays up to a thousand messages), so they go
         through aiohttp's writer, which waits while the peer is not reading; hub events
@@ -125,16 +119,16 @@ class Client:
 class Hub:
     def __init__(self, send_buffer: int = SEND_BUFFER) -> None:
         self.send_buffer = send_buffer
-        self._clients: set[Client] = set()
-        self._by_user: defaultdict[int, set[Client]] = defaultdict(set)
-        self._by_channel: defaultdict[int, set[Client]] = defaultdict(set)
-        self._dirty: dict[Client, None] = {}  # clients with pending frames, in order
+        self._subscribers: set[Subscriber] = set()
+        self._by_user: defaultdict[int, set[Subscriber]] = defaultdict(set)
+        self._by_channel: defaultdict[int, set[Subscriber]] = defaultdict(set)
+        self._dirty: dict[Subscriber, None] = {}  # subscribers with pending frames, in order
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
-        return len(self._clients)
+        return len(self._subscribers)
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="ws-flusher")
@@ -148,58 +142,60 @@ class Hub:
 
     def connect(
         self, ws: web.WebSocketResponse, identity: Identity, transport: asyncio.Transport
-    ) -> Client:
-        client = Client(ws, identity, transport)
-        self._clients.add(client)
-        self._by_user[client.user_id].add(client)
-        return client
+    ) -> Subscriber:
+        subscriber = Subscriber(ws, identity, transport)
+        self._subscribers.add(subscriber)
+        self._by_user[subscriber.user_id].add(subscriber)
+        return subscriber
 
     def attach(
         self,
-        client: Client,
+        subscriber: Subscriber,
         channels: Iterable[tuple[int, int]],
-        hello: Callable[[Client], str],
+        hello: Callable[[Subscriber], str],
     ) -> None:
-        """Subscribe the channels loaded for the client, write ``hello(client)``, then
+        """Subscribe the channels loaded for the subscriber, write ``hello(subscriber)``, then
         release the frames held back meanwhile."""
         for channel_id, workspace_id in channels:
             if (
-                channel_id not in client.removed_channels
-                and workspace_id not in client.removed_workspaces
+                channel_id not in subscriber.removed_channels
+                and workspace_id not in subscriber.removed_workspaces
             ):
-                self._subscribe(client, channel_id, workspace_id)
-        if client.closing or client not in self._clients:
+                self._subscribe(subscriber, channel_id, workspace_id)
+        if subscriber.closing or subscriber not in self._subscribers:
             return  # dropped meanwhile
-        client.ready = True
-        client.pending.insert(0, text_frame(hello(client).encode()))
-        client.flush()
+        subscriber.ready = True
+        subscriber.pending.insert(0, text_frame(hello(subscriber).encode()))
+        subscriber.flush()
 
-    async def disconnect(self, client: Client) -> None:
-        """Forget a client; always called from the socket handler's ``finally``."""
-        self._forget(client)
-        client.mute()
+    async def disconnect(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber; always called from the socket handler's ``finally``."""
+        self._forget(subscriber)
+        subscriber.mute()
 
-    def _forget(self, client: Client) -> None:
-        self._clients.discard(client)
-        self._dirty.pop(client, None)
-        self._discard(self._by_user, client.user_id, client)
-        for channel_id in tuple(client.channels):
-            self._unsubscribe(client, channel_id)
+    def _forget(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        self._dirty.pop(subscriber, None)
+        self._discard(self._by_user, subscriber.user_id, subscriber)
+        for channel_id in tuple(subscriber.channels):
+            self._unsubscribe(subscriber, channel_id)
 
-    def _subscribe(self, client: Client, channel_id: int, workspace_id: int) -> None:
-        if client in self._clients and client.identity.may_use_workspace(workspace_id):
-            client.channels[channel_id] = workspace_id
-            self._by_channel[channel_id].add(client)
+    def _subscribe(self, subscriber: Subscriber, channel_id: int, workspace_id: int) -> None:
+        if subscriber in self._subscribers and subscriber.identity.may_use_workspace(workspace_id):
+            subscriber.channels[channel_id] = workspace_id
+            self._by_channel[channel_id].add(subscriber)
 
-    def _unsubscribe(self, client: Client, channel_id: int) -> None:
-        client.channels.pop(channel_id, None)
-        self._discard(self._by_channel, channel_id, client)
+    def _unsubscribe(self, subscriber: Subscriber, channel_id: int) -> None:
+        subscriber.channels.pop(channel_id, None)
+        self._discard(self._by_channel, channel_id, subscriber)
 
     @staticmethod
-    def _discard(index: defaultdict[int, set[Client]], key: int, client: Client) -> None:
+    def _discard(
+        index: defaultdict[int, set[Subscriber]], key: int, subscriber: Subscriber
+    ) -> None:
         members = index.get(key)
         if members is not None:
-            members.discard(client)
+            members.discard(subscriber)
             if not members:
                 del index[key]
 
@@ -207,62 +203,62 @@ class Hub:
         """Apply one event from the fan-out: update subscriptions, then send it."""
         subjects = tuple(self._by_user.get(event.user_id, ())) if event.user_id else ()
         if event.type == CHANNEL_MEMBER_ADDED and event.channel_id is not None:
-            for client in subjects:
-                client.removed_channels.discard(event.channel_id)
-                self._subscribe(client, event.channel_id, event.workspace_id)
+            for subscriber in subjects:
+                subscriber.removed_channels.discard(event.channel_id)
+                self._subscribe(subscriber, event.channel_id, event.workspace_id)
         if event.channel_id is not None:
             self._send_to_channel(event.channel_id, text_frame(event.frame().encode()))
         if event.type == CHANNEL_MEMBER_REMOVED and event.channel_id is not None:
-            for client in subjects:
-                client.removed_channels.add(event.channel_id)
-                self._unsubscribe(client, event.channel_id)
+            for subscriber in subjects:
+                subscriber.removed_channels.add(event.channel_id)
+                self._unsubscribe(subscriber, event.channel_id)
         elif event.type == CREDENTIAL_REVOKED:
-            for client in subjects:
-                if client.identity.credential_key() in (
+            for subscriber in subjects:
+                if subscriber.identity.credential_key() in (
                     event.data.get("token_id"),
                     event.data.get("session"),
                 ):
-                    self._drop(client, WSCloseCode.POLICY_VIOLATION, "credential revoked")
+                    self._drop(subscriber, WSCloseCode.POLICY_VIOLATION, "credential revoked")
         elif event.type == WORKSPACE_MEMBER_REMOVED:
             wire = text_frame(event.frame().encode())
-            for client in subjects:
-                if not client.identity.may_use_workspace(event.workspace_id):
+            for subscriber in subjects:
+                if not subscriber.identity.may_use_workspace(event.workspace_id):
                     continue
-                client.removed_workspaces.add(event.workspace_id)
-                for channel_id, workspace_id in tuple(client.channels.items()):
+                subscriber.removed_workspaces.add(event.workspace_id)
+                for channel_id, workspace_id in tuple(subscriber.channels.items()):
                     if workspace_id == event.workspace_id:
-                        self._unsubscribe(client, channel_id)
-                if client.identity.token_workspace_id == event.workspace_id:
-                    self._drop(client, WSCloseCode.POLICY_VIOLATION, "removed from workspace")
-                elif not self._enqueue(client, wire):  # tell the removed member only
-                    self._drop(client)
+                        self._unsubscribe(subscriber, channel_id)
+                if subscriber.identity.token_workspace_id == event.workspace_id:
+                    self._drop(subscriber, WSCloseCode.POLICY_VIOLATION, "removed from workspace")
+                elif not self._enqueue(subscriber, wire):  # tell the removed member only
+                    self._drop(subscriber)
 
     def _send_to_channel(self, channel_id: int, wire: bytes) -> None:
         members = self._by_channel.get(channel_id)
         if not members:
             return
-        slow = [client for client in members if not self._enqueue(client, wire)]
-        for client in slow:
-            log.warning("ws_slow_consumer_dropped", user_id=client.user_id)
-            self._drop(client)
+        slow = [subscriber for subscriber in members if not self._enqueue(subscriber, wire)]
+        for subscriber in slow:
+            log.warning("ws_slow_consumer_dropped", user_id=subscriber.user_id)
+            self._drop(subscriber)
 
-    def _enqueue(self, client: Client, wire: bytes) -> bool:
-        """Buffer one frame for a client; False when it is too slow and must be dropped."""
-        if client.closing:
+    def _enqueue(self, subscriber: Subscriber, wire: bytes) -> bool:
+        """Buffer one frame for a subscriber; False when it is too slow and must be dropped."""
+        if subscriber.closing:
             return True
-        if not client.ready:  # held until hello is written; bounded all the same
-            if client.pending_bytes + len(wire) > self.send_buffer:
+        if not subscriber.ready:  # held until hello is written; bounded all the same
+            if subscriber.pending_bytes + len(wire) > self.send_buffer:
                 return False
         else:
-            if client.backlog() + len(wire) > self.send_buffer:
-                client.flush()  # a burst: let the kernel take what it can before judging
-                if client.backlog() + len(wire) > self.send_buffer:
+            if subscriber.backlog() + len(wire) > self.send_buffer:
+                subscriber.flush()  # a burst: let the kernel take what it can before judging
+                if subscriber.backlog() + len(wire) > self.send_buffer:
                     return False
-            if not client.pending:
-                self._dirty[client] = None
+            if not subscriber.pending:
+                self._dirty[subscriber] = None
                 self._wake.set()
-        client.pending.append(wire)
-        client.pending_bytes += len(wire)
+        subscriber.pending.append(wire)
+        subscriber.pending_bytes += len(wire)
         return True
 
     async def _flush_forever(self) -> None:
@@ -271,30 +267,50 @@ class Hub:
             self._wake.clear()
             while self._dirty:
                 batch, self._dirty = self._dirty, {}
-                for count, client in enumerate(batch, 1):
+                for count, subscriber in enumerate(batch, 1):
                     try:
-                        client.flush()
+                        subscriber.flush()
                     except Exception:  # one broken socket must not stop every delivery
-                        log.exception("ws_flush_failed", user_id=client.user_id)
-                        self._drop(client, WSCloseCode.INTERNAL_ERROR, "internal error")
+                        log.exception("ws_flush_failed", user_id=subscriber.user_id)
+                        self._drop(subscriber, WSCloseCode.INTERNAL_ERROR, "internal error")
                     if count % FLUSH_SLICE == 0:
                         # Let requests progress; events they publish meanwhile join the
                         # buffers of the sockets this round has not reached yet.
                         await asyncio.sleep(0)
 
     def _drop(
-        self, client: Client, code: int = WSCloseCode.TRY_AGAIN_LATER, message: str = "too slow"
+        self,
+        subscriber: Subscriber,
+        code: int = WSCloseCode.TRY_AGAIN_LATER,
+        message: str = "too slow",
     ) -> None:
-        """Stop sending to a client now; close its socket in the background."""
-        self._forget(client)
-        client.mute()  # the flusher may still hold it in the batch it is writing
-        task = asyncio.create_task(client.close(code, message))
+        """Stop sending to a subscriber now; close its socket in the background."""
+        self._forget(subscriber)
+        subscriber.mute()  # the flusher may still hold it in the batch it is writing
+        task = asyncio.create_task(subscriber.close(code, message))
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY, message: str = "") -> None:
         """Close every socket (server shutdown: 1001 going away)."""
         await asyncio.gather(
-            *(client.close(code, message) for client in tuple(self._clients)),
+            *(subscriber.close(code, message) for subscriber in tuple(self._subscribers)),
             return_exceptions=True,
         )
+
+
+HUB = web.AppKey("hub", Hub)
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB] = Hub(app[CONFIG].ws_send_buffer)
+    hub.start()
+    try:
+        yield
+    finally:
+        await hub.stop()
+
+
+async def close_websockets(app: web.Application) -> None:
+    """On shutdown, before the handlers are waited for: 1001 going away."""
+    await app[HUB].close_all(WSCloseCode.GOING_AWAY, "server shutdown")

@@ -1,18 +1,20 @@
-"""The OpenAPI 3.1 document, built from the route table and the request models."""
+"""The OpenAPI 3.1 document, built from the routes and the models that validate requests."""
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
+from importlib.metadata import version
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel
 
-from echora_server import __version__
 from echora_server.core.route import Route
-from echora_server.web.route_table import ROUTES, STATIC_PREFIX
 
-_PARAM = re.compile(r"\{(\w+)\}")
+# A path parameter, with aiohttp's optional ``:regex``.
+_PARAM = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -117,27 +119,17 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
-def build_document() -> dict[str, Any]:
+def build_document(routes: Iterable[Route]) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
-    paths[f"{STATIC_PREFIX}/{{filename}}"] = {
-        "get": {
-            "summary": "The browser client's static files",
-            "tags": ["client"],
-            "operationId": "static_file",
-            "parameters": [
-                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "responses": {"200": {"description": "The file"}, "404": _error("No such file")},
-        }
-    }
+    for route in routes:
+        path = _PARAM.sub(r"{\1}", route.path)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Echora server API",
-            "version": __version__,
+            "version": version("echora-server"),
             "description": 'Every error is JSON: {"error": {"code", "message", "details"?}}.',
         },
         "paths": paths,
@@ -149,3 +141,22 @@ def build_document() -> dict[str, Any]:
             },
         },
     }
+
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/api/openapi.json",
+        openapi_document,
+        "This OpenAPI document",
+        "ops",
+        authenticated=False,
+    ),
+)

@@ -1,57 +1,30 @@
-"""The route table: every area's routes, joined in the order aiohttp matches them."""
+"""The route table: every feature's routes, in the order aiohttp matches them and the
+OpenAPI document lists them."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from echora_server.accounts import handlers as auth
+from echora_server.accounts import handlers as accounts
 from echora_server.channels import handlers as channels
-from echora_server.core.metrics import get_metrics
 from echora_server.core.route import Route
 from echora_server.files import handlers as files
 from echora_server.messages import handlers as messages
-from echora_server.messages import websocket as ws
-from echora_server.web import health, site
-from echora_server.workspaces import handlers as members
+from echora_server.messages import websocket
+from echora_server.web import openapi, ops, site
+from echora_server.workspaces import handlers as workspaces
 
-# The two routes whose handlers live outside echora_server/handlers/.
-METRICS_ROUTE = Route(
-    "GET",
-    "/metrics",
-    get_metrics,
-    "Prometheus metrics",
-    "ops",
-    authenticated=False,
-    content_type="text/plain",
-)
-WEBSOCKET_ROUTE = Route(
-    "GET",
-    "/api/ws",
-    ws.websocket,
-    "WebSocket: live events, message.send, resume (see the ws module for the protocol)",
-    "messages",
-    responses={
-        101: "Switching protocols",
-        401: "Not authenticated",
-        403: "Cookie login from an origin that is not allowed",
-    },
-)
-
-# Routes are registered, and documented in the OpenAPI document, in this order.
 ROUTES: tuple[Route, ...] = (
-    *health.ROUTES,
-    METRICS_ROUTE,
-    *site.OPENAPI_ROUTES,
-    *auth.ROUTES,
-    *members.ROUTES,
+    *ops.ROUTES,
+    *openapi.ROUTES,
+    *accounts.ROUTES,
+    *workspaces.ROUTES,
     *channels.ROUTES,
     *messages.ROUTES,
-    WEBSOCKET_ROUTE,
+    *websocket.ROUTES,
     *files.ROUTES,
-    *site.CLIENT_ROUTES,
+    *site.ROUTES,
 )
-
-STATIC_PREFIX = site.STATIC_PREFIX
 
 
 def add_routes(app: web.Application) -> None:
@@ -60,5 +33,3 @@ def add_routes(app: web.Application) -> None:
             app.router.add_get(route.path, route.handler, allow_head=True)
         else:
             app.router.add_route(route.method, route.path, route.handler)
-    # Documented by hand in openapi.py: the filename is a path, not an id.
-    app.router.add_get(STATIC_PREFIX + "/{filename:.+}", site.static_file)

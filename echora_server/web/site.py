@@ -1,22 +1,12 @@
-"""The browser client's files and the API description."""
+"""The browser client: its page and static files, under a strict content policy."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from aiohttp import web
 
 from echora_server.core.errors import NotFound
 from echora_server.core.resources import static_dir
 from echora_server.core.route import Route
-from echora_server.keys import OPENAPI
-
-STATIC_PREFIX = "/static"
-
-
-def static_root() -> Path:
-    return static_dir()
-
 
 # The page's own policy (also in a meta tag), plus what only a header can say.
 CLIENT_CSP = (
@@ -28,42 +18,30 @@ CLIENT_HEADERS = {
     "Content-Security-Policy": CLIENT_CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
-    # Module URLs carry no version, so browsers revalidate (by ETag) instead of running
-    # stale code after an upgrade.
+    # Module URLs carry no version: browsers revalidate (by ETag) rather than run stale code.
     "Cache-Control": "no-cache",
 }
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(static_root() / "index.html", headers=CLIENT_HEADERS)
+    return web.FileResponse(static_dir() / "index.html", headers=CLIENT_HEADERS)
 
 
 async def static_file(request: web.Request) -> web.FileResponse:
-    """A file of the browser client, jailed in static/; a missing one is a JSON 404 like
-    every other error (aiohttp's own static route answers plain text)."""
-    root = static_root().resolve()
+    """A file of the client, jailed in static/; a missing one is a JSON 404 like every
+    other error (aiohttp's static route answers plain text)."""
+    root = static_dir().resolve()
     path = (root / request.match_info["filename"]).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        found = path.is_relative_to(root) and path.is_file()
+    except OSError:  # a name the filesystem refuses (too long): no such file either
+        found = False
+    if not found:
         raise NotFound("No such file.")
     return web.FileResponse(path, headers=CLIENT_HEADERS)
 
 
-async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI])
-
-
-# Two tables, not one: the API description is served among the ops routes, the client last.
-OPENAPI_ROUTES: tuple[Route, ...] = (
-    Route(
-        "GET",
-        "/api/openapi.json",
-        openapi_document,
-        "This OpenAPI document",
-        "ops",
-        authenticated=False,
-    ),
-)
-CLIENT_ROUTES: tuple[Route, ...] = (
+ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/",
@@ -72,5 +50,17 @@ CLIENT_ROUTES: tuple[Route, ...] = (
         "client",
         authenticated=False,
         content_type="text/html",
+    ),
+    Route(
+        "GET",
+        "/static/{filename:.+}",
+        static_file,
+        "The browser client's static files",
+        "client",
+        authenticated=False,
+        responses={200: "The file", 404: "No such file"},
+        content_type="application/octet-stream",
+        path_params={"filename": {"type": "string"}},
+        allow_head=True,
     ),
 )

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from echora_server.app import create_app
 from echora_server.config import Config
-from echora_server.keys import POOL
+from echora_server.db.pool import POOL
 from support.people import Person
 from support.recording import RECORDER, RecordingFanout, recording_app
 

@@ -9,8 +9,8 @@ from aiohttp import CookieJar
 from aiohttp.test_utils import TestClient
 
 from echora_server.accounts import service as accounts
+from echora_server.db.pool import POOL
 from echora_server.db.records import Role
-from echora_server.keys import POOL
 
 PASSWORD = "correct horse battery"
 

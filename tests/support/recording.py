@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 from aiohttp import web
 
-from echora_server.keys import FANOUT
+from echora_server.realtime.bus import BUS
 from echora_server.realtime.events import Event
 from echora_server.realtime.fanout.base import Deliver, Fanout
 
@@ -46,8 +46,8 @@ RECORDER = web.AppKey("test_recorder", RecordingFanout)
 async def record_events(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context appended after create_app's: wraps the started fan-out. The
     wrapped backend is still closed by its own context."""
-    recorder = RecordingFanout(app[FANOUT])
-    app[FANOUT] = recorder
+    bus = app[BUS]
+    recorder = bus.fanout = RecordingFanout(bus.fanout)
     app[RECORDER] = recorder
     yield
 

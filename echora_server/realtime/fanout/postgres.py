@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from echora_server.db import outbox as event_rows
+from echora_server.db import outbox
 from echora_server.realtime.events import Event
 from echora_server.realtime.fanout.base import Deliver
 
@@ -53,13 +53,13 @@ class PostgresFanout:
 
     async def publish(self, event: Event) -> None:
         async with self._pool.acquire() as conn:
-            await event_rows.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
+            await outbox.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
 
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         # NOTIFY is transactional: delivered at COMMIT, dropped on rollback, so the write
         # and its event cannot be separated by a crash in between.
         for event in events:
-            await event_rows.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
+            await outbox.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
 
     async def committed(self, events: Sequence[Event]) -> None:
         pass  # the commit sent them
@@ -110,7 +110,7 @@ class PostgresFanout:
                 ids.append(self._ids.get_nowait())
             try:
                 async with self._pool.acquire() as conn:
-                    bodies = await event_rows.select_event_bodies(conn, ids)
+                    bodies = await outbox.select_event_bodies(conn, ids)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.warning("fanout_fetch_failed", count=len(ids), exc_info=True)
                 continue
@@ -126,6 +126,6 @@ class PostgresFanout:
             await asyncio.sleep(TRIM_EVERY)
             try:
                 async with self._pool.acquire() as conn:
-                    await event_rows.delete_events_older_than(conn, KEEP_FOR_SECONDS)
+                    await outbox.delete_events_older_than(conn, KEEP_FOR_SECONDS)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.warning("fanout_trim_failed", exc_info=True)

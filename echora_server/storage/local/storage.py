@@ -1,11 +1,6 @@
-"""Local-disk storage rooted at ``config.files_dir``.
-
-This module maps the storage interface onto the directory tree; the path jail
-(``local_paths``), all-or-nothing writes through a temp file (``local_tempfile``) and
-ranged reads (``local_reader``) live beside it. Every blocking call runs in a worker
-thread; a cancelled await never abandons a thread that still touches a file we are
-about to close or unlink (see ``local_worker.ThreadWorker``).
-"""
+"""Local-disk storage rooted at ``config.files_dir``: the interface mapped onto a
+directory tree. Blocking calls run in worker threads that a cancelled await never
+abandons mid-file (``worker.ThreadWorker``)."""
 
 from __future__ import annotations
 
@@ -19,15 +14,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from echora_server.core.tasks import OwnedTasks
 from echora_server.storage.base import (
     ObjectInfo,
     PendingUpload,
-    ShieldedCleanups,
     StorageError,
     StoredObject,
     check_key,
     check_prefix,
     check_range,
+    clean_up,
 )
 from echora_server.storage.local.paths import jailed_path, modified_at, scan_directory
 from echora_server.storage.local.reader import LocalFileReader, open_file_reader
@@ -42,7 +38,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
         self._real_root: Path | None = None
-        self._cleanups = ShieldedCleanups()
+        self._cleanups = OwnedTasks()
 
     @property
     def root(self) -> Path:
@@ -86,14 +82,13 @@ class LocalStorage:
             size = await temp.write_stream(chunks)
             await temp.commit(target)
         except BaseException:
-            await self._cleanups.run(temp.discard())
+            await clean_up(self._cleanups, temp.discard())
             raise
         return StoredObject(key=key, size=size)
 
     async def open(
         self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
     ) -> LocalFileReader:
-        """``zero_copy`` changes nothing: a local reader always offers its file region."""
         check_key(key)
         check_range(start, end)
         return await open_file_reader(functools.partial(self._path, key), key, start, end)
@@ -145,8 +140,7 @@ class LocalStorage:
             pending.extend(reversed(subdirs))
 
     async def list_pending_uploads(self) -> AsyncIterator[PendingUpload]:
-        # Local writes have no server-side state to abort; stale temp files are swept
-        # with ``sweep_temp``.
+        # Nothing to abort: stale temp files go by ``sweep_temp``.
         return
         yield
 
@@ -154,8 +148,7 @@ class LocalStorage:
         return None
 
     async def sweep_temp(self, older_than: dt.datetime) -> int:
-        """Delete temp files last written before ``older_than`` (left by a crash or a
-        killed process). Returns how many were removed."""
+        """Delete temp files (a crash's) last written before ``older_than``; how many."""
         sweep = functools.partial(
             remove_stale_temp_files, self._root / TEMP_DIR, older_than.timestamp()
         )

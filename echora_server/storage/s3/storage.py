@@ -1,11 +1,5 @@
-"""S3-compatible storage (AWS S3, MinIO, SeaweedFS, ...) through aiobotocore.
-
-This module owns the client's lifecycle and maps our keys to bucket keys; writing
-(``s3_upload``), reading (``s3_reader``) and error translation (``s3_errors``) live
-beside it. Uploads stream part by part and a failed write leaves no object and no
-pending upload; every botocore/aiohttp error leaves as a StorageError (ObjectNotFound,
-InvalidRange) so callers never see raw botocore types.
-"""
+"""S3-compatible storage through aiobotocore: the client's lifecycle and our keys in the
+bucket. Callers only ever see StorageError (ObjectNotFound) or InvalidRange."""
 
 from __future__ import annotations
 
@@ -19,12 +13,12 @@ from botocore.exceptions import ClientError
 from botocore.utils import get_environ_proxies
 
 from echora_server.config import Config
+from echora_server.core.tasks import OwnedTasks
 from echora_server.storage import splice
 from echora_server.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     PendingUpload,
-    ShieldedCleanups,
     StorageError,
     StoredObject,
     check_key,
@@ -88,7 +82,7 @@ class S3Storage:
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._s3: Any = None
-        self._cleanups = ShieldedCleanups()
+        self._cleanups = OwnedTasks()
 
     @property
     def prefix(self) -> str:

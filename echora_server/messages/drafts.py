@@ -1,0 +1,132 @@
+"""A message as clients send it: one model and one set of checks for REST bodies,
+WebSocket frames and the one-shot multipart send, so all three store the same message."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field
+
+from echora_server.core.errors import InvalidRequest
+from echora_server.core.validation import Body, check_text
+from echora_server.db.records import Link
+
+MAX_CONTENT = 4000
+MAX_CLIENT_ID = 64
+MAX_ATTACHMENTS = 10
+MAX_LINKS = 10
+MAX_URL = 2000
+MAX_LINK_TITLE = 200
+# Ids are 22 characters; anything up to this length is looked up (and simply not found).
+MAX_ATTACHMENT_ID = 64
+# Visible ASCII: client ids are opaque tokens (UUIDs, ULIDs, counters), never shown.
+_CLIENT_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_CLIENT_ID}}}")
+
+AttachmentId = Annotated[str, Field(min_length=1, max_length=MAX_ATTACHMENT_ID)]
+
+
+class LinkIn(Body):
+    """A link a message carries."""
+
+    url: str = Field(max_length=MAX_URL, description="An http or https URL")
+    title: str = Field("", max_length=MAX_LINK_TITLE)
+
+
+class NewMessage(Body):
+    # Whitespace is content (indented code, blank lines): never strip it.
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    content: str = Field(
+        "", max_length=MAX_CONTENT, description="May be empty with attachments or links."
+    )
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CLIENT_ID,
+        description="Chosen by the client; a retry with the same value posts nothing new.",
+    )
+    attachment_ids: list[AttachmentId] = Field(
+        default_factory=list,
+        max_length=MAX_ATTACHMENTS,
+        description="My unlinked uploads (POST /api/upload), in the order to show them.",
+    )
+    links: list[LinkIn] = Field(default_factory=list, max_length=MAX_LINKS)
+
+    def draft(self) -> Draft:
+        return check_draft(self.content, self.client_id, self.attachment_ids, self.links)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message checked before anything is written."""
+
+    content: str
+    client_id: str | None
+    attachment_ids: tuple[str, ...] = ()  # distinct, in the sender's order
+    links: tuple[Link, ...] = ()
+
+    @property
+    def carries_more(self) -> bool:
+        return bool(self.attachment_ids or self.links)
+
+
+def _problem(field: str, text: str) -> InvalidRequest:
+    return InvalidRequest(details=[{"field": field, "problem": text}])
+
+
+def check_draft(
+    content: str,
+    client_id: str | None,
+    attachment_ids: Sequence[str] = (),
+    links: Sequence[LinkIn] = (),
+    *,
+    files_follow: bool = False,
+) -> Draft:
+    """Text may be empty with attachments or links, or with files still to be read (the
+    one-shot send, which checks again once they are)."""
+    if len(attachment_ids) > MAX_ATTACHMENTS:
+        raise _problem("attachment_ids", f"at most {MAX_ATTACHMENTS}")
+    if len(set(attachment_ids)) != len(attachment_ids):
+        raise _problem("attachment_ids", "must not repeat an id")
+    if len(links) > MAX_LINKS:
+        raise _problem("links", f"at most {MAX_LINKS}")
+    checked = tuple(_check_link(i, link) for i, link in enumerate(links))
+    may_be_empty = bool(attachment_ids or links) or files_follow
+    content = check_content(content, may_be_empty=may_be_empty)
+    if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
+        raise _problem("client_id", f"must be 1-{MAX_CLIENT_ID} visible ASCII characters")
+    return Draft(content, client_id, tuple(attachment_ids), checked)
+
+
+def check_content(content: str, *, may_be_empty: bool) -> str:
+    content = check_text(content, "content", max_length=MAX_CONTENT, multiline=True)
+    if not may_be_empty and not content.strip():
+        raise empty_content()
+    return content
+
+
+def empty_content() -> InvalidRequest:
+    return _problem("content", "must not be empty")
+
+
+def _check_link(index: int, link: LinkIn) -> Link:
+    field = f"links.{index}.url"
+    url = check_text(link.url, field, max_length=MAX_URL, min_length=1)
+    title = check_text(link.title, f"links.{index}.title", max_length=MAX_LINK_TITLE)
+    refused = _problem(field, "must be an http(s) URL")
+    if any(ch.isspace() for ch in url):
+        raise refused
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        # "https://bank.example@evil.example" shows one host and opens another.
+        credentials = parts.username is not None or parts.password is not None
+    except ValueError:  # a malformed IPv6 host or port
+        raise refused from None
+    if parts.scheme.lower() not in ("http", "https") or not host or credentials:
+        raise refused
+    return Link(url, title)

@@ -1,0 +1,82 @@
+"""The event bus: events leave only with the commit of the write that made them.
+
+A write either runs in ``async with bus.transaction(conn) as events`` and appends its
+events there (on PostgreSQL the NOTIFY is part of that transaction, so no crash separates
+a message from its event), or calls ``bus.publish`` after its commit. The fan-out carries
+events to every server process, whose hub delivers them to its sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from echora_server.config import CONFIG, Config
+from echora_server.db.pool import POOL, database_dsn
+from echora_server.realtime.events import Event
+from echora_server.realtime.fanout.base import Fanout
+from echora_server.realtime.fanout.memory import MemoryFanout
+from echora_server.realtime.fanout.postgres import PostgresFanout
+from echora_server.realtime.hub import HUB
+
+log = structlog.get_logger("echora.events")
+
+
+class EventBus:
+    def __init__(self, fanout: Fanout) -> None:
+        self.fanout = fanout
+
+    async def publish(self, *events: Event) -> None:
+        """After the write committed. A failure is logged, not raised: the write stands,
+        and clients catch up from history or ``resume``."""
+        for event in events:
+            try:
+                await self.fanout.publish(event)
+            except Exception:
+                log.exception("event_publish_failed", type=event.type, channel_id=event.channel_id)
+
+    @asynccontextmanager
+    async def transaction(self, conn: asyncpg.Connection) -> AsyncIterator[list[Event]]:
+        """A transaction whose events, appended to the yielded list, go out if it commits."""
+        events: list[Event] = []
+        async with conn.transaction():
+            yield events
+            await self.stage(conn, events)
+        await self.committed(events)
+
+    async def stage(self, conn: asyncpg.Connection, events: list[Event]) -> None:
+        """Inside the transaction: ``committed`` must follow its commit."""
+        if events:
+            await self.fanout.stage(conn, events)
+
+    async def committed(self, events: list[Event]) -> None:
+        if not events:
+            return
+        try:
+            await self.fanout.committed(events)
+        except Exception:  # as in publish(): the write stands
+            log.exception("event_publish_failed", types=[event.type for event in events])
+
+
+def create_fanout(config: Config, pool: asyncpg.Pool) -> Fanout:
+    if config.fanout == "memory":
+        return MemoryFanout()
+    return PostgresFanout(pool, database_dsn(config))
+
+
+BUS = web.AppKey("bus", EventBus)
+
+
+async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After the pool and the hub: the fan-out feeds the hub once started."""
+    fanout = create_fanout(app[CONFIG], app[POOL])
+    await fanout.start(app[HUB].deliver)
+    app[BUS] = EventBus(fanout)
+    try:
+        yield
+    finally:
+        await fanout.close()
