@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable
 
+import asyncpg
+import pytest
+import structlog
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support.people import People
+
+from echora_server.core.errors import DatabaseUnavailable
+from echora_server.core.metrics import METRICS, Metrics
+from echora_server.storage.base import StorageError
+from echora_server.web.middlewares import (
+    error_middleware,
+    metrics_middleware,
+    request_context_middleware,
+)
 
 
 def assert_error_shape(body: dict, code: str) -> None:  # type: ignore[type-arg]
@@ -94,3 +108,63 @@ async def test_client_page_and_files_carry_security_headers(client: TestClient) 
     for escape in ("/static/%2e%2e/pyproject.toml", "/static/..%2fpyproject.toml"):
         response = await client.get(escape)
         assert response.status == 404, escape
+
+
+async def test_a_name_the_filesystem_refuses_is_not_found(client: TestClient) -> None:
+    response = await client.get("/static/" + "a" * 300)  # ENAMETOOLONG, not a database
+    assert response.status == 404
+    assert_error_shape(await response.json(), "not_found")
+
+
+FAILURES = {
+    "/file-not-found": FileNotFoundError(2, "No such file or directory"),
+    "/connection-reset": ConnectionResetError(104, "Connection reset by peer"),
+    "/timeout": TimeoutError(),
+    "/os-error": OSError(5, "Input/output error"),
+    "/database-lost": asyncpg.ConnectionDoesNotExistError("connection was closed"),
+    "/database-unreachable": DatabaseUnavailable("cannot connect"),
+    "/storage-down": StorageError("S3 GetObject failed"),
+}
+
+
+@pytest.fixture
+async def failing(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> TestClient:
+    """The real middlewares over handlers that raise what their path names."""
+
+    async def fail(request: web.Request) -> web.Response:
+        raise FAILURES[request.path]
+
+    app = web.Application(
+        middlewares=[request_context_middleware, metrics_middleware, error_middleware]
+    )
+    app[METRICS] = Metrics()
+    for path in FAILURES:
+        app.router.add_get(path, fail)
+    return await aiohttp_client(app)
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/file-not-found", 500, "internal_error"),
+        ("/connection-reset", 500, "internal_error"),
+        ("/timeout", 500, "internal_error"),
+        ("/os-error", 500, "internal_error"),
+        ("/database-lost", 503, "database_unavailable"),
+        ("/database-unreachable", 503, "database_unavailable"),
+        ("/storage-down", 503, "storage_unavailable"),
+    ],
+)
+async def test_only_the_database_is_database_unavailable(
+    failing: TestClient, path: str, status: int, code: str
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        response = await failing.get(path)
+    assert response.status == status
+    assert_error_shape(await response.json(), code)
+    if status == 500:
+        assert "Retry-After" not in response.headers
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["unhandled_error"]
+    else:
+        assert response.headers["Retry-After"] == "5"
+        assert not [e for e in logs if e["log_level"] == "error"]

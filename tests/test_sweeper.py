@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 from support.chat import make_channel, post
 from support.faultproxy import FaultProxy
-from support.people import People, Person
+from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server, direct_s3_client
 
 import echora_server.files.sweeper
@@ -533,3 +533,37 @@ async def test_cleanup_command(client: TestClient, config: Config, people: Peopl
     assert '"event": "sweep"' in done.stderr  # logged as well as printed
     assert len(await sql(client, "SELECT id FROM attachments")) == 1
     assert await client.app[STORAGE].stat(expired.keys[0]) is None
+
+
+@pytest.mark.parametrize("config", ["local"], indirect=True)
+async def test_expired_sessions_are_pruned(
+    client: TestClient, config: Config, people: People, aiohttp_client: Any
+) -> None:
+    await people.create("alice")
+    cookies = []
+    for _ in range(2):
+        response = await client.post(
+            "/api/auth/login", json={"username": "alice", "password": PASSWORD}
+        )
+        assert response.status == 200
+        cookies.append(response.cookies["echora_session"].value)
+    now = dt.datetime.now(dt.UTC)
+    # The first session ended an hour ago; the second lasts another day.
+    await sql(client, "UPDATE sessions SET expires_at = $1", now + 24 * HOUR)
+    await sql(
+        client,
+        "UPDATE sessions SET expires_at = $1 WHERE token_hash = sha256($2::text::bytea)",
+        now - HOUR,
+        cookies[0],
+    )
+    pool, storage = client.app[POOL], client.app[STORAGE]
+    assert await sweep_once(pool, storage, config, now, dry_run=True) == SweepResult(
+        expired_sessions=1
+    )
+    assert len(await sql(client, "SELECT 1 FROM sessions")) == 2
+    assert await sweep_once(pool, storage, config, now) == SweepResult(expired_sessions=1)
+    assert await sweep_once(pool, storage, config, now) == SweepResult()
+    assert len(await sql(client, "SELECT 1 FROM sessions")) == 1
+    for cookie, status in ((cookies[0], 401), (cookies[1], 200)):
+        response = await client.get("/api/me", cookies={"echora_session": cookie})
+        assert response.status == status, await response.text()

@@ -409,3 +409,31 @@ async def test_logging_out_closes_the_sessions_sockets(client: TestClient, room:
     assert (await next_frame(ws))["type"] == "hello"
     assert (await client.post("/api/auth/logout", headers={"Origin": own})).status == 200
     assert await server_close_code(ws) == 1008
+
+
+async def test_websocket_and_rest_store_the_same_text(room: Room) -> None:
+    """One validation model: whitespace is content on both paths, and so are the limits."""
+    text = "  indented code\n\tand a tab  \n\n"
+    ws = await connect(room.alice)
+    await ws.send_json(
+        {"type": "message.send", "channel_id": room.channel_id, "content": text, "ref": 1}
+    )
+    while (ack := await next_frame(ws))["type"] != "message.ack":
+        pass
+    by_rest = await post(room.alice, room.channel_id, text)
+    assert ack["message"]["content"] == by_rest["content"] == text
+    history = await room.alice.get(f"/api/channels/{room.channel_id}/messages?limit=2")
+    assert [m["content"] for m in (await history.json())["messages"]] == [text, text]
+
+    too_long = "x" * 4001
+    await ws.send_json(
+        {"type": "message.send", "channel_id": room.channel_id, "content": too_long, "ref": 2}
+    )
+    while (error := await next_frame(ws))["type"] != "error":
+        pass
+    by_rest_refused = await room.alice.post(
+        f"/api/channels/{room.channel_id}/messages", json={"content": too_long}
+    )
+    assert by_rest_refused.status == 422
+    assert error["error"]["code"] == (await by_rest_refused.json())["error"]["code"]
+    await ws.close()
