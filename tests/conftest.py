@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from support.people import People
+from support.recording import RecordingFanout, recorder, recording_app
 
 from echora_server.app import create_app
 from echora_server.config import Config
@@ -13,9 +16,55 @@ pytest_plugins = ["support.postgres", "support.seaweed"]
 
 
 @pytest.fixture
-def config(database_url: str, tmp_path) -> Config:  # type: ignore[no-untyped-def]
-    """The server's configuration for one test: its own database, local file storage."""
-    return Config(database_url=database_url, data_dir=tmp_path / "data", log_format="console")
+def config_overrides() -> dict[str, Any]:
+    """Settings a module (or a test) gives every app it runs: override this fixture."""
+    return {}
+
+
+@pytest.fixture
+def config(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    tmp_path: Path,
+    config_overrides: dict[str, Any],
+) -> Config:
+    """The server's configuration for one test: its own database, and local storage
+    unless the test runs with ``config`` = "s3" (a module's ``BACKENDS``, or a test's own
+    parametrization), SeaweedFS under a fresh prefix."""
+    backend: dict[str, Any] = {"storage": "local"}
+    if getattr(request, "param", "local") == "s3":
+        backend = request.getfixturevalue("s3_config_values")
+    return Config(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        log_format="console",
+        **{**backend, **config_overrides},
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``BACKENDS = ("local", "s3")`` runs each of its tests that uses the
+    app on every backend, unless the test chose its own."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends is None or "config" not in metafunc.fixturenames:
+        return
+    chosen = any(
+        "config" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+    )
+    if not chosen:
+        metafunc.parametrize("config", backends, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``-m "not s3"`` and ``-m "not browser"`` deselect what needs SeaweedFS or chromium."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_s3 = callspec is not None and "s3" in callspec.params.values()
+        fixtures = getattr(item, "fixturenames", ())
+        if on_s3 or "s3_server" in fixtures or "s3_config_values" in fixtures:
+            item.add_marker(pytest.mark.s3)
+        if "browser" in Path(str(item.path)).parent.name:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture
@@ -23,7 +72,13 @@ async def client(
     config: Config, aiohttp_client: Callable[..., Awaitable[TestClient]]
 ) -> TestClient:
     # `config` comes first so the test database outlives the client (teardown is LIFO).
-    return await aiohttp_client(create_app(config))
+    return await aiohttp_client(recording_app(create_app(config)))
+
+
+@pytest.fixture
+def events(client: TestClient) -> RecordingFanout:
+    """Every event the app under test published, in order."""
+    return recorder(client)
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -17,31 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support.processes import echora_env, free_port, run_echora, start_echora
 
 PASSWORD = "a long enough password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHORA_")}
-    env.update(extra)
-    return env
-
-
-def echora(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "echora_server", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def request(
@@ -69,12 +44,12 @@ class Server:
     def __init__(self, data_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = clean_env(ECHORA_DATA_DIR=str(data_dir), ECHORA_LISTEN=f"127.0.0.1:{self.port}")
+        self.env = echora_env(ECHORA_DATA_DIR=str(data_dir), ECHORA_LISTEN=f"127.0.0.1:{self.port}")
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> str:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "echora_server", "serve"],
+        self.process = start_echora(
+            "serve",
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -129,7 +104,7 @@ def test_embedded_defaults_survive_a_restart(server: Server, data_root: Path) ->
     status, body, _ = request(f"{server.url}/readyz")
     assert status == 200, body
 
-    created = echora(
+    created = run_echora(
         "create-user", "--workspace", "acme", "alice", env=server.env, stdin=PASSWORD + "\n"
     )
     assert created.returncode == 0, created.stderr
@@ -144,7 +119,7 @@ def test_embedded_defaults_survive_a_restart(server: Server, data_root: Path) ->
     assert status == 200 and me["user"]["username"] == "alice"
     assert me["workspaces"][0]["slug"] == "acme"
 
-    token = echora("create-token", "alice", "--name", "ci", env=server.env)
+    token = run_echora("create-token", "alice", "--name", "ci", env=server.env)
     assert token.returncode == 0, token.stderr
     secret = token.stdout.strip()
     assert secret.startswith("echt_")
@@ -161,19 +136,19 @@ def test_embedded_defaults_survive_a_restart(server: Server, data_root: Path) ->
         f"{server.url}/api/auth/login", {"username": "alice", "password": PASSWORD}
     )
     assert status == 200
-    health = echora("healthcheck", env=server.env)
+    health = run_echora("healthcheck", env=server.env)
     assert health.returncode == 0, health.stderr
     assert server.stop() == 0
-    unhealthy = echora("healthcheck", env=server.env)
+    unhealthy = run_echora("healthcheck", env=server.env)
     assert unhealthy.returncode != 0
 
 
 def test_create_user_refuses_a_taken_name_and_a_short_password(server: Server) -> None:
-    ok = echora("create-user", "-w", "acme", "bob", env=server.env, stdin=PASSWORD + "\n")
+    ok = run_echora("create-user", "-w", "acme", "bob", env=server.env, stdin=PASSWORD + "\n")
     assert ok.returncode == 0, ok.stderr
-    taken = echora("create-user", "-w", "acme", "bob", env=server.env, stdin=PASSWORD + "\n")
+    taken = run_echora("create-user", "-w", "acme", "bob", env=server.env, stdin=PASSWORD + "\n")
     assert taken.returncode != 0 and "taken" in taken.stderr
-    short = echora("create-user", "-w", "acme", "carol", env=server.env, stdin="short\n")
+    short = run_echora("create-user", "-w", "acme", "carol", env=server.env, stdin="short\n")
     assert short.returncode != 0 and "at least 8" in short.stderr
-    migrate = echora("migrate", env=server.env)
+    migrate = run_echora("migrate", env=server.env)
     assert migrate.returncode == 0 and "up to date" in migrate.stdout

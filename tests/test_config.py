@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.processes import echora_env, run_echora
 
 from echora_server.config import ConfigError, load_config
 
@@ -58,20 +56,9 @@ def test_secret_from_file_and_masked(tmp_path: Path) -> None:
     assert "hunter2" not in shown and "s3cret" not in shown
 
 
-def _echora(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ECHORA_")}
-    return subprocess.run(
-        [sys.executable, "-m", "echora_server", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_serve_with_bad_value_fails_naming_the_variable(tmp_path: Path) -> None:
-    result = _echora(
-        "serve", env={"ECHORA_LISTEN": "127.0.0.1:99999", "ECHORA_DATA_DIR": str(tmp_path)}
+    result = run_echora(
+        "serve", env=echora_env(ECHORA_LISTEN="127.0.0.1:99999", ECHORA_DATA_DIR=str(tmp_path))
     )
     assert result.returncode != 0
     assert "ECHORA_LISTEN" in result.stderr
@@ -79,12 +66,11 @@ def test_serve_with_bad_value_fails_naming_the_variable(tmp_path: Path) -> None:
 
 
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
-    result = _echora(
+    result = run_echora(
         "check-config",
-        env={
-            "ECHORA_DATABASE_URL": "postgresql://u:hunter2@db/x",
-            "ECHORA_DATA_DIR": str(tmp_path),
-        },
+        env=echora_env(
+            ECHORA_DATABASE_URL="postgresql://u:hunter2@db/x", ECHORA_DATA_DIR=str(tmp_path)
+        ),
     )
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout

@@ -155,13 +155,6 @@ async def select_channel_member(
     return ChannelMember(to_user(row), row["joined_at"]) if row else None
 
 
-SELECT_CHANNEL_MEMBER_IDS = "SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY 1"
-
-
-async def select_channel_member_ids(conn: asyncpg.Connection, channel_id: int) -> list[int]:
-    return [r["user_id"] for r in await conn.fetch(SELECT_CHANNEL_MEMBER_IDS, channel_id)]
-
-
 SELECT_CHANNEL_IDS_FOR_USER = """
 SELECT channel_id, workspace_id FROM channel_members
 WHERE user_id = $1 AND ($2::bigint IS NULL OR workspace_id = $2)

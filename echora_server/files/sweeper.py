@@ -107,7 +107,7 @@ async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     metrics = SweepMetrics(app[METRICS].registry)
     sweeper = Sweeper(app[POOL], app[STORAGE], config, metrics)
-    task = asyncio.create_task(sweeper.run_forever(config.sweep_interval_seconds))
+    task = asyncio.create_task(sweeper.run_forever(config.sweep_interval_seconds), name="sweeper")
     try:
         yield
     finally:

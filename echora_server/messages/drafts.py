@@ -69,10 +69,6 @@ class Draft:
     attachment_ids: tuple[str, ...] = ()  # distinct, in the sender's order
     links: tuple[Link, ...] = ()
 
-    @property
-    def carries_more(self) -> bool:
-        return bool(self.attachment_ids or self.links)
-
 
 def _problem(field: str, text: str) -> InvalidRequest:
     return InvalidRequest(details=[{"field": field, "problem": text}])

@@ -1,16 +1,9 @@
-"""Running the app under test on each storage backend, and on a real port.
-
-@pytest.fixture(params=["local", "s3"])
-def config(request, database_url, tmp_path) -> Config:
-    return backend_config(request, database_url, tmp_path, max_upload_bytes=...)
-"""
+"""The app under test on a real port, and the S3 server behind a config."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,22 +11,6 @@ from aiohttp import web
 from echora_server.app import create_app
 from echora_server.config import Config
 from support.seaweed import S3Server
-
-
-def backend_config(
-    request: pytest.FixtureRequest, database_url: str, tmp_path: Path, **overrides: Any
-) -> Config:
-    """The config for ``request.param`` (``"local"`` or ``"s3"``: SeaweedFS under a
-    fresh prefix), with ``overrides``."""
-    backend: dict[str, Any] = {"storage": "local"}
-    if request.param == "s3":
-        backend = request.getfixturevalue("s3_config_values")
-    return Config(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        log_format="console",
-        **{**backend, **overrides},
-    )
 
 
 def s3_server_of(request: pytest.FixtureRequest, config: Config) -> S3Server | None:

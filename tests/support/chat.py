@@ -1,4 +1,4 @@
-"""Helpers for channel and message tests: fixtures that record events, and short calls."""
+"""Short calls for channel and message tests."""
 
 from __future__ import annotations
 
@@ -7,22 +7,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from echora_server.app import create_app
-from echora_server.config import Config
 from echora_server.db.pool import POOL
 from support.people import Person
-from support.recording import RECORDER, RecordingFanout, recording_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
-
-
-async def recording_client(config: Config, aiohttp_client: ClientFactory) -> TestClient:
-    """A test client of the real app, with a fan-out that records what was published."""
-    return await aiohttp_client(recording_app(create_app(config)))
-
-
-def recorder(client: TestClient) -> RecordingFanout:
-    return client.app[RECORDER]
 
 
 async def refuse_inserts_at_commit(client: TestClient, table: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from echora_server.realtime.bus import BUS
 from echora_server.realtime.events import Event
@@ -55,3 +56,7 @@ async def record_events(app: web.Application) -> AsyncIterator[None]:
 def recording_app(app: web.Application) -> web.Application:
     app.cleanup_ctx.append(record_events)
     return app
+
+
+def recorder(client: TestClient) -> RecordingFanout:
+    return client.app[RECORDER]

@@ -12,8 +12,6 @@ import asyncio
 import datetime as dt
 import io
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from PIL import Image
 from support.chat import make_channel, post
 from support.faultproxy import FaultProxy
 from support.people import PASSWORD, People, Person
+from support.processes import echora_env, run_echora
 from support.seaweed import S3Server, direct_s3_client
 
 import echora_server.files.sweeper
@@ -43,20 +42,13 @@ HOUR = dt.timedelta(hours=1)
 SECOND = dt.timedelta(seconds=1)
 
 
-@pytest.fixture(params=["local", "s3"])
-def config(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Config:
-    """Overrides conftest's: each storage backend, and no background sweeps (the tests
-    sweep by hand, at instants of their choosing)."""
-    backend: dict[str, Any] = {"storage": "local"}
-    if request.param == "s3":
-        backend = request.getfixturevalue("s3_config_values")
-    return Config(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        log_format="console",
-        sweep_interval_seconds=0,
-        **backend,
-    )
+BACKENDS = ("local", "s3")
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    """No background sweeps: the tests sweep by hand, at instants of their choosing."""
+    return {"sweep_interval_seconds": 0}
 
 
 def png_bytes() -> bytes:
@@ -495,17 +487,6 @@ async def test_interval_zero_runs_no_sweeper(client: TestClient, config: Config)
     assert [t for t in asyncio.all_tasks() if t.get_name() == "sweeper"] == []
 
 
-def echora(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ECHORA_")}
-    return subprocess.run(
-        [sys.executable, "-m", "echora_server", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize("config", ["local"], indirect=True)
 async def test_cleanup_command(client: TestClient, config: Config, people: People) -> None:
     alice = await people.create("alice")
@@ -513,12 +494,12 @@ async def test_cleanup_command(client: TestClient, config: Config, people: Peopl
     await age(client, expired, dt.datetime.now(dt.UTC) - 48 * HOUR)
     await upload(alice, "new.txt", b"new")
     assert config.database_url is not None
-    env = {
-        "ECHORA_DATABASE_URL": config.database_url.get_secret_value(),
-        "ECHORA_DATA_DIR": str(config.data_dir),
-        "ECHORA_LOG_FORMAT": "json",
-    }
-    dry = await asyncio.to_thread(echora, "cleanup", "--dry-run", env=env)
+    env = echora_env(
+        ECHORA_DATABASE_URL=config.database_url.get_secret_value(),
+        ECHORA_DATA_DIR=str(config.data_dir),
+        ECHORA_LOG_FORMAT="json",
+    )
+    dry = await asyncio.to_thread(run_echora, "cleanup", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
     assert "nothing was changed" in dry.stdout
     assert "expired_unlinked_attachments: 1\n" in dry.stdout
@@ -527,7 +508,7 @@ async def test_cleanup_command(client: TestClient, config: Config, people: Peopl
     assert len(await sql(client, "SELECT id FROM attachments")) == 2
     assert await client.app[STORAGE].stat(expired.keys[0]) is not None
 
-    done = await asyncio.to_thread(echora, "cleanup", env=env)
+    done = await asyncio.to_thread(run_echora, "cleanup", env=env)
     assert done.returncode == 0, done.stderr
     assert "expired_unlinked_attachments: 1\n" in done.stdout
     assert '"event": "sweep"' in done.stderr  # logged as well as printed

@@ -12,28 +12,17 @@ from support.chat import (
     fetch,
     make_channel,
     post,
-    recorder,
-    recording_client,
     refuse_inserts_at_commit,
 )
 from support.people import People, Person
-from support.recording import RecordingFanout
+from support.recording import RecordingFanout, recorder, recording_app
 
+from echora_server.app import create_app
 from echora_server.config import Config
 from echora_server.db import channels as channel_rows
 from echora_server.db import messages as message_rows
 from echora_server.db.pool import POOL
 from echora_server.realtime.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED
-
-
-@pytest.fixture
-async def client(config: Config, aiohttp_client: ClientFactory) -> TestClient:
-    return await recording_client(config, aiohttp_client)
-
-
-@pytest.fixture
-def events(client: TestClient) -> RecordingFanout:
-    return recorder(client)
 
 
 async def page(person: Person, channel_id: int, query: str = "") -> tuple[list[int], bool]:
@@ -315,7 +304,7 @@ async def test_posting_is_rate_limited_per_user(
     config: Config, aiohttp_client: ClientFactory
 ) -> None:
     limited = config.model_copy(update={"message_rate_per_minute": 1, "message_rate_burst": 2})
-    client = await recording_client(limited, aiohttp_client)
+    client = await aiohttp_client(recording_app(create_app(limited)))
     people = People(client)
     olive = await people.create("olive")
     mia = await people.create("mia")
@@ -404,6 +393,7 @@ async def test_queries_the_websocket_uses(client: TestClient, people: People) ->
         assert await channel_rows.select_channel_ids_for_user(
             conn, mia.user_id, eve.workspace_id
         ) == [(away["id"], eve.workspace_id)]
-        assert await channel_rows.select_channel_member_ids(conn, general["id"]) == sorted(
-            [olive.user_id, mia.user_id]
+        members = await conn.fetch(
+            "SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY 1", general["id"]
         )
+        assert [r["user_id"] for r in members] == sorted([olive.user_id, mia.user_id])

@@ -46,14 +46,9 @@ UPLOAD_BYTES_PER_SECOND = 3 * MiB
 
 
 @pytest.fixture
-def config(database_url: str, tmp_path) -> Config:  # type: ignore[no-untyped-def]
-    return Config(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        log_format="console",
-        max_upload_bytes=UPLOAD_LIMIT,
-        message_rate_burst=100,  # one test posts 60 messages of history at once
-    )
+def config_overrides() -> dict[str, Any]:
+    # One test posts 60 messages of history at once.
+    return {"max_upload_bytes": UPLOAD_LIMIT, "message_rate_burst": 100}
 
 
 @pytest.fixture

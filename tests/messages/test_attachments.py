@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from PIL import Image
-from support.chat import ClientFactory, fetch, make_channel, recorder, recording_client
+from support.chat import fetch, make_channel
 from support.people import People, Person
+from support.recording import recorder
 
-from echora_server.config import Config
 from echora_server.db.pool import POOL
 from echora_server.realtime.events import MESSAGE_CREATED
 from echora_server.storage.base import StorageError
@@ -28,22 +28,6 @@ from echora_server.storage.factory import STORAGE
 
 TIMEOUT = 10
 BOTH_BACKENDS = pytest.mark.parametrize("config", ["local", "s3"], indirect=True)
-
-
-@pytest.fixture
-def config(request: pytest.FixtureRequest, database_url: str, tmp_path: Any) -> Config:
-    """Local storage unless a test asks for both backends (BOTH_BACKENDS)."""
-    backend: dict[str, Any] = {"storage": "local"}
-    if getattr(request, "param", "local") == "s3":
-        backend = request.getfixturevalue("s3_config_values")
-    return Config(
-        database_url=database_url, data_dir=tmp_path / "data", log_format="console", **backend
-    )
-
-
-@pytest.fixture
-async def client(config: Config, aiohttp_client: ClientFactory) -> TestClient:
-    return await recording_client(config, aiohttp_client)
 
 
 def png_bytes(width: int = 120, height: int = 80) -> bytes:

@@ -27,7 +27,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
-from support.backends import backend_config, running_app
+from support.backends import running_app
 from support.chat import make_channel, post
 from support.faultproxy import FaultProxy
 from support.people import PASSWORD, People, Person
@@ -55,11 +55,12 @@ CSP = "sandbox; default-src 'none'"
 POOL_SIZE = 4  # S3 connections in the disconnect test: leaks show within a few requests
 
 
-@pytest.fixture(params=["local", "s3"])
-def config(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Config:
-    return backend_config(
-        request, database_url, tmp_path, max_upload_bytes=3 * PART, s3_part_size=PART
-    )
+BACKENDS = ("local", "s3")
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    return {"max_upload_bytes": 3 * PART, "s3_part_size": PART}
 
 
 local_only = pytest.mark.parametrize("config", ["local"], indirect=True)

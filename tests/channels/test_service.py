@@ -6,35 +6,21 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from support.chat import (
-    ClientFactory,
     assert_same_response,
     fetch,
     make_channel,
     post,
-    recorder,
-    recording_client,
     refuse_inserts_at_commit,
 )
 from support.people import People
 from support.recording import RecordingFanout
 
-from echora_server.config import Config
 from echora_server.db.pool import POOL
 from echora_server.realtime.events import (
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,
     WORKSPACE_MEMBER_REMOVED,
 )
-
-
-@pytest.fixture
-async def client(config: Config, aiohttp_client: ClientFactory) -> TestClient:
-    return await recording_client(config, aiohttp_client)
-
-
-@pytest.fixture
-def events(client: TestClient) -> RecordingFanout:
-    return recorder(client)
 
 
 async def test_create_and_list_channels(client: TestClient, people: People) -> None:

@@ -78,21 +78,12 @@ def encode_multipart(parts: list[Part]) -> tuple[bytes, str]:
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
-@pytest.fixture(params=["local", "s3"])
-def config(request: pytest.FixtureRequest, database_url: str, tmp_path: Any) -> Config:
-    """Overrides conftest's: the app under test on each storage backend."""
-    backend: dict[str, Any] = {"storage": "local"}
-    if request.param == "s3":
-        backend = request.getfixturevalue("s3_config_values")
-    return Config(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        log_format="console",
-        max_upload_bytes=LIMIT,
-        max_files_per_upload=MAX_FILES,
-        s3_part_size=PART,
-        **backend,
-    )
+BACKENDS = ("local", "s3")
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    return {"max_upload_bytes": LIMIT, "max_files_per_upload": MAX_FILES, "s3_part_size": PART}
 
 
 @dataclass

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
+from support.processes import echora_env, free_port, start_echora, stop
 
 from echora_server.accounts import service as accounts
 from echora_server.config import Config
@@ -103,24 +101,17 @@ async def test_memory_fanout_delivers_in_order() -> None:
 # --- two real server processes on one database --------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHORA_")}
-    env.update(
+    env = echora_env(
         ECHORA_DATABASE_URL=database_url,
         ECHORA_DATA_DIR=str(data_dir),
         ECHORA_LISTEN=f"127.0.0.1:{port}",
         ECHORA_FANOUT="postgres",
         ECHORA_LOG_LEVEL="warning",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "echora_server", "serve"],
+    process = start_echora(
+        "serve",
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -148,9 +139,7 @@ def two_servers(database_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
         yield servers[0][1], servers[1][1]
     finally:
         for process, _ in servers:
-            process.terminate()
-        for process, _ in servers:
-            process.wait(timeout=30)
+            stop(process)
 
 
 async def test_message_posted_on_one_process_reaches_a_socket_on_the_other(

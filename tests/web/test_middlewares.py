@@ -1,4 +1,4 @@
-"""Every failure has the one JSON error shape and a stable code."""
+"""The middlewares: one JSON error shape with stable codes, request ids, metrics."""
 
 from __future__ import annotations
 
@@ -168,3 +168,15 @@ async def test_only_the_database_is_database_unavailable(
     else:
         assert response.headers["Retry-After"] == "5"
         assert not [e for e in logs if e["log_level"] == "error"]
+
+
+async def test_metrics_by_route_template(client: TestClient) -> None:
+    for _ in range(3):
+        await client.get("/api/workspaces/7/members")  # 401, but counted under the template
+    await client.get("/no/such/path")
+    text = await (await client.get("/metrics")).text()
+    template = "/api/workspaces/{workspace_id}/members"
+    assert f'echora_http_requests_total{{method="GET",route="{template}",status="401"}} 3.0' in text
+    assert 'route="(unmatched)"' in text
+    assert "/api/workspaces/7/" not in text
+    assert "echora_http_request_duration_seconds_bucket" in text
