@@ -138,7 +138,7 @@ def _validators(rep: Representation) -> dict[str, str]:
     return {hdrs.ETAG: rep.etag, hdrs.CACHE_CONTROL: CACHE_CONTROL}
 
 
-def _headers(rep: Representation, size: int, part: ByteRange | None) -> dict[str, str]:
+def _headers(rep: Representation, size: int, byte_range: ByteRange | None) -> dict[str, str]:
     headers = {
         **_validators(rep),
         hdrs.CONTENT_TYPE: rep.content_type,
@@ -147,8 +147,8 @@ def _headers(rep: Representation, size: int, part: ByteRange | None) -> dict[str
         hdrs.CONTENT_SECURITY_POLICY: SANDBOX_CSP,
         hdrs.ACCEPT_RANGES: "bytes" if rep.ranges else "none",
     }
-    if part is not None:
-        headers[hdrs.CONTENT_RANGE] = part.content_range(size)
+    if byte_range is not None:
+        headers[hdrs.CONTENT_RANGE] = byte_range.content_range(size)
     return headers
 
 
@@ -166,22 +166,22 @@ async def serve(request: web.Request, storage: Storage, rep: Representation) -> 
     """Answer a GET or HEAD for ``rep`` (already authorised)."""
     if none_match(request.headers.get(hdrs.IF_NONE_MATCH), rep.etag):
         return await bodies.start_response(request, 304, _validators(rep), None)
-    part = None
+    byte_range = None
     if rep.size is not None and if_range_allows(request.headers.get(hdrs.IF_RANGE), rep.etag):
         try:
-            part = parse_range(request.headers.get(hdrs.RANGE), rep.size)
+            byte_range = parse_range(request.headers.get(hdrs.RANGE), rep.size)
         except UnsatisfiableRange:
             raise RangeNotSatisfiable(headers={hdrs.CONTENT_RANGE: f"bytes */{rep.size}"}) from None
-    status = 200 if part is None else 206
+    status = 200 if byte_range is None else 206
     if request.method == hdrs.METH_HEAD:
         size = await _size(storage, rep)
-        length = size if part is None else part.length
-        return await bodies.start_response(request, status, _headers(rep, size, part), length)
-    expected = rep.size if part is None else part.length  # None: a thumbnail, small
+        length = size if byte_range is None else byte_range.length
+        return await bodies.start_response(request, status, _headers(rep, size, byte_range), length)
+    expected = rep.size if byte_range is None else byte_range.length  # None: a thumbnail, small
     zero_copy = expected is not None and bodies.may_splice(request, expected)
-    reader = await _open(storage, rep, part, zero_copy=zero_copy)
+    reader = await _open(storage, rep, byte_range, zero_copy=zero_copy)
     try:
-        headers = _headers(rep, reader.size, part)
+        headers = _headers(rep, reader.size, byte_range)
         return await bodies.send(request, rep.attachment_id, reader, status, headers)
     finally:
         # Shielded: a second cancellation must not leave the file or S3 connection open.
@@ -189,9 +189,9 @@ async def serve(request: web.Request, storage: Storage, rep: Representation) -> 
 
 
 async def _open(
-    storage: Storage, rep: Representation, part: ByteRange | None, *, zero_copy: bool
+    storage: Storage, rep: Representation, byte_range: ByteRange | None, *, zero_copy: bool
 ) -> ObjectReader:
-    start, end = (0, None) if part is None else (part.start, part.end)
+    start, end = (0, None) if byte_range is None else (byte_range.start, byte_range.end)
     try:
         reader = await storage.open(rep.key, start, end, zero_copy=zero_copy)
     except ObjectNotFound:

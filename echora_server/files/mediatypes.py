@@ -2,7 +2,7 @@
 
 Three types are in play:
 
-- **declared**: what the client said (the part's or body's ``Content-Type``). Stored, and
+- **declared**: what the client said (the field's or body's ``Content-Type``). Stored, and
   checked against the bytes, never trusted.
 - **detected**: what the first bytes are, by magic numbers (``filetype``), or
   ``text/plain`` for clean UTF-8 text that does not open with markup. ``None`` when

@@ -3,7 +3,7 @@
 Two shapes are accepted:
 - ``multipart/form-data``: optional ``channel_id`` / ``workspace_id`` fields, which must
   come before the files (the target is authorised before any file byte is stored), then
-  one or more ``file`` parts;
+  one or more ``file`` fields;
 - a raw body of any other type (``curl -T file`` or ``--data-binary @file``): one file,
   named by ``?filename=``.
 Both take ``channel_id`` / ``workspace_id`` from the query string too.
@@ -91,13 +91,13 @@ class IncomingFile:
 class ChunkReader:
     """Reads one file's bytes from the client with the idle timeout."""
 
-    def __init__(self, body: UploadBody, part: BodyPartReader | None) -> None:
+    def __init__(self, body: UploadBody, field: BodyPartReader | None) -> None:
         self._body = body
-        self._part = part
+        self._field = field
 
     async def read(self) -> bytes:
-        if self._part is not None:
-            return await self._body.client(self._part.read_chunk(READ_SIZE))
+        if self._field is not None:
+            return await self._body.client(self._field.read_chunk(READ_SIZE))
         return await self._body.client(self._body.request.content.read(READ_SIZE))
 
 
@@ -178,7 +178,7 @@ class UploadBody:
                 raise UploadTimeout(details={"idle_timeout_seconds": self._idle_timeout}) from None
             raise UploadIncomplete() from None
         except (OSError, HttpProcessingError, ValueError, RuntimeError):
-            # A reset connection, a short body, a malformed part: the client's problem.
+            # A reset connection, a short body, a malformed body: the client's problem.
             raise UploadIncomplete() from None
 
     async def target(self) -> TargetFields:
@@ -188,36 +188,36 @@ class UploadBody:
         return TargetFields(self._fields.get("channel_id"), self._fields.get("workspace_id"))
 
     async def _read_fields(self, multipart: MultipartReader) -> None:
-        while (part := await self._next_part(multipart)) is not None:
-            if part.name == FILE_FIELD:
-                self._first_file = part
+        while (field := await self._next_field(multipart)) is not None:
+            if field.name == FILE_FIELD:
+                self._first_file = field
                 return
-            if part.name in self._text_limits:
-                await self._read_text(part.name, part)
+            if field.name in self._text_limits:
+                await self._read_text(field.name, field)
                 continue
-            if self._text_limits or part.name not in TARGET_FIELDS:
+            if self._text_limits or field.name not in TARGET_FIELDS:
                 raise InvalidRequest(
-                    details=[{"field": str(part.name), "problem": "unknown field"}]
+                    details=[{"field": str(field.name), "problem": "unknown field"}]
                 )
-            raw = await self._read_value(part.name, part, _FIELD_MAX_BYTES)
-            value = _parse_id(part.name, raw.decode("ascii", "replace"))
-            if self._fields.setdefault(part.name, value) != value:
+            raw = await self._read_value(field.name, field, _FIELD_MAX_BYTES)
+            value = _parse_id(field.name, raw.decode("ascii", "replace"))
+            if self._fields.setdefault(field.name, value) != value:
                 raise InvalidRequest(
-                    details=[{"field": part.name, "problem": "differs from the query string"}]
+                    details=[{"field": field.name, "problem": "differs from the query string"}]
                 )
 
-    async def _read_value(self, name: str, part: BodyPartReader, limit: int) -> bytes:
+    async def _read_value(self, name: str, field: BodyPartReader, limit: int) -> bytes:
         raw = bytearray()
-        while chunk := await self.client(part.read_chunk(READ_SIZE)):
+        while chunk := await self.client(field.read_chunk(READ_SIZE)):
             raw += chunk
             if len(raw) > limit:
                 raise InvalidRequest(details=[{"field": name, "problem": "too long"}])
         return bytes(raw)
 
-    async def _read_text(self, name: str, part: BodyPartReader) -> None:
+    async def _read_text(self, name: str, field: BodyPartReader) -> None:
         if name in self._texts:
             raise InvalidRequest(details=[{"field": name, "problem": "given twice"}])
-        raw = await self._read_value(name, part, self._text_limits[name])
+        raw = await self._read_value(name, field, self._text_limits[name])
         try:
             self._texts[name] = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -227,14 +227,14 @@ class UploadBody:
         """A text field read by ``target()``; None when the client did not send it."""
         return self._texts.get(name)
 
-    async def _next_part(self, multipart: MultipartReader) -> BodyPartReader | None:
-        part = await self.client(multipart.next())
-        if part is None:
+    async def _next_field(self, multipart: MultipartReader) -> BodyPartReader | None:
+        field = await self.client(multipart.next())
+        if field is None:
             return None
-        if not isinstance(part, BodyPartReader):
+        if not isinstance(field, BodyPartReader):
             raise InvalidRequest("Nested multipart bodies are not accepted.")
-        _check_encoding(part.headers)
-        return part
+        _check_encoding(field.headers)
+        return field
 
     async def files(self) -> AsyncGenerator[IncomingFile, None]:
         """Every file, in order. Consume each one's reader to the end before the next."""
@@ -245,13 +245,13 @@ class UploadBody:
                 ChunkReader(self, None),
             )
             return
-        part = self._first_file
-        while part is not None:
-            if part.name != FILE_FIELD:
+        field = self._first_file
+        while field is not None:
+            if field.name != FILE_FIELD:
                 raise InvalidRequest(
-                    details=[{"field": str(part.name), "problem": "fields must come before files"}]
+                    details=[{"field": str(field.name), "problem": "fields must come before files"}]
                 )
             yield IncomingFile(
-                part.filename, part.headers.get(hdrs.CONTENT_TYPE), ChunkReader(self, part)
+                field.filename, field.headers.get(hdrs.CONTENT_TYPE), ChunkReader(self, field)
             )
-            part = await self._next_part(self._multipart)
+            field = await self._next_field(self._multipart)

@@ -117,12 +117,12 @@ def _check_link(index: int, link: LinkIn) -> Link:
     if any(ch.isspace() for ch in url):
         raise refused
     try:
-        parts = urlsplit(url)
-        host = parts.hostname
+        split = urlsplit(url)
+        host = split.hostname
         # "https://bank.example@evil.example" shows one host and opens another.
-        credentials = parts.username is not None or parts.password is not None
+        credentials = split.username is not None or split.password is not None
     except ValueError:  # a malformed IPv6 host or port
         raise refused from None
-    if parts.scheme.lower() not in ("http", "https") or not host or credentials:
+    if split.scheme.lower() not in ("http", "https") or not host or credentials:
         raise refused
     return Link(url, title)

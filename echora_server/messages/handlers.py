@@ -84,7 +84,7 @@ async def delete_message(request: web.Request) -> web.Response:
 # The multipart shape of POST .../messages, documented beside its JSON body.
 ONE_SHOT_CONTENT = RequestContent(
     "JSON (PostMessageBody), or multipart/form-data for a one-shot send: the content and "
-    "client_id fields first, then file parts; the files are uploaded into this channel and "
+    "client_id fields first, then file fields; the files are uploaded into this channel and "
     "attached, all or nothing. No Content-Encoding.",
     {
         "multipart/form-data": {

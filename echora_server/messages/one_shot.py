@@ -1,7 +1,7 @@
 """One-shot send for curl and bots: a message and its files in one multipart request.
 
 ``POST /api/channels/{channel_id}/messages`` as multipart/form-data: ``content`` and an
-optional ``client_id`` first, then ``file`` parts, uploaded into this channel like
+optional ``client_id`` first, then ``file`` fields, uploaded into this channel like
 ``POST /api/upload``. Their rows, the message and the links between them commit in ONE
 transaction, or nothing does and every stored object is deleted. The channel and the
 fields are checked before a single file byte is stored.
