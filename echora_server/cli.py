@@ -40,7 +40,6 @@ def _load() -> Config:
 
 @contextmanager
 def _database(config: Config) -> Iterator[Config]:
-    """The configuration with a database URL: the configured one or the embedded server's."""
     if config.database_url is not None:
         yield config
         return

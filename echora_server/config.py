@@ -1,5 +1,4 @@
-"""Configuration from ``ECHORA_*`` variables (secrets also from ``ECHORA_<NAME>_FILE``),
-read and validated once; tests build ``Config(...)`` directly."""
+"""Configuration from ``ECHORA_*`` variables (secrets also from ``ECHORA_<NAME>_FILE``)."""
 
 from __future__ import annotations
 
@@ -230,7 +229,6 @@ def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
 
 
 def load_config(environ: dict[str, str] | None = None) -> Config:
-    """The configuration from the environment; ConfigError names the bad variable."""
     env = dict(os.environ if environ is None else environ)
     env.update(_read_secret_files(env))
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Config.model_fields}

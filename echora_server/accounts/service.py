@@ -1,6 +1,5 @@
-"""Accounts: users, passwords, browser sessions and API tokens.
-
-The functions taking a connection serve the CLI too; ``AccountService`` serves requests."""
+"""Accounts: users, passwords, browser sessions and API tokens. The functions taking a
+connection serve the CLI too; ``AccountService`` serves requests."""
 
 from __future__ import annotations
 
@@ -58,10 +57,8 @@ async def create_user(
     role: Role = "member",
     display_name: str = "",
 ) -> tuple[User, Workspace]:
-    """Create a user in a workspace, creating the workspace if needed.
-
-    The first member of a new workspace becomes its owner whatever role was asked for
-    (a workspace always has an owner)."""
+    """Create a user in a workspace (created if needed). A non-bot joining a workspace with no
+    owner becomes its owner whatever role was asked for: a workspace always has one."""
     name = normalise_username(username)
     slug = normalise_slug(workspace_slug)
     if password is not None and (problem := passwords.password_problem(password)):
@@ -139,7 +136,6 @@ class AccountService:
     async def log_in(
         self, remote: str | None, username: str, password: str
     ) -> tuple[User, str, list[Membership]]:
-        """The user, a new session's secret, and their workspaces."""
         user = await self.password_login(remote, username, password)
         async with self._pool.acquire() as conn:
             secret = await start_session(conn, user.id, self.session_ttl)

@@ -16,8 +16,7 @@ CHANNEL_NOT_FOUND = "Channel not found."
 async def require_membership(
     conn: asyncpg.Connection, identity: Identity, workspace_id: int
 ) -> Membership:
-    """The caller's membership; 404 (never 403) when there is none, so another tenant's
-    workspace looks exactly like a missing one."""
+    """The caller's membership, else 404 (not 403): another tenant's workspace looks missing."""
     membership = None
     if identity.may_use_workspace(workspace_id):
         membership = await workspaces.select_membership(conn, workspace_id, identity.user.id)
@@ -38,11 +37,8 @@ async def require_manager(
 async def require_channel(
     conn: asyncpg.Connection, identity: Identity, channel_id: int
 ) -> ChannelAccess:
-    """The channel with the caller's standing in it, read fresh from current memberships.
-
-    A channel in a workspace the caller is not in (or their token may not reach), and a
-    private channel they are not in, answer 404 exactly like a channel that never existed.
-    """
+    """The channel and the caller's standing, read fresh. 404, like a missing channel, when
+    its workspace is out of the caller's (or token's) reach, or it is private and not theirs."""
     access = await channels.select_channel_access(conn, channel_id, identity.user.id)
     if (
         access is None

@@ -1,6 +1,5 @@
-"""CSRF defence for cookie requests: a state change must name an allowed origin in
-``Origin`` or ``Sec-Fetch-Site``; a client sending neither (not a browser) must send
-``X-Requested-With``, which a foreign page cannot add without a preflight we never grant."""
+"""CSRF defence for cookie requests: a state change needs an allowed ``Origin`` or
+``Sec-Fetch-Site``, else ``X-Requested-With``, which a foreign page cannot add unpreflighted."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ def origin_allowed(request: web.Request, *, browser_only: bool = False) -> bool:
 
 
 def check_csrf(request: web.Request, *, browser_only: bool = False) -> None:
-    """Refuse a cross-site request. ``browser_only`` checks only what browsers send: for
-    requests that carry no cookie yet (logging in), a non-browser client is no risk."""
+    """Refuse a cross-site request; ``browser_only`` (no cookie yet: login) lets non-browsers by."""
     if not origin_allowed(request, browser_only=browser_only):
         raise Forbidden(
             "Cross-site request refused: the request's origin is not allowed.",

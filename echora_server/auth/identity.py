@@ -1,5 +1,4 @@
-"""Who is calling: a session cookie or a Bearer API token, resolved lazily and afresh on
-every request, so a revoked token or a removed member is refused at their next call."""
+"""The caller (cookie or Bearer token), looked up afresh per request so revocation is immediate."""
 
 from __future__ import annotations
 

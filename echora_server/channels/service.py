@@ -1,16 +1,11 @@
-"""Channels and channel membership.
-
-Each call authorizes the caller against *current* memberships and writes in one
-transaction whose events go out with its commit; a write that changes nothing (joining
-twice) publishes nothing. A channel the caller may not see answers 404 like a missing one.
-
+"""Channels and their members. Calls check *current* memberships; a write is one transaction
+whose events go out on commit (one changing nothing, like joining twice, publishes nothing). A
+channel the caller may not see answers 404 like a missing one, not leaking that it exists.
 Who may do what:
-- Any workspace member may create a channel, public or private.
-- Public channels: every workspace member may see and join them.
-- Private channels exist only for their members (workspace owners and admins included).
-- Any channel member may add another member of the workspace to the channel.
-- Workspace owners and admins may remove anyone from a channel; anyone may remove themselves.
-"""
+- Workspace members create channels, public or private, and see and join the public ones.
+- A private channel exists only for its members, even to workspace owners and admins.
+- A channel member may add any other workspace member to it.
+- Workspace owners and admins remove anyone from a channel; anyone may remove themselves."""
 
 from __future__ import annotations
 
@@ -55,7 +50,6 @@ class ChannelService:
         private: bool = False,
         topic: str = "",
     ) -> ChannelView:
-        """Create a channel with the creator as its first member."""
         name = check_text(name.strip(), "name", min_length=1, max_length=MAX_CHANNEL_NAME)
         topic = check_text(topic.strip(), "topic", max_length=MAX_TOPIC)
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
@@ -68,7 +62,7 @@ class ChannelService:
                     "A channel with that name exists already.", code="channel_name_taken"
                 )
             await channels.insert_channel_member(conn, channel.id, workspace_id, identity.user.id)
-            # The hub subscribes the creator's sockets on member_added, which carries the channel.
+            # On member_added (it carries the channel) the hub subscribes the creator's sockets.
             events.append(_member_added(channel, identity.user))
         return ChannelView(channel, joined=True)
 
@@ -124,8 +118,7 @@ class ChannelService:
         user_id: int | None = None,
         username: str | None = None,
     ) -> tuple[ChannelMember, bool]:
-        """Add a workspace member (by id or username) to a channel the caller is in.
-        Returns the member and whether they were added now (False: they already were in)."""
+        """The member, and whether they were added now (False: they already were in)."""
         if (user_id is None) == (username is None):
             raise InvalidRequest("Give either user_id or username.")
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
@@ -161,16 +154,14 @@ class ChannelService:
 async def remove_from_workspace_channels(
     conn: asyncpg.Connection, workspace_id: int, user_id: int
 ) -> list[Event]:
-    """Inside the transaction that removes a workspace member: take them out of the
-    workspace's channels and return the events that go out with that transaction.
-
-    (The schema's foreign key would cascade the rows anyway, but silently.)"""
+    """In the transaction removing a workspace member: take them out of its channels, returning
+    the events (the foreign key would cascade the rows, but silently)."""
     user = await users.select_user(conn, user_id)
     if user is None:
         raise NotFound(MEMBER_NOT_FOUND)
     channel_ids = await channels.delete_workspace_channel_memberships(conn, workspace_id, user_id)
     data = {"workspace_id": workspace_id, "user": user_json(user), "channel_ids": channel_ids}
-    # Channel events first, so other members' lists update; then the hub drops the rest.
+    # Channel events first, so members' lists update; then the hub drops the rest.
     return [
         *(_member_removed(workspace_id, channel_id, user) for channel_id in channel_ids),
         Event(WORKSPACE_MEMBER_REMOVED, workspace_id, None, data, user_id=user.id),
@@ -195,8 +186,8 @@ def _user_not_found() -> NotFound:
 
 
 async def _insert_member(conn: asyncpg.Connection, channel: Channel, user_id: int) -> bool | None:
-    """True if added, False if already a member, None if not (or no longer) in the
-    channel's workspace: a race with their removal, caught by the foreign key."""
+    """True if added, False if already in, None if not (or no longer) in the workspace: a race
+    with their removal, caught by the foreign key."""
     try:
         return await channels.insert_channel_member(conn, channel.id, channel.workspace_id, user_id)
     except asyncpg.ForeignKeyViolationError:

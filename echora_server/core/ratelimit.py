@@ -43,7 +43,6 @@ class RateLimiter:
         return (1 - bucket.tokens) / self.rate
 
     def take(self, key: Hashable, message: str) -> None:
-        """Take one token or raise 429 with ``message`` and when to retry."""
         wait = self.hit(key)
         if wait:
             seconds = max(1, math.ceil(wait))

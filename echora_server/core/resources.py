@@ -1,5 +1,4 @@
-"""The shipped ``sql/`` and ``static/`` directories: beside the package in a checkout,
-inside it in a wheel."""
+"""The shipped ``sql/`` and ``static/`` dirs: beside the package in a checkout, inside a wheel."""
 
 from __future__ import annotations
 

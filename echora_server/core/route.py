@@ -1,5 +1,4 @@
-"""A route: its handler, and what the OpenAPI document says of it. Each feature lists
-its ``ROUTES`` beside its handlers; ``web.route_table`` joins them."""
+"""A route and its OpenAPI description; ``web.route_table`` joins each feature's ``ROUTES``."""
 
 from __future__ import annotations
 

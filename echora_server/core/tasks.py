@@ -1,5 +1,4 @@
-"""Work that must run to its end once started, whatever happens to the request that
-started it: commits, cleanups, deletes. Shutdown waits for it."""
+"""Work that must finish once started, even if its request is cancelled; shutdown waits for it."""
 
 from __future__ import annotations
 

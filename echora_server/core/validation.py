@@ -60,7 +60,6 @@ def path_id(request: web.Request, name: str, what: str = "Not found.") -> int:
 
 
 def read_query(request: web.Request, model: type[T]) -> T:
-    """The query string as a model; invalid values answer 422 like an invalid body."""
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
@@ -75,9 +74,8 @@ _LINE_BREAKS = frozenset("\t\n\r")
 def check_text(
     value: str, field: str, *, max_length: int, min_length: int = 0, multiline: bool = False
 ) -> str:
-    """User-written text, NFC-normalised, that PostgreSQL can store and a UI can show: no
-    NUL or lone surrogates (valid JSON, invalid PostgreSQL text), no other control
-    characters, and no direction overrides in one-line names."""
+    """NFC text PostgreSQL can store and a UI can show: no NUL or lone surrogates (valid JSON,
+    invalid PostgreSQL text), no other control characters, no direction overrides in names."""
 
     def problem(text: str) -> InvalidRequest:
         return InvalidRequest(details=[{"field": field, "problem": text}])

@@ -1,5 +1,4 @@
-"""Attachments: rows inserted only after their objects are stored; a deleted row queues
-its objects for deletion (``db.deletions``)."""
+"""Attachments: a row is inserted after its objects are stored; deleting it queues them."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ from echora_server.db.records import Attachment
 
 @dataclass(frozen=True, slots=True)
 class NewAttachment:
-    """One stored file of an upload, before its row exists."""
-
     id: str
     storage_key: str
     filename: str
@@ -55,11 +52,9 @@ def to_attachment(row: asyncpg.Record) -> Attachment:
     )
 
 
-# One statement for the whole upload. The rows come from the uploader's CURRENT
-# membership, read again here (the upload was authorised before its bytes streamed in,
-# possibly minutes ago) and locked FOR KEY SHARE: a removal commits first (no row is
-# inserted) or waits for this insert. A channel-scoped upload also needs the uploader to
-# be in the channel still.
+# One statement per upload. Membership is re-read (the upload was authorised before its bytes
+# arrived) and locked FOR KEY SHARE, so a concurrent removal either commits first or waits.
+# A channel-scoped upload also needs the uploader still in the channel.
 INSERT_ATTACHMENTS = f"""
 WITH allowed AS (
     SELECT m.workspace_id, m.user_id
@@ -94,8 +89,7 @@ async def insert_attachments(
     channel_id: int | None,
     files: Sequence[NewAttachment],
 ) -> list[Attachment]:
-    """Insert every file of one upload, in order. Returns no rows at all when the uploader
-    is no longer a member of the workspace (or of the channel, when one was named)."""
+    """Insert one upload's files, in order; no rows unless the uploader is still a member."""
     rows = await conn.fetch(
         INSERT_ATTACHMENTS,
         workspace_id,
@@ -122,17 +116,15 @@ SELECT_ATTACHMENTS_BY_IDS = f"SELECT {_ATTACHMENT} FROM attachments a WHERE a.id
 async def select_attachments_by_ids(
     conn: asyncpg.Connection, ids: Sequence[str]
 ) -> list[Attachment]:
-    """The rows for ``ids``, in the order given (missing ones left out)."""
     found = {
         r["id"]: to_attachment(r) for r in await conn.fetch(SELECT_ATTACHMENTS_BY_IDS, list(ids))
     }
     return [found[i] for i in ids if i in found]
 
 
-# Visible to a reader when it is linked to a message they may read (the message rule of
-# require_channel: a current member of the workspace, and in the channel when it is
-# private), or when it is not linked yet and they uploaded it and are still a member.
-# Callers also apply the token's workspace restriction (Identity.may_use_workspace).
+# Readable when linked to a message the reader may read (workspace member; channel member if
+# private), or unlinked and uploaded by them while still a member. Callers also apply the
+# token's workspace restriction (Identity.may_use_workspace).
 SELECT_ATTACHMENT_FOR_READER = f"""
 SELECT {_ATTACHMENT}
 FROM attachments a
@@ -156,11 +148,10 @@ async def select_attachment_for_reader(
     return to_attachment(row) if row else None
 
 
-# Linking, in the transaction that inserts the message. The conditions are the whole rule
-# (invariant 5): the sender's own upload, of the message's workspace, not linked yet, and
-# uploaded for this channel or for none. A concurrent link of the same row waits for the
-# row lock and then re-checks ``message_id IS NULL`` against the committed row: exactly one
-# transaction links it. Position keeps the order the sender listed the ids in.
+# Run in the message's insert transaction. The rule: an attachment is linked once, by its
+# uploader, in its own workspace, into the channel it was uploaded for (if any). A concurrent
+# link waits for the row lock, then re-checks ``message_id IS NULL``: exactly one wins.
+# Position keeps the sender's order.
 LINK_ATTACHMENTS = """
 UPDATE attachments a
 SET message_id = $5, linked_at = now(), position = array_position($1::text[], a.id) - 1
@@ -178,16 +169,15 @@ async def link_attachments(
     channel_id: int,
     message_id: int,
 ) -> list[str]:
-    """Link what the rule allows of ``ids`` (distinct) to the message; the ids linked."""
+    """Link what the rule allows of ``ids`` (which must be distinct); the ids linked."""
     rows = await conn.fetch(
         LINK_ATTACHMENTS, list(ids), uploader_id, workspace_id, channel_id, message_id
     )
     return [r["id"] for r in rows]
 
 
-# Which of the ids are the caller's own uploads in this workspace, already in a message:
-# telling them "already linked" reveals nothing they did not know. Anything else that
-# cannot be linked (another user's, another workspace's, missing) gets one answer.
+# The caller's own uploads here that are already linked: saying so reveals nothing new.
+# Anything else unlinkable (another user's, another workspace's, missing) gets one answer.
 SELECT_OWN_LINKED_IDS = """
 SELECT a.id FROM attachments a
 WHERE a.id = ANY($1::text[]) AND a.uploader_id = $2 AND a.workspace_id = $3
@@ -212,7 +202,6 @@ ORDER BY a.message_id, a.position NULLS LAST, a.created_at, a.id
 async def select_attachments_of_messages(
     conn: asyncpg.Connection, message_ids: Sequence[int]
 ) -> dict[int, list[Attachment]]:
-    """Every attachment of these messages (one query for a page), in link order."""
     found: dict[int, list[Attachment]] = {}
     if not message_ids:
         return found
@@ -221,16 +210,14 @@ async def select_attachments_of_messages(
     return found
 
 
-# Explicit rather than left to the message's ON DELETE CASCADE, so the caller learns the
-# keys: the trigger queues them in storage_deletions either way, and the caller deletes
-# the objects right after its commit (rows first, objects second).
+# Explicit, not left to ON DELETE CASCADE, so the caller learns the keys (the trigger queues
+# them either way) and deletes the objects after its commit: rows first, objects second.
 DELETE_ATTACHMENTS_OF_MESSAGE = """
 DELETE FROM attachments WHERE message_id = $1 RETURNING storage_key, thumbnail_key
 """
 
 
 async def delete_attachments_of_message(conn: asyncpg.Connection, message_id: int) -> list[str]:
-    """Delete a message's attachment rows; the storage keys they queued for deletion."""
     keys: list[str] = []
     for row in await conn.fetch(DELETE_ATTACHMENTS_OF_MESSAGE, message_id):
         keys.append(row["storage_key"])

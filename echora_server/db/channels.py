@@ -1,8 +1,4 @@
-"""Channels and channel membership.
-
-Visibility rules live in the service (echora_server/chat.py); these queries return what
-they are asked for, always alongside the caller's standing where access depends on it.
-"""
+"""Channels and their members. Access rules live in ``auth.access`` and ``channels.service``."""
 
 from __future__ import annotations
 
@@ -76,7 +72,6 @@ ORDER BY lower(c.name), c.id
 async def select_visible_channels(
     conn: asyncpg.Connection, workspace_id: int, user_id: int
 ) -> list[ChannelView]:
-    """The workspace's public channels and the private ones the user is in."""
     rows = await conn.fetch(SELECT_VISIBLE_CHANNELS, workspace_id, user_id)
     return [ChannelView(to_channel(r), r["joined"]) for r in rows]
 
@@ -91,8 +86,7 @@ RETURNING true
 async def insert_channel_member(
     conn: asyncpg.Connection, channel_id: int, workspace_id: int, user_id: int
 ) -> bool:
-    """Add a member; False when they already were one. Raises ForeignKeyViolationError
-    when the user is not a member of the channel's workspace."""
+    """False when already a member; ForeignKeyViolationError when not in the workspace."""
     return bool(await conn.fetchval(INSERT_CHANNEL_MEMBER, channel_id, workspace_id, user_id))
 
 
@@ -107,7 +101,6 @@ SELECT u.id, u.username, u.display_name, u.created_at FROM gone JOIN users u ON 
 async def delete_channel_member(
     conn: asyncpg.Connection, channel_id: int, user_id: int
 ) -> User | None:
-    """Remove a member; returns who was removed, None when they were not a member."""
     row = await conn.fetchrow(DELETE_CHANNEL_MEMBER, channel_id, user_id)
     return to_user(row) if row else None
 
@@ -121,7 +114,6 @@ RETURNING channel_id
 async def delete_workspace_channel_memberships(
     conn: asyncpg.Connection, workspace_id: int, user_id: int
 ) -> list[int]:
-    """Remove the user from every channel of the workspace; returns those channels' ids."""
     rows = await conn.fetch(DELETE_WORKSPACE_CHANNEL_MEMBERSHIPS, workspace_id, user_id)
     return sorted(r["channel_id"] for r in rows)
 
@@ -165,8 +157,7 @@ ORDER BY channel_id
 async def select_channel_ids_for_user(
     conn: asyncpg.Connection, user_id: int, workspace_id: int | None = None
 ) -> list[tuple[int, int]]:
-    """(channel_id, workspace_id) of every channel the user is in now (in one workspace,
-    if given): what a socket subscribes to. The workspace rides along so the hub can drop
-    a workspace's channels when the user leaves it."""
+    """(channel_id, workspace_id) of the user's channels now: what a socket subscribes to.
+    The workspace lets the hub drop a workspace's channels when the user leaves it."""
     rows = await conn.fetch(SELECT_CHANNEL_IDS_FOR_USER, user_id, workspace_id)
     return [(r["channel_id"], r["workspace_id"]) for r in rows]

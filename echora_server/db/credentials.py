@@ -129,5 +129,4 @@ RETURNING id
 
 
 async def revoke_token(conn: asyncpg.Connection, token_id: int, user_id: int) -> bool:
-    """Revoke one of the user's tokens; False when it is not theirs or does not exist."""
     return await conn.fetchval(REVOKE_TOKEN, token_id, user_id) is not None

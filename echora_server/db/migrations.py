@@ -1,6 +1,5 @@
-"""Numbered, forward-only migrations (``sql/NNNN_name.sql``), each in its own
-transaction under an advisory lock, recorded with its sha256: a database whose applied
-files were edited, or that is ahead of this code, is refused."""
+"""Forward-only migrations (``sql/NNNN_name.sql``), each in a transaction under an advisory
+lock, recorded with its sha256: edited or unknown applied migrations are refused."""
 
 from __future__ import annotations
 

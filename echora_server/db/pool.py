@@ -14,18 +14,16 @@ from echora_server.db.migrations import migrate
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
-    """Released without asyncpg's reset query, a round trip per release. Nothing here
-    leaves session state behind: no setting is changed, cursors live in transactions,
-    LISTEN has its own connection and the migration lock is released in a ``finally``.
-    asyncpg still rolls back a transaction left open."""
+    """Released without asyncpg's reset query, a round trip. No session state is left: no
+    SET, cursors live in transactions, LISTEN has its own connection, the migration lock is
+    released in a ``finally``. asyncpg still rolls back a transaction left open."""
 
     def get_reset_query(self) -> str:
         return ""
 
 
 async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
-    """asyncpg's connect, with every failure to reach the server as DatabaseUnavailable:
-    only then is an OSError or a TimeoutError known to mean the database."""
+    """Failures to connect as DatabaseUnavailable: only here is an OSError surely the database."""
     try:
         return await asyncpg.connect(*args, **kwargs)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -56,8 +56,6 @@ class ApiToken:
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """What a presented session cookie or API token resolves to."""
-
     user: User
     token_id: int | None  # None for a browser session
     workspace_id: int | None  # a token restricted to one workspace
@@ -78,16 +76,13 @@ class Channel:
 
 @dataclass(frozen=True, slots=True)
 class ChannelView:
-    """A channel as one user sees it."""
-
     channel: Channel
     joined: bool
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelAccess:
-    """A channel with the caller's standing in it; None from the db when they are not in
-    the channel's workspace at all."""
+    """A channel with the caller's standing; the db gives None outside its workspace."""
 
     channel: Channel
     role: Role  # the caller's workspace role
@@ -119,8 +114,7 @@ class Message:
     created_at: dt.datetime
     edited_at: dt.datetime | None
     links: tuple[Link, ...] = ()
-    # Loaded separately (one query per page: echora_server.message_parts.with_attachments),
-    # in the order the sender gave them.
+    # Loaded separately (messages.attachments.with_attachments), in the sender's order.
     attachments: tuple[Attachment, ...] = ()
 
 

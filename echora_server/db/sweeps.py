@@ -1,6 +1,5 @@
-"""Queries of the cleanup sweeps (``files.cleanup``): short statements, rows locked with
-``SKIP LOCKED`` in small batches, times from the sweep's ``now`` (tests fix it), never the
-database clock."""
+"""Queries of the cleanup sweeps (``files.cleanup``): short, in small ``SKIP LOCKED`` batches,
+timed by the sweep's ``now`` (tests fix it), never the database clock."""
 
 from __future__ import annotations
 
@@ -10,9 +9,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-# Unlinked only, checked twice: the lock skips rows a linking transaction holds, and the
-# outer re-check drops any row linked between the snapshot and the lock. A link and this
-# delete therefore never both succeed: whichever locks the row first wins.
+# Unlinked only, checked twice: SKIP LOCKED passes rows a linking transaction holds, and the
+# outer re-check drops rows linked since the snapshot. Whichever locks the row first wins.
 DELETE_EXPIRED_UNLINKED = """
 WITH doomed AS (
     SELECT id FROM attachments
@@ -26,9 +24,8 @@ WHERE a.id = doomed.id AND a.message_id IS NULL
 RETURNING a.storage_key, a.thumbnail_key
 """
 
-# The trigger queues at the database's clock, which is later than the sweep's ``now``
-# (taken when the sweep began, or fixed by a test): without this, the pass that deleted
-# the rows would not find their objects due, and they would wait for the next one.
+# The trigger queues at the database clock, later than the sweep's ``now``: without this the
+# pass that deleted the rows would not find their objects due, leaving them to the next.
 MAKE_DUE = """
 UPDATE storage_deletions SET not_before = $2
 WHERE key = ANY($1::text[]) AND attempts = 0 AND not_before > $2
@@ -38,8 +35,7 @@ WHERE key = ANY($1::text[]) AND attempts = 0 AND not_before > $2
 async def delete_expired_unlinked(
     conn: asyncpg.Connection, created_before: dt.datetime, now: dt.datetime, limit: int
 ) -> int:
-    """Delete up to ``limit`` unlinked attachments created before ``created_before``; the
-    trigger of sql/0003 queues their objects, due at ``now``. How many went."""
+    """Delete up to ``limit`` expired unlinked attachments, objects due at ``now``; how many."""
     async with conn.transaction():
         rows = await conn.fetch(DELETE_EXPIRED_UNLINKED, created_before, limit)
         keys = [key for row in rows for key in row.values() if key is not None]
@@ -84,5 +80,4 @@ WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.storage_key = k.key)
 
 
 async def select_unclaimed_keys(conn: asyncpg.Connection, keys: Sequence[str]) -> list[str]:
-    """The keys among ``keys`` that no attachment row and no queued deletion names."""
     return [r["key"] for r in await conn.fetch(SELECT_UNCLAIMED_KEYS, list(keys))]

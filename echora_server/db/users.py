@@ -23,7 +23,6 @@ RETURNING {_COLUMNS}
 async def insert_user(
     conn: asyncpg.Connection, username: str, display_name: str, password_hash: str | None
 ) -> User | None:
-    """Create a user; None when the username is taken."""
     row = await conn.fetchrow(INSERT_USER, username, display_name, password_hash)
     return to_user(row) if row else None
 
@@ -48,7 +47,6 @@ SELECT_LOGIN = f"SELECT {_COLUMNS}, password_hash FROM users WHERE username = $1
 
 
 async def select_login(conn: asyncpg.Connection, username: str) -> tuple[User, str | None] | None:
-    """The user and their password hash, for checking a login."""
     row = await conn.fetchrow(SELECT_LOGIN, username)
     return (to_user(row), row["password_hash"]) if row else None
 

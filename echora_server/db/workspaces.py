@@ -1,8 +1,4 @@
-"""Workspaces (tenants) and their memberships.
-
-Every lookup that serves a request goes through the caller's membership, so another
-tenant's workspace and a missing one are indistinguishable.
-"""
+"""Workspaces (tenants) and memberships; request lookups go through the caller's membership."""
 
 from __future__ import annotations
 
@@ -32,7 +28,6 @@ LIMIT 1
 
 
 async def ensure_workspace(conn: asyncpg.Connection, slug: str, name: str) -> Workspace:
-    """The workspace with this slug, created if needed."""
     row = await conn.fetchrow(UPSERT_WORKSPACE, slug, name)
     assert row is not None
     return to_workspace(row)
@@ -110,5 +105,4 @@ LOCK_WORKSPACE = "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE"
 
 
 async def lock_workspace(conn: asyncpg.Connection, workspace_id: int) -> None:
-    """Row-lock a workspace for the rest of the transaction."""
     await conn.execute(LOCK_WORKSPACE, workspace_id)

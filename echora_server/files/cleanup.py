@@ -1,21 +1,8 @@
-"""One cleanup pass: what deletes, abandoned uploads, crashes and old sessions leave.
-
-Each phase runs on its own, so one failing (storage down) is counted and logged while
-the others still run:
-
-1. unlinked attachments past ``unlinked_ttl_hours``: rows first (their trigger queues
-   the objects for phase 2); linked rows are never touched.
-2. the deletion queue, claimed in leased batches: objects deleted with no transaction
-   open, then dequeued; a refused delete backs off.
-3. S3 multipart uploads started before the upload horizon: aborted (MinIO ignores
-   lifecycle rules).
-4. objects under our prefixes that nothing names, past ``orphan_grace_hours`` (longer
-   than any upload, which stores its object before its row).
-5. local temp files older than the upload horizon (a crash mid-write).
-6. browser sessions past their expiry.
-
-Every step is idempotent, so a pass may be killed anywhere and several may run at once.
-"""
+"""One cleanup pass. Phases fail independently (storage down must not stop database work):
+unlinked attachments past their TTL (a trigger queues their objects); the deletion queue, in
+leased batches; stale S3 multipart uploads (MinIO ignores lifecycle rules); unnamed objects past
+``orphan_grace_hours`` (longer than any upload, which stores objects before rows); old local
+temp files; expired sessions. Every step is idempotent: passes may die anywhere and may overlap."""
 
 from __future__ import annotations
 
@@ -68,8 +55,6 @@ REMOVED_KINDS = tuple(f.name for f in dataclasses.fields(SweepResult) if f.name 
 
 @dataclass(frozen=True, slots=True)
 class Cutoffs:
-    """What is old enough to go, for a sweep at ``now``."""
-
     unlinked_created_before: dt.datetime
     upload_started_before: dt.datetime  # multipart uploads and temp files
     orphan_written_before: dt.datetime
@@ -91,7 +76,7 @@ async def sweep_once(
     *,
     dry_run: bool = False,
 ) -> SweepResult:
-    """One cleanup pass at ``now`` (timezone-aware). ``dry_run``: count, change nothing."""
+    """``now`` must be timezone-aware. ``dry_run``: count, change nothing."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     started = time.perf_counter()
@@ -123,7 +108,7 @@ class _Sweep:
         self.now = now
         self.dry_run = dry_run
         self.counts = {f.name: 0 for f in dataclasses.fields(SweepResult)}
-        self._expiring_keys = 0  # dry run: objects phase 1 would have queued
+        self._expiring_keys = 0  # dry run: objects expire_unlinked would have queued
 
     async def run(self) -> None:
         phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
@@ -138,8 +123,7 @@ class _Sweep:
             try:
                 await phase()
             except Exception:
-                # Storage or the database is down: the next sweep retries; so do the
-                # other phases now (an S3 outage must not stop the database work).
+                # Storage or the database is down: the next sweep retries.
                 log.warning("sweep_phase_failed", phase=name, exc_info=True)
                 self.counts["errors"] += 1
 
@@ -220,7 +204,7 @@ class _Sweep:
 
     async def sweep_temp(self) -> None:
         if not isinstance(self.storage, LocalStorage):
-            return  # S3 writes leave multipart uploads instead (phase 3)
+            return  # S3 writes leave multipart uploads instead
         cutoff = self.cutoffs.upload_started_before
         if self.dry_run:
             temp_dir = self.storage.root / LOCAL_TEMP_DIR

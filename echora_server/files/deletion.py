@@ -1,5 +1,4 @@
-"""Deleting stored objects that no row claims; what storage refuses now is retried by
-the sweeper from the deletion queue (``db.deletions``)."""
+"""Deleting stored objects; what storage refuses is retried from ``db.deletions``'s queue."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ DELETE_CONCURRENCY = 8
 
 
 async def delete_objects(storage: Storage, keys: Sequence[str]) -> set[str]:
-    """Delete objects (idempotent), a few at a time; the keys storage refused."""
     limit = asyncio.Semaphore(DELETE_CONCURRENCY)
 
     async def delete(key: str) -> None:
@@ -37,8 +35,7 @@ async def delete_objects(storage: Storage, keys: Sequence[str]) -> set[str]:
 
 
 async def discard(pool: asyncpg.Pool, storage: Storage, keys: Sequence[str]) -> set[str]:
-    """Delete objects no row will claim (a failed upload's, an orphan); queue what storage
-    refuses. The keys it refused."""
+    """For objects no row will claim (a failed upload's, an orphan): queue what is refused."""
     failed = await delete_objects(storage, keys)
     if failed:
         try:
@@ -50,8 +47,7 @@ async def discard(pool: asyncpg.Pool, storage: Storage, keys: Sequence[str]) -> 
 
 
 async def delete_queued(pool: asyncpg.Pool, storage: Storage, keys: Sequence[str]) -> None:
-    """Delete the objects of rows a committed transaction deleted (their trigger queued
-    them) and dequeue those that went."""
+    """For rows a committed transaction deleted (their trigger queued the objects)."""
     failed = await delete_objects(storage, keys)
     done = [key for key in keys if key not in failed]
     if not done:

@@ -1,18 +1,7 @@
-"""The download pipeline: authorise afresh, answer from validators when possible, else
-stream (part of) one stored object to the client.
+"""Downloads: authorise afresh (current memberships, no cache), then serve one stored object.
 
-Authorisation runs on every request against CURRENT memberships (no cache): a caller
-who may not read an attachment, another tenant's attachment, a malformed id and a
-missing one all raise the same NotFound, before anything about the file (size, ETag,
-name) is looked at.
-
-Then, in RFC 9110 order: ``If-None-Match`` (304, storage untouched); ``HEAD`` (headers
-from the row, storage untouched); ``If-Range`` and ``Range`` (one range, 206, passed to
-storage as a ranged read, or 416). How the bytes then reach the client (chunks,
-sendfile or splice) is ``download_bodies``'s job. The storage reader is closed in
-``finally`` on every path, a client that disconnects included, so its S3 connection goes
-back to the pool (or, its own, is closed).
-"""
+Every refusal is the same NotFound, before the file's size, ETag or name is looked at. The
+reader is closed on every path, a disconnect included, so no S3 connection is leaked."""
 
 from __future__ import annotations
 
@@ -50,8 +39,8 @@ from echora_server.storage.base import (
 
 log = structlog.get_logger("echora.downloads")
 
-# Files never change under an id. ``private``: a shared cache must not keep them, since
-# only the authorised may read them. (A removed member keeps what their browser cached.)
+# An id's bytes never change. ``private``: no shared cache may keep them (a removed member
+# still has what their own browser cached).
 CACHE_CONTROL = "private, max-age=86400, immutable"
 # Opened directly (not as a subresource), a file gets no script, plugin or origin.
 SANDBOX_CSP = "sandbox; default-src 'none'"
@@ -68,8 +57,6 @@ class RangeNotSatisfiable(ApiError):
 
 @dataclass(frozen=True, slots=True)
 class Representation:
-    """What one download URL serves."""
-
     attachment_id: str  # for logs
     key: str
     size: int | None  # None: only storage knows (thumbnails); then ranges are not offered
@@ -85,9 +72,7 @@ class Representation:
 async def readable_attachment(
     pool: asyncpg.Pool, identity: Identity, attachment_id: str
 ) -> Attachment:
-    """The attachment if the caller may read it now; else NotFound, the same for every
-    reason (no such id, another workspace, an unlinked upload of someone else, a private
-    channel they are not in, a token limited to another workspace)."""
+    """The attachment if the caller may read it now; else NotFound, whatever the reason."""
     found = None
     if _ATTACHMENT_ID.fullmatch(attachment_id):
         async with pool.acquire() as conn:
@@ -100,8 +85,7 @@ async def readable_attachment(
 
 
 def original(attachment: Attachment) -> Representation:
-    """The uploaded file. Inline only for the allow-list, decided from the DETECTED type;
-    an attachment gets a type no browser renders as a document or runs."""
+    """Inline only by DETECTED type; an attachment gets a type no browser renders or runs."""
     kind = disposition(attachment.detected_type, attachment.declared_type, attachment.filename)
     if kind == "inline":
         content_type = served_type(attachment.detected_type)
@@ -120,7 +104,6 @@ def original(attachment: Attachment) -> Representation:
 
 
 def thumbnail(attachment: Attachment) -> Representation:
-    """The WebP preview made at upload (never changes either); NotFound when none."""
     if attachment.thumbnail_key is None:
         raise NotFound(FILE_NOT_FOUND)
     stem, _ = split_extension(attachment.filename)
@@ -153,7 +136,6 @@ def _headers(rep: Representation, size: int, byte_range: ByteRange | None) -> di
 
 
 async def _size(storage: Storage, rep: Representation) -> int:
-    """The representation's size without reading it (a HEAD of a thumbnail)."""
     if rep.size is not None:
         return rep.size
     info = await storage.stat(rep.key)
@@ -195,8 +177,7 @@ async def _open(
     try:
         reader = await storage.open(rep.key, start, end, zero_copy=zero_copy)
     except ObjectNotFound:
-        # The row went away since it was read (its message deleted), or the object is
-        # missing (a dangling row: the sweeper's business). Either way: not found.
+        # Deleted since the row was read, or a dangling row (the sweeper's business).
         log.warning("download_object_missing", attachment_id=rep.attachment_id)
         raise NotFound(FILE_NOT_FOUND) from None
     except InvalidRange as exc:  # the object is shorter than its row says

@@ -1,22 +1,9 @@
-"""THE filename sanitiser: every path that accepts a client's file name goes through here.
-
-A sanitised name is only ever shown (JSON, ``Content-Disposition``, the cosmetic part of
-a download URL); it never becomes part of a storage key or a filesystem path. The rules
-protect the people who see the name and the machines it is saved on:
-
-- NFC, so one name has one spelling (and one byte sequence in headers and the database);
-- no control, format (bidi overrides, zero-width, BOM, soft hyphen), surrogate,
-  private-use or unassigned characters: ``\\u202egnp.exe`` must not display as ``exe.png``;
-- only the last path component, and none of ``<>:"/\\|?*`` (invalid on Windows, where
-  people save downloads);
-- no leading dot (hidden file), hyphen (read as an option by command lines) or space,
-  no trailing dot or space (Windows drops them), no bare Windows device name (``CON``);
-- at most 100 characters, keeping a short extension when the stem is cut;
-- never empty: ``file``, plus the extension when there is one.
-
-``sanitize_filename`` is idempotent. ``pathvalidate`` was considered: it keeps bidi
-overrides and can return an empty name, so wrapping it would leave little of it in use.
-"""
+"""THE filename sanitiser for every client-given name. The result is only ever shown, never
+part of a storage key or path. NFC; no control, format (a bidi override makes
+``\\u202egnp.exe`` read ``exe.png``), private-use or unassigned characters; the last path
+component, without ``<>:"/\\|?*`` (Windows); no leading dot, hyphen (an option to shells) or
+space, no trailing dot or space, no device name (``CON``); at most 100 characters, keeping a
+short extension; never empty. Idempotent. (``pathvalidate`` keeps bidi overrides.)"""
 
 from __future__ import annotations
 
@@ -25,8 +12,7 @@ import unicodedata
 
 MAX_FILENAME_LENGTH = 100
 FALLBACK_STEM = "file"
-# Longest extension kept whole when a long name is cut (".numbers", ".gpkg", ".tar.gz"
-# keeps ".gz"); anything longer is just part of the name.
+# Longest extension kept whole when a long name is cut (".tar.gz" keeps ".gz").
 MAX_EXTENSION_LENGTH = 16
 
 # Control, format, surrogate, private use, unassigned, and the line/paragraph separators.
@@ -45,7 +31,6 @@ _WINDOWS_DEVICES = frozenset(
 
 
 def _clean(text: str) -> str:
-    """NFC, without dropped characters; other spaces become plain spaces."""
     kept = []
     for ch in unicodedata.normalize("NFC", text):
         category = unicodedata.category(ch)
@@ -70,17 +55,14 @@ def split_extension(name: str) -> tuple[str, str]:
 
 
 def sanitize_filename(name: str | None) -> str:
-    """A safe display name for ``name`` (see the module docstring); idempotent."""
     text = _clean(name or "")
-    # The last path component: browsers send a bare name, but old ones and scripts send
-    # "C:\\fakepath\\x.png" or "../../etc/passwd".
+    # Old browsers and scripts send paths: "C:\\fakepath\\x.png", "../../etc/passwd".
     text = _SEPARATORS.split(text.rstrip("/\\ "))[-1]
     stem, extension = split_extension(text.strip().rstrip(_TRAILING))
     stem = stem.lstrip(_LEADING)  # ".png" keeps its extension: "file.png"
     limit = MAX_FILENAME_LENGTH - len(extension)
     if len(stem) > limit:
-        # A cut can end in a lone base character of a longer sequence: recompose. Only the
-        # end of the whole name needs the trailing rule (Windows drops dots and spaces).
+        # A cut may split a base from its marks: recompose. Only the end sheds _TRAILING.
         stem = unicodedata.normalize("NFC", stem[:limit])
         if not extension:
             stem = stem.rstrip(_TRAILING)

@@ -32,12 +32,10 @@ async def upload_files(request: web.Request) -> web.Response:
 
 
 async def put_file(request: web.Request) -> web.Response:
-    """The same upload by PUT, which is what ``curl -T file URL`` sends."""
     return await upload_files(request)
 
 
 async def download_file(request: web.Request) -> web.StreamResponse:
-    """The stored file. The name in the URL is cosmetic: headers use the stored name."""
     identity = await require_identity(request)
     attachment = await downloads.readable_attachment(
         request.app[POOL], identity, request.match_info["attachment_id"]

@@ -1,11 +1,6 @@
-"""HTTP fields of file downloads: byte ranges, entity tags, Content-Disposition.
-
-Pure functions (no I/O), after RFC 9110 (ranges, conditional requests) and RFC 6266 with
-RFC 8187 (file names). Where RFC 9110 lets a server ignore a ``Range`` it cannot or will
-not honour, these functions answer "send the whole representation" rather than an error:
-a malformed header, another unit, several ranges (a multipart/byteranges body buys our
-clients nothing and costs a second code path) and any range of an empty representation.
-"""
+"""HTTP fields of downloads: byte ranges, entity tags (RFC 9110), Content-Disposition (RFC 6266).
+A ``Range`` we will not honour (malformed, another unit, several ranges, an empty file) means
+"send it all", as RFC 9110 allows: multipart/byteranges would buy our clients nothing."""
 
 from __future__ import annotations
 
@@ -15,18 +10,16 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-# One ``first-last``, ``first-`` or ``-suffix`` range. Eighteen digits are more than any
-# object we store; a longer number is treated as malformed (ignored) rather than parsed.
+# One ``first-last``, ``first-`` or ``-suffix`` range; over 18 digits is malformed (ignored).
 _SINGLE_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.IGNORECASE)
 # The opaque part of each entity tag in a list, weak or strong.
 _ENTITY_TAG = re.compile(r'(?:W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
-# Transliterations kept in the ASCII fallback name: letters and digits only, so a
-# decomposition such as fullwidth solidus -> "/" never puts a separator into it.
+# Only letters and digits: NFKD of a fullwidth solidus must not put "/" in the fallback name.
 _ASCII_ALNUM = re.compile(r"[A-Za-z0-9]+")
 
 
 class UnsatisfiableRange(Exception):
-    """The one range asked for starts past the end (answer 416 with ``bytes */size``)."""
+    """The one range asked for selects nothing: answer 416."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +36,7 @@ class ByteRange:
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:
-    """The single byte range to send of a representation of ``size`` bytes, or None to
-    send all of it. Raises UnsatisfiableRange for a well-formed range that selects
-    nothing (``first`` at or past the end, or ``-0``)."""
+    """The one range to send, or None to send everything."""
     if header is None or size == 0:
         return None
     match = _SINGLE_RANGE.fullmatch(header.strip())
@@ -72,8 +63,7 @@ def _opaque_tags(header: str) -> set[str]:
 
 
 def none_match(header: str | None, etag: str) -> bool:
-    """Whether ``If-None-Match`` matches our (strong) ``etag``: weak comparison, lists,
-    and ``*`` (the representation exists, or we would have answered 404 already)."""
+    """Weak comparison; ``*`` matches (a missing file got its 404 already)."""
     if header is None:
         return False
     if header.strip() == "*":
@@ -82,14 +72,11 @@ def none_match(header: str | None, etag: str) -> bool:
 
 
 def if_range_allows(header: str | None, etag: str) -> bool:
-    """Whether a ``Range`` may be honoured under ``If-Range``: absent, or our entity tag
-    by STRONG comparison. A date never matches: we send no ``Last-Modified``."""
+    """STRONG comparison; a date never matches (we send no ``Last-Modified``)."""
     return header is None or header.strip() == etag
 
 
 def _ascii_fallback(filename: str) -> str:
-    """The name for clients that only read ``filename=`` (curl -OJ): printable ASCII,
-    accents dropped ("é" -> "e"), anything else "_", quotes and backslashes escaped."""
     out = []
     for ch in unicodedata.normalize("NFC", filename):
         if ch in '"\\':
@@ -105,9 +92,8 @@ def _ascii_fallback(filename: str) -> str:
 
 
 def content_disposition(kind: Literal["inline", "attachment"], filename: str) -> str:
-    """RFC 6266: an ASCII ``filename="..."`` plus the exact name as ``filename*`` (RFC
-    8187, UTF-8, percent-encoded). Never aiohttp's helper, which percent-encodes inside
-    the plain ``filename=`` (curl -OJ then saves ``R%C3%A9sum%C3%A9.txt``)."""
+    """ASCII ``filename=`` (read by curl -OJ) plus the exact name as ``filename*`` (RFC 8187).
+    Not aiohttp's helper: it percent-encodes ``filename=`` (curl saves ``R%C3%A9sum%C3%A9``)."""
     fallback = _ascii_fallback(filename)
     # quote() with safe="" leaves only RFC 8187 attr-chars unencoded.
     encoded = quote(unicodedata.normalize("NFC", filename), safe="", encoding="utf-8")

@@ -1,11 +1,6 @@
-"""Image dimensions and thumbnails, for PNG, JPEG, GIF and WebP only.
-
-Untrusted images are parsed by the plugin of the DETECTED format, never ``Image.open``
-(which tries every decoder). Dimensions come from the header the upload already holds.
-Thumbnails decode in a worker thread, a few at a time, from the stored object read back
-(the upload's memory stays at one part); sources over the byte or pixel budget (checked
-from the header: a decompression bomb) and files that do not decode get none.
-"""
+"""Image dimensions and thumbnails (PNG, JPEG, GIF, WebP), each parsed by the plugin of its
+DETECTED format, never ``Image.open`` (which tries every decoder). Sources over the byte or pixel
+budget (a decompression bomb, seen in the header) or that fail to decode get no thumbnail."""
 
 from __future__ import annotations
 
@@ -48,8 +43,7 @@ _PLUGINS: dict[str, type[ImageFile.ImageFile]] = {
 @dataclass(frozen=True, slots=True)
 class Thumbnail:
     data: bytes
-    # The source's displayed size (EXIF rotation applied), for when its header did not
-    # fit in the bytes the upload looked at.
+    # Displayed source size, for when its header lay past the bytes the upload looked at.
     source_width: int
     source_height: int
 
@@ -63,7 +57,7 @@ def _open(data: io.BytesIO, mime: str) -> ImageFile.ImageFile:
 
 
 def _displayed_size(image: ImageFile.ImageFile) -> tuple[int, int]:
-    """Width and height as shown: browsers apply EXIF rotation, so 90-degree turns swap."""
+    """Browsers apply EXIF rotation, so 90-degree turns swap width and height."""
     width, height = image.size
     if image.format == "JPEG" and image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
         return height, width
@@ -71,8 +65,6 @@ def _displayed_size(image: ImageFile.ImageFile) -> tuple[int, int]:
 
 
 def read_dimensions(head: bytes, mime: str) -> tuple[int, int] | None:
-    """Displayed width and height from an image's first bytes; None when the header is
-    not among them or is broken. Parses headers only (microseconds, bounded by ``head``)."""
     if not decodable(mime):
         return None
     try:
@@ -89,8 +81,7 @@ def pixel_budget() -> int:
 
 
 def render_thumbnail(source: io.BytesIO, mime: str) -> Thumbnail | None:
-    """A WebP at most ``THUMBNAIL_MAX_SIDE`` on its longer side (blocking: call it in a
-    worker thread). None when the image is over the pixel budget or does not decode."""
+    """Blocking: call it in a worker thread."""
     try:
         with _open(source, mime) as image:
             width, height = image.size
@@ -113,13 +104,11 @@ def render_thumbnail(source: io.BytesIO, mime: str) -> Thumbnail | None:
 
 
 class Thumbnailer:
-    """Makes thumbnails of stored images, a few at a time (one per app)."""
-
     def __init__(self, slots: int = THUMBNAIL_SLOTS) -> None:
         self._slots = asyncio.Semaphore(slots)
 
     async def make(self, storage: Storage, key: str, size: int, mime: str) -> Thumbnail | None:
-        """Read ``key`` back (``size`` bytes, as stored) and thumbnail it off the loop."""
+        """Read ``key`` back (the upload never held the whole file) and thumbnail it."""
         if not decodable(mime) or size > THUMBNAIL_MAX_SOURCE_BYTES:
             return None
         async with self._slots:

@@ -1,32 +1,9 @@
-"""What an uploaded file is, decided from its bytes; how it may be served.
+"""What an uploaded file is, decided from its bytes, and how it may be served.
 
-Three types are in play:
-
-- **declared**: what the client said (the field's or body's ``Content-Type``). Stored, and
-  checked against the bytes, never trusted.
-- **detected**: what the first bytes are, by magic numbers (``filetype``), or
-  ``text/plain`` for clean UTF-8 text that does not open with markup. ``None`` when
-  unknown: SVG, HTML and XML are text that opens with ``<`` and stay ``None`` on purpose,
-  so nothing ever vouches for them.
-- **served**: the ``Content-Type`` a download gets. Only the detected type can make a file
-  inline, and only from a short allow-list of raster images, audio and video; everything
-  else is an ``attachment`` of ``text/plain`` or ``application/octet-stream``.
-
-Policy on declared types:
-
-- a declared ``image/*`` whose bytes are not that image is refused (415 ``type_mismatch``):
-  an HTML page labelled ``image/png`` is an attack or a broken client, never a picture;
-  a declared image type that magic bytes cannot recognise (``image/svg+xml``) passes
-  when the bytes are no other known format. Audio and video are not checked: their type
-  names vary too much between clients, and a mislabelled one is merely an attachment;
-- when nothing useful was declared (absent, ``application/octet-stream``, or curl's
-  ``--data-binary`` default ``application/x-www-form-urlencoded``), the file name's
-  extension stands in for the declared type in that check, and only then;
-- dangerous types and extensions (markup, scripts, executables, installers) are accepted
-  (people share installers and scripts) but are never served inline, even when their
-  bytes pass as an image: a PNG/HTML polyglot named ``x.html`` must not render, and a
-  saved copy must not open in a browser from disk.
-"""
+Only the detected type (magic bytes, or ``text/plain`` for UTF-8 not opening with ``<``, so SVG,
+HTML and XML stay unknown) can make a download inline, from an allow-list. A declared image type
+the bytes contradict is refused; audio/video labels vary too much to check. Dangerous types and
+names are stored but never inline, even as a valid image (a PNG/HTML polyglot named x.html)."""
 
 from __future__ import annotations
 
@@ -140,7 +117,6 @@ class MediaType:
 
     @property
     def mime_type(self) -> str:
-        """What the API reports: the detected type when known, else the safe default."""
         return self.detected or OCTET_STREAM
 
 
@@ -155,7 +131,7 @@ def normalize_declared(value: str | None) -> str:
 
 
 def detect_type(head: bytes) -> str | None:
-    """The type of a file from its first bytes (at least ``SNIFF_BYTES`` when it has them)."""
+    """Pass at least ``SNIFF_BYTES`` when the file has them."""
     if not head:
         return None
     found = filetype.guess_mime(head[:SNIFF_BYTES])
@@ -165,7 +141,6 @@ def detect_type(head: bytes) -> str | None:
 
 
 def _is_plain_text(head: bytes) -> bool:
-    """UTF-8 without control characters, not opening with markup (``<``)."""
     try:
         # Not final: the head may end inside a multi-byte character.
         text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
@@ -178,8 +153,6 @@ def _is_plain_text(head: bytes) -> bool:
 
 
 def expected_type(declared: str, filename: str) -> str:
-    """The type the client claims: declared, or guessed from the extension when the
-    declared type says nothing."""
     if declared not in _UNINFORMATIVE:
         return declared
     guessed, _ = _EXTENSIONS.guess_type(f"x{split_extension(filename)[1].lower()}", strict=False)
@@ -192,7 +165,7 @@ def _same(expected: str, detected: str) -> bool:
 
 
 def check_declared(declared: str, filename: str, detected: str | None) -> None:
-    """Raise TypeMismatch when a declared image type contradicts the bytes."""
+    """Raise TypeMismatch if the bytes contradict the image type declared (or implied by name)."""
     expected = expected_type(declared, filename)
     if not expected.startswith("image/"):
         return
@@ -204,7 +177,6 @@ def check_declared(declared: str, filename: str, detected: str | None) -> None:
 
 
 def classify(declared: str | None, filename: str, head: bytes) -> MediaType:
-    """Detect the type of a file from its first bytes and check the declared one."""
     normalized = normalize_declared(declared)
     detected = detect_type(head)
     check_declared(normalized, filename, detected)
@@ -219,14 +191,12 @@ def is_dangerous(declared: str, filename: str) -> bool:
 def disposition(
     detected: str | None, declared: str, filename: str
 ) -> Literal["inline", "attachment"]:
-    """Inline only for allow-listed detected types, and never for a dangerous name or type."""
     if detected in INLINE_TYPES and not is_dangerous(declared, filename):
         return "inline"
     return "attachment"
 
 
 def served_type(detected: str | None) -> str:
-    """The ``Content-Type`` for the stored object and for downloads."""
     if detected in INLINE_TYPES:
         return detected
     if detected == TEXT_PLAIN:

@@ -1,11 +1,5 @@
-"""One uploaded file's bytes on their way to storage: counted, hashed, and cut off.
-
-The first bytes are read (and counted) first, to detect the type and refuse a mismatch
-before anything is stored; then every byte streams straight into ``Storage.put_stream``
-through ``FileMeter.chunks``, which counts (``ObjectTooLarge`` past the limit: the
-backend leaves nothing behind), hashes and forwards, and stops the request at its
-deadline.
-"""
+"""One uploaded file's bytes on their way to storage: counted, hashed, and cut off at the
+size limit (``ObjectTooLarge``: the backend leaves nothing behind) or the request's deadline."""
 
 from __future__ import annotations
 
@@ -22,8 +16,6 @@ HEAD_BYTES = 64 * 1024
 
 
 class FileMeter:
-    """Counts, hashes and forwards one file's chunks, stopping at the size limit."""
-
     def __init__(
         self, reader: ChunkReader, *, max_bytes: int, max_seconds: float, deadline: float
     ) -> None:
@@ -55,7 +47,7 @@ class FileMeter:
         return chunk
 
     async def read_head(self) -> bytes:
-        """At least HEAD_BYTES (or the whole file if smaller), kept to be stored first."""
+        """At least HEAD_BYTES, read before storing so a type mismatch stores nothing."""
         buffered = 0
         while buffered < HEAD_BYTES and (chunk := await self._next()):
             self._head.append(chunk)

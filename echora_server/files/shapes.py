@@ -9,7 +9,6 @@ from echora_server.db.records import Attachment
 
 
 def attachment_url(attachment: Attachment) -> str:
-    """The download URL; the name in it is cosmetic (downloads use the stored name)."""
     return f"/api/files/{attachment.id}/{quote(attachment.filename, safe='')}"
 
 

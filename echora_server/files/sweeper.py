@@ -1,6 +1,5 @@
-"""Running cleanup passes: every few minutes in each server process, or once from
-``echora cleanup``. No lock elects one sweeper: passes are safe side by side (``SKIP
-LOCKED`` claims, leases, idempotent deletes), and jitter spreads them apart."""
+"""Running cleanup passes: every few minutes in each server process, or once (``echora cleanup``).
+No lock elects one sweeper: passes are safe side by side (SKIP LOCKED, leases, idempotence)."""
 
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ from echora_server.storage.factory import STORAGE, create_storage
 
 log = structlog.get_logger("echora.sweeper")
 
-# Each wait is the interval times a factor drawn from here; the first is shorter, so a
-# restart sweeps soon.
+# Factors of the interval; the first wait is shorter, so a restart sweeps soon.
 JITTER = (0.8, 1.2)
 FIRST_WAIT = (0.5, 1.0)
 
@@ -78,7 +76,7 @@ class Sweeper:
         self._metrics = metrics
 
     async def sweep(self) -> SweepResult | None:
-        """One pass now; a failure is logged and counted, never raised."""
+        """A failure is logged and counted, never raised."""
         started = time.perf_counter()
         try:
             now = dt.datetime.now(dt.UTC)
@@ -99,8 +97,7 @@ class Sweeper:
 
 
 async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Started last, stopped first (a pass needs pool and storage). Stopping cancels a
-    pass in progress, which is safe: every step can be rerun."""
+    """Started last, stopped first (a pass needs pool and storage); cancelling a pass is safe."""
     config = app[CONFIG]
     if config.sweep_interval_seconds <= 0:
         yield
@@ -117,8 +114,7 @@ async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def run_cleanup(config: Config, *, dry_run: bool = False) -> SweepResult:
-    """One pass for ``echora cleanup``, with its own pool and storage. A dry run changes
-    nothing, not even the schema: it refuses a database that needs migrating."""
+    """``echora cleanup``. A dry run changes nothing: it refuses a database that needs migrating."""
     pool = await create_pool(config.model_copy(update={"db_pool_min": 0}), database_dsn(config))
     try:
         async with pool.acquire() as conn:

@@ -1,8 +1,6 @@
-"""How a download's body reaches the client's socket, the cheapest way the reader
-allows: a local file by sendfile, an S3 socket of its own by splice, anything else in
-chunks, the first read before the headers so an outage still answers 503. After the
-headers a failure aborts the connection (a short body, never a wrong one) and is logged.
-"""
+"""A download's body to the client's socket, the cheapest way the reader allows: sendfile,
+splice, else chunks. After the headers a failure aborts the connection and is logged: the
+client gets a short body, never a wrong one."""
 
 from __future__ import annotations
 
@@ -27,7 +25,6 @@ SPLICE_MIN_BYTES = 1024 * 1024
 async def start_response(
     request: web.Request, status: int, headers: dict[str, str], length: int | None
 ) -> web.StreamResponse:
-    """Send the status line and headers (with ``Content-Length`` when given)."""
     response = web.StreamResponse(status=status, headers=headers)
     if length is not None:
         response.content_length = length
@@ -36,9 +33,6 @@ async def start_response(
 
 
 def may_splice(request: web.Request, length: int) -> bool:
-    """Whether a body of ``length`` bytes may come from a socket by splice: big enough
-    for a store connection of its own to pay, and written to a plain TCP socket (not
-    TLS)."""
     transport = request.transport
     return (
         splice.AVAILABLE
@@ -56,8 +50,7 @@ async def send(
     status: int,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    """Answer with ``status``, ``headers`` and the reader's bytes (``attachment_id`` is
-    for logs). The caller still owns, and closes, the reader."""
+    """The caller still owns, and closes, the reader."""
     region = reader.file_region()
     if region is not None:
         return await _send_file(request, attachment_id, region, status, headers)
@@ -83,9 +76,7 @@ async def send(
 
 
 def _cut_short(request: web.Request, attachment_id: str) -> None:
-    """Called in an ``except`` block after the headers went out: the status can no longer
-    change, so log the failure and abort; only a short body (then the cut) tells the
-    client, who never gets a wrong one."""
+    """In an ``except`` block once the headers are out (the status cannot change): log, abort."""
     log.exception("download_aborted", attachment_id=attachment_id)
     if request.transport is not None:
         request.transport.abort()
@@ -98,9 +89,6 @@ async def _splice(
     status: int,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    """The store's socket goes to the client's in the kernel (splice): the bytes never
-    enter Python. The store has already answered its status, so this is past the point
-    of a clean 503, as a failed read after the first chunk is."""
     response = await start_response(request, status, headers, body.count)
     transport = request.transport
     if transport is None or transport.is_closing():
@@ -125,9 +113,8 @@ async def _splice(
 
 
 async def _flushed(request: web.Request, transport: asyncio.Transport) -> None:
-    """Wait until the transport has handed all it holds (these headers, the tail of a
-    response before them on a pipelined connection) to the kernel: bytes spliced into
-    the socket now would overtake anything still queued in Python."""
+    """Wait until the transport's buffer (these headers, a pipelined response before them) is
+    in the kernel: bytes spliced into the socket would overtake anything still queued."""
     if not transport.get_write_buffer_size():
         return
     low, high = transport.get_write_buffer_limits()
@@ -145,8 +132,6 @@ async def _send_file(
     status: int,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    """A local file goes from the page cache to the socket in the kernel (sendfile):
-    no read into Python, no thread hop per chunk. The reader still owns the file."""
     response = await start_response(request, status, headers, region.count)
     transport = request.transport
     if transport is None or transport.is_closing():

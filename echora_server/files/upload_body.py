@@ -1,18 +1,7 @@
-"""The HTTP side of an upload: what the client sends, read with limits of our own.
-
-Two shapes are accepted:
-- ``multipart/form-data``: optional ``channel_id`` / ``workspace_id`` fields, which must
-  come before the files (the target is authorised before any file byte is stored), then
-  one or more ``file`` fields;
-- a raw body of any other type (``curl -T file`` or ``--data-binary @file``): one file,
-  named by ``?filename=``.
-Both take ``channel_id`` / ``workspace_id`` from the query string too.
-
-aiohttp neither caps a ``read_chunk()`` loop nor times out a stalled body: every read
-here has an idle timeout, and the pipeline (upload_meter.py) counts the bytes. A client that
-vanishes or sends a broken body becomes an ApiError here, never a bare OSError (which
-the error middleware would mistake for a database outage).
-"""
+"""The HTTP side of an upload: multipart/form-data (target fields first, so the target is
+authorised before any file byte is stored) or one raw body named by ``?filename=``. Every read
+has an idle timeout (aiohttp has none), and a broken body or lost client becomes an ApiError,
+never a bare OSError (which the error middleware would take for a database outage)."""
 
 from __future__ import annotations
 
@@ -30,10 +19,8 @@ from echora_server.core.validation import MAX_ID, Query
 
 T = TypeVar("T")
 
-# Bytes asked per read. A read returns what aiohttp has buffered (its flow control
-# bounds that), handing over whole chunks when they fit, so a large size saves a copy
-# and a loop turn per 64 KiB (see bench/files.py). The size cap is checked after every
-# read: reading stops at the first read that passes it.
+# A read returns what aiohttp has buffered, whole chunks when they fit: a large size saves
+# copies. The size cap is checked after every read.
 READ_SIZE = 1024 * 1024
 TARGET_FIELDS = ("channel_id", "workspace_id")
 FILE_FIELD = "file"
@@ -60,7 +47,7 @@ class UnsupportedEncoding(ApiError):
 
 
 class UploadQuery(Query):
-    """The query string of an upload (documented as OpenAPI query parameters)."""
+    """The query string of an upload."""
 
     channel_id: int | None = Field(
         None, ge=1, le=MAX_ID, description="The channel the files are for"
@@ -81,16 +68,12 @@ class TargetFields:
 
 @dataclass(frozen=True, slots=True)
 class IncomingFile:
-    """One file as the client sends it; ``reader.read()`` gives its next chunk, b"" at the end."""
-
     filename: str | None  # unsanitised
     declared_type: str | None
     reader: ChunkReader
 
 
 class ChunkReader:
-    """Reads one file's bytes from the client with the idle timeout."""
-
     def __init__(self, body: UploadBody, field: BodyPartReader | None) -> None:
         self._body = body
         self._field = field
@@ -115,11 +98,8 @@ def _check_encoding(headers: Mapping[str, str]) -> None:
 
 
 class UploadBody:
-    """One upload request's body; ``target()`` first, then ``files()``.
-
-    ``text_fields`` (name: most bytes) replaces the target fields with text ones, read the
-    same way before the files and then given by ``text(name)``: the one-shot message send
-    (``content``, ``client_id``), whose channel is in its path."""
+    """``target()`` first, then ``files()``. ``text_fields`` (name: max bytes) takes text fields
+    instead of target ones, for ``text()``: the one-shot send, whose channel is in its path."""
 
     def __init__(
         self,
@@ -168,7 +148,6 @@ class UploadBody:
         return body
 
     async def client(self, read: Awaitable[T]) -> T:
-        """Await a read from the client: with the idle timeout, errors translated."""
         timeout = asyncio.timeout(self._idle_timeout)
         try:
             async with timeout:
@@ -182,7 +161,6 @@ class UploadBody:
             raise UploadIncomplete() from None
 
     async def target(self) -> TargetFields:
-        """``channel_id`` / ``workspace_id`` from the query and the leading form fields."""
         if self._multipart is not None:
             await self._read_fields(self._multipart)
         return TargetFields(self._fields.get("channel_id"), self._fields.get("workspace_id"))
@@ -224,7 +202,6 @@ class UploadBody:
             raise InvalidRequest(details=[{"field": name, "problem": "must be UTF-8"}]) from None
 
     def text(self, name: str) -> str | None:
-        """A text field read by ``target()``; None when the client did not send it."""
         return self._texts.get(name)
 
     async def _next_field(self, multipart: MultipartReader) -> BodyPartReader | None:
@@ -237,7 +214,7 @@ class UploadBody:
         return field
 
     async def files(self) -> AsyncGenerator[IncomingFile, None]:
-        """Every file, in order. Consume each one's reader to the end before the next."""
+        """Consume each file's reader to the end before asking for the next."""
         if self._multipart is None:
             yield IncomingFile(
                 self._filename,

@@ -1,12 +1,7 @@
-"""The upload service: the files of one request, stored all or nothing.
-
-Each file streams into storage as it arrives (``meter``); images get dimensions from
-their header and a thumbnail beside them. The rows of every file are inserted in ONE
-transaction once every object is stored; until it commits, the batch deletes what it
-stored on any failure. The commit and the cleanups are owned tasks, so a cancelled
-handler cannot interrupt them. No connection is held while client bytes or storage are
-awaited.
-"""
+"""Uploads, all or nothing: each file streams into storage, then ONE transaction inserts every
+row; until it commits, a failure deletes what was stored. The commit and cleanups are owned
+tasks (a cancelled handler cannot cut them short), and no connection is held while client
+bytes or storage are awaited."""
 
 from __future__ import annotations
 
@@ -100,8 +95,6 @@ class UploadService:
         return UploadBatch(self, target, uploader_id)
 
     async def target(self, identity: Identity, fields: TargetFields) -> UploadTarget:
-        """Where the files go: ``channel_id`` (then linkable only there; the caller must be
-        in it), else ``workspace_id``, else the caller's only usable workspace."""
         async with self.pool.acquire() as conn:
             if fields.channel_id is not None:
                 access = await require_channel(conn, identity, fields.channel_id)
@@ -123,8 +116,7 @@ class UploadService:
 
 
 class UploadBatch:
-    """``add`` each file, then ``commit``; leaving the ``async with`` block any other way
-    deletes what was stored."""
+    """``add`` each file, then ``commit``; leaving ``async with`` otherwise deletes them."""
 
     def __init__(self, service: UploadService, target: UploadTarget, uploader_id: int) -> None:
         self._service = service
@@ -152,7 +144,6 @@ class UploadBatch:
         await discard(self._service.pool, self._service.storage, self._keys)
 
     async def add(self, incoming: IncomingFile) -> None:
-        """Stream one file into storage (and its thumbnail, for images)."""
         limits, storage = self._service.limits, self._service.storage
         if len(self._files) >= limits.max_files:
             raise TooManyFiles(details={"limit_files": limits.max_files})
@@ -206,7 +197,6 @@ class UploadBatch:
         )
 
     async def commit(self) -> list[Attachment]:
-        """Insert every row in one transaction; on failure the objects are deleted."""
         if not self._files:
             raise InvalidRequest("Send at least one file.", code="no_files")
         self._settled = True
@@ -214,9 +204,8 @@ class UploadBatch:
         return await self._service.tasks.run(work)
 
     async def commit_with(self, work: InTransaction[T]) -> T:
-        """Insert every row (there may be none) and run ``work`` in the same transaction,
-        all or nothing. A COMMIT that failed yet happened re-raises: the rows stand, and
-        ``work``'s result is the caller's to find again."""
+        """Insert the rows (maybe none) and run ``work`` in the same transaction. A COMMIT that
+        failed yet happened re-raises: the rows stand, and ``work``'s result is the caller's."""
         self._settled = True
         return await self._service.tasks.run(self._commit_or_discard(work, recover=None))
 

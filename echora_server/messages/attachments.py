@@ -1,12 +1,6 @@
-"""Attachments in messages: linked in the transaction that inserts the message, loaded
-with every read.
-
-Linking keeps "link once, same scope": an attachment goes from unlinked to one message at
-most once, only by its uploader, only within its workspace (and channel, when the upload
-named one). A shortfall raises, rolling the message back. Someone else's, another
-workspace's and missing attachments all answer 422 ``attachment_unavailable``; only the
-caller's own already-linked uploads answer 409 ``attachment_already_linked``.
-"""
+"""Attachments in messages: each links once, by its uploader, within its workspace (and channel),
+in the transaction inserting the message. Someone else's, another workspace's and missing ones
+all answer the same 422 (no hint they exist); the caller's own already-linked ones answer 409."""
 
 from __future__ import annotations
 
@@ -33,8 +27,7 @@ class AttachmentAlreadyLinked(ApiError):
 
 
 async def link_attachments(conn: asyncpg.Connection, message: Message, ids: Sequence[str]) -> None:
-    """Link every one of ``ids`` to the just-inserted ``message``, or raise (the caller's
-    transaction then rolls the message back)."""
+    """Link all of ``ids`` to the new message or raise, rolling the caller's transaction back."""
     if not ids:
         return
     author, workspace_id = message.author.id, message.workspace_id
@@ -43,7 +36,7 @@ async def link_attachments(conn: asyncpg.Connection, message: Message, ids: Sequ
             conn, ids, author, workspace_id, message.channel_id, message.id
         )
     except asyncpg.DeadlockDetectedError:
-        # Two sends racing for overlapping attachments in different orders: one loses.
+        # Two sends racing for overlapping attachments: one loses.
         raise AttachmentAlreadyLinked() from None
     if len(linked) == len(ids):
         return

@@ -1,5 +1,5 @@
-"""A message as clients send it: one model and one set of checks for REST bodies,
-WebSocket frames and the one-shot multipart send, so all three store the same message."""
+"""A message as clients send it: one model and one set of checks for REST, WebSocket and
+one-shot sends, so all three store the same message."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ MAX_ATTACHMENTS = 10
 MAX_LINKS = 10
 MAX_URL = 2000
 MAX_LINK_TITLE = 200
-# Ids are 22 characters; anything up to this length is looked up (and simply not found).
+# Ids are 22 characters; anything up to this length is looked up (and not found).
 MAX_ATTACHMENT_ID = 64
 # Visible ASCII: client ids are opaque tokens (UUIDs, ULIDs, counters), never shown.
 _CLIENT_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_CLIENT_ID}}}")
@@ -82,8 +82,7 @@ def check_draft(
     *,
     files_follow: bool = False,
 ) -> Draft:
-    """Text may be empty with attachments or links, or with files still to be read (the
-    one-shot send, which checks again once they are)."""
+    """Text may be empty with attachments, links or files still to come (one-shot rechecks)."""
     if len(attachment_ids) > MAX_ATTACHMENTS:
         raise _problem("attachment_ids", f"at most {MAX_ATTACHMENTS}")
     if len(set(attachment_ids)) != len(attachment_ids):

@@ -1,11 +1,6 @@
-"""One-shot send for curl and bots: a message and its files in one multipart request.
-
-``POST /api/channels/{channel_id}/messages`` as multipart/form-data: ``content`` and an
-optional ``client_id`` first, then ``file`` fields, uploaded into this channel like
-``POST /api/upload``. Their rows, the message and the links between them commit in ONE
-transaction, or nothing does and every stored object is deleted. The channel and the
-fields are checked before a single file byte is stored.
-"""
+"""One-shot send for curl and bots: a message and its files in one multipart request. Channel and
+fields are checked before a file byte is stored; file rows, message and links commit in one
+transaction, or nothing does and every stored object is deleted."""
 
 from __future__ import annotations
 
@@ -38,8 +33,8 @@ _NO_QUERY = UploadQuery.model_validate({})
 
 
 class _PostedBefore(Exception):
-    """A retried client_id, raised inside the transaction so it rolls back (and this
-    attempt's files are deleted); carries the message stored the first time."""
+    """A retried client_id, raised inside the transaction so it rolls back with this attempt's
+    files; carries the message stored the first time."""
 
     def __init__(self, message: Message) -> None:
         super().__init__("posted before")

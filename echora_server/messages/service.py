@@ -1,11 +1,7 @@
-"""Messages, for the REST handlers and the WebSocket alike.
-
-Each call authorizes the caller against *current* memberships and writes in one
-transaction whose events go out with its commit; a retried post publishes nothing. A
-message in a channel the caller may not see answers 404 like a missing one. Members of a
-channel post in it; every workspace member reads a public channel; the author edits; the
-author or a workspace owner or admin deletes.
-"""
+"""Messages, for REST and the WebSocket alike. Calls check *current* memberships; a write is one
+transaction whose events go out on commit. A message the caller may not see answers 404 like a
+missing one, so its existence does not leak. Channel members post; workspace members read public
+channels; the author edits; the author or a workspace owner or admin deletes."""
 
 from __future__ import annotations
 
@@ -56,9 +52,8 @@ class MessageService:
     async def post_message(
         self, identity: Identity, channel_id: int, draft: Draft
     ) -> tuple[Message, bool]:
-        """The message, and whether it was created now: a retry with a client_id this
-        author used in this channel returns that message again (linking none of the new
-        attachments) and publishes nothing. A deleted message frees its client_id."""
+        """A retry with a client_id this author used in this channel returns that message,
+        links nothing and publishes nothing (it went out once). Deleting it frees the id."""
         self.take_send_token(identity)
         async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
             message, created = await write_message(conn, identity, channel_id, draft)
@@ -84,8 +79,7 @@ class MessageService:
         after: int | None = None,
         limit: int = DEFAULT_PAGE,
     ) -> tuple[list[Message], bool]:
-        """A page and whether more lies beyond it: ``after`` pages forwards, oldest first;
-        otherwise backwards from ``before`` (default: the latest), newest first."""
+        """``after`` pages oldest first; else back from ``before`` (or the latest), newest first."""
         if before is not None and after is not None:
             raise InvalidRequest("Give before or after, not both.")
         for field, value, low, high in (
@@ -108,8 +102,7 @@ class MessageService:
     async def missed_messages(
         self, identity: Identity, after_id: int, limit: int
     ) -> tuple[list[Message], bool]:
-        """What a reconnecting socket missed in the channels the caller is in now, oldest
-        first, and whether there is more."""
+        """What a reconnecting socket missed in the caller's current channels, oldest first."""
         async with self._pool.acquire() as conn:
             missed = await messages.select_messages_after_for_user(
                 conn, identity.user.id, after_id, limit + 1, identity.token_workspace_id
@@ -118,8 +111,7 @@ class MessageService:
         return shown, len(missed) > limit
 
     async def edit_message(self, identity: Identity, message_id: int, content: str) -> Message:
-        """The author replaces the text; it may become empty only when the message carries
-        attachments or links."""
+        """The text may become empty only if the message has attachments or links."""
         content = check_content(content, may_be_empty=True)
         self.take_send_token(identity)  # edits fan out like posts: one budget
         async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
@@ -136,8 +128,8 @@ class MessageService:
         return updated
 
     async def delete_message(self, identity: Identity, message_id: int) -> None:
-        """Delete a message for good, with its files. Rows first (queuing their objects in
-        the same transaction), objects after the commit: no row points at a lost object."""
+        """Rows first (queuing their objects in the same transaction), objects after the
+        commit, so no row points at a lost object."""
         async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
             message, access = await _visible_message(conn, identity, message_id)
             if message.author.id != identity.user.id and access.role not in MANAGER_ROLES:
@@ -159,8 +151,8 @@ class MessageService:
 async def write_message(
     conn: asyncpg.Connection, identity: Identity, channel_id: int, draft: Draft
 ) -> tuple[Message, bool]:
-    """Insert the message and link its attachments in the caller's transaction (any error
-    must roll it back): the message with its attachments, and whether it is new."""
+    """Insert and link in the caller's transaction, which any error must roll back; returns the
+    message with its attachments and whether it is new."""
     access = await require_channel(conn, identity, channel_id)
     if not access.joined:
         raise Forbidden("Join the channel to post in it.", code="not_channel_member")

@@ -1,11 +1,5 @@
-"""The WebSocket endpoint ``/api/ws``: authenticate, subscribe, then serve frames.
-
-The protocol is in docs/websocket.md: ``hello`` on connect (subscribed to every channel
-of the caller), ``message.send`` → ``message.ack`` or ``error``, ``resume`` → missed
-``message.created`` frames then ``resume.done``, ``ping`` → ``pong``. A bad frame gets an
-error frame and the socket stays open; a binary frame closes it with 1003, one over
-64 KiB with 1009, shutdown with 1001.
-"""
+"""The WebSocket endpoint ``/api/ws`` (protocol: docs/websocket.md): authenticate, subscribe,
+then serve frames. A bad frame gets an error frame and the socket stays open."""
 
 from __future__ import annotations
 
@@ -65,9 +59,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     identity = await require_identity(request)  # refused with a JSON 401 before any upgrade
     if identity.via == "session":
         _check_origin(request)
-    # No deflate: compressing each small frame once per socket costs more than the rest
-    # of a delivery. A small writer limit makes long replies wait for the peer every
-    # 16 KiB, so they cannot fill the buffer the hub counts against the send buffer.
+    # No deflate: per-socket compression of small frames costs more than sending them. The
+    # writer limit makes long replies wait for the peer, not fill the buffer the hub watches.
     ws = web.WebSocketResponse(
         heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, compress=False, writer_limit=REPLY_CHUNK
     )

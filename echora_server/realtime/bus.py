@@ -1,10 +1,6 @@
-"""The event bus: events leave only with the commit of the write that made them.
-
-A write either runs in ``async with bus.transaction(conn) as events`` and appends its
-events there (on PostgreSQL the NOTIFY is part of that transaction, so no crash separates
-a message from its event), or calls ``bus.publish`` after its commit. The fan-out carries
-events to every server process, whose hub delivers them to its sockets.
-"""
+"""The event bus: events leave only with the commit of the write that made them. A write appends
+them in ``EventBus.transaction`` (on PostgreSQL the NOTIFY is part of it, so no crash separates
+a message from its event) or calls ``publish`` after its commit."""
 
 from __future__ import annotations
 
@@ -31,8 +27,7 @@ class EventBus:
         self.fanout = fanout
 
     async def publish(self, *events: Event) -> None:
-        """After the write committed. A failure is logged, not raised: the write stands,
-        and clients catch up from history or ``resume``."""
+        """After the commit; a failure is logged, not raised: clients catch up with ``resume``."""
         for event in events:
             try:
                 await self.fanout.publish(event)
@@ -41,7 +36,6 @@ class EventBus:
 
     @asynccontextmanager
     async def transaction(self, conn: asyncpg.Connection) -> AsyncIterator[list[Event]]:
-        """A transaction whose events, appended to the yielded list, go out if it commits."""
         events: list[Event] = []
         async with conn.transaction():
             yield events
@@ -49,7 +43,6 @@ class EventBus:
         await self.committed(events)
 
     async def stage(self, conn: asyncpg.Connection, events: list[Event]) -> None:
-        """Inside the transaction: ``committed`` must follow its commit."""
         if events:
             await self.fanout.stage(conn, events)
 
@@ -72,7 +65,6 @@ BUS = web.AppKey("bus", EventBus)
 
 
 async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
-    """After the pool and the hub: the fan-out feeds the hub once started."""
     fanout = create_fanout(app[CONFIG], app[POOL])
     await fanout.start(app[HUB].deliver)
     app[BUS] = EventBus(fanout)

@@ -31,7 +31,6 @@ class Event:
     user_id: int | None = None
 
     def frame(self) -> str:
-        """The text frame as sent to clients (serialised once per event per process)."""
         return json.dumps({"type": self.type, **self.data}, separators=(",", ":"))
 
     def to_json(self) -> dict[str, Any]:

@@ -1,15 +1,9 @@
-"""The WebSocket hub: which local sockets receive which channel's events.
-
-An event is framed once and appended to each subscriber's bounded buffer; one flusher
-task writes each socket's buffered frames in one call, so under load one write carries
-several frames. A subscriber whose backlog would pass the limit is dropped (1013) rather
-than slowing the others. Subscriptions follow membership events, so a removed member
-stops receiving the moment the removal is published.
-
-Joining is two-step so nothing is missed and ``hello`` comes first: ``connect`` records
-events while the handler loads the channels; ``attach`` subscribes them, minus removals
-seen meanwhile, writes ``hello``, then releases what was held back.
-"""
+"""The WebSocket hub: an event is framed once and buffered per subscriber; one flusher writes
+each socket's frames in one call. A subscriber whose backlog would pass the limit is dropped
+(1013) rather than slowing the others. Joining is two-step so nothing is missed and ``hello``
+comes first: ``connect`` holds events while the handler loads the channels; ``attach``
+subscribes them, minus removals seen meanwhile, writes ``hello``, then releases the rest.
+Subscriptions follow membership events: a removed member stops receiving at once."""
 
 from __future__ import annotations
 
@@ -42,8 +36,6 @@ REPLY_TIMEOUT = 30.0
 
 
 class Subscriber:
-    """One connected socket: its channels and the frames waiting to be written."""
-
     def __init__(
         self, ws: web.WebSocketResponse, identity: Identity, transport: asyncio.Transport
     ) -> None:
@@ -64,11 +56,9 @@ class Subscriber:
         return self.identity.user.id
 
     def backlog(self) -> int:
-        """Bytes not yet taken by the kernel: held here plus the transport's buffer."""
         return self.pending_bytes + self.transport.get_write_buffer_size()
 
     def flush(self) -> None:
-        """Write everything pending in one call (the transport never blocks)."""
         if not self.pending:
             return
         data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
@@ -78,11 +68,8 @@ class Subscriber:
             self.transport.write(data)
 
     async def reply(self, frame: str) -> None:
-        """Answer the subscriber's own request, after what is already pending for it.
-
-        Replies may be long (a resume replays up to a thousand messages), so they go
-        through aiohttp's writer, which waits while the peer is not reading; hub events
-        never wait."""
+        """After what is pending. Replies can be long (a resume), so they go through aiohttp's
+        writer, which waits for a peer not reading; hub events never wait."""
         if self.closing:
             return
         self.flush()
@@ -95,14 +82,12 @@ class Subscriber:
             pass  # the socket is going away; its handler cleans up
 
     def mute(self) -> None:
-        """Send nothing more (what is pending is dropped)."""
         self.closing = True
         self.pending.clear()
         self.pending_bytes = 0
 
     async def close(self, code: int, message: str) -> None:
-        """Close with ``code``; a peer that does not take the close frame is cut off, and
-        so is a socket aiohttp was already closing (its buffer may never drain)."""
+        """Cut off a peer that ignores the close frame or was already closing (may never drain)."""
         if self._close_started:
             return
         self._close_started = True
@@ -154,8 +139,6 @@ class Hub:
         channels: Iterable[tuple[int, int]],
         hello: Callable[[Subscriber], str],
     ) -> None:
-        """Subscribe the channels loaded for the subscriber, write ``hello(subscriber)``, then
-        release the frames held back meanwhile."""
         for channel_id, workspace_id in channels:
             if (
                 channel_id not in subscriber.removed_channels
@@ -169,7 +152,6 @@ class Hub:
         subscriber.flush()
 
     async def disconnect(self, subscriber: Subscriber) -> None:
-        """Forget a subscriber; always called from the socket handler's ``finally``."""
         self._forget(subscriber)
         subscriber.mute()
 
@@ -200,7 +182,6 @@ class Hub:
                 del index[key]
 
     async def deliver(self, event: Event) -> None:
-        """Apply one event from the fan-out: update subscriptions, then send it."""
         subjects = tuple(self._by_user.get(event.user_id, ())) if event.user_id else ()
         if event.type == CHANNEL_MEMBER_ADDED and event.channel_id is not None:
             for subscriber in subjects:
@@ -243,7 +224,6 @@ class Hub:
             self._drop(subscriber)
 
     def _enqueue(self, subscriber: Subscriber, wire: bytes) -> bool:
-        """Buffer one frame for a subscriber; False when it is too slow and must be dropped."""
         if subscriber.closing:
             return True
         if not subscriber.ready:  # held until hello is written; bounded all the same
@@ -284,7 +264,6 @@ class Hub:
         code: int = WSCloseCode.TRY_AGAIN_LATER,
         message: str = "too slow",
     ) -> None:
-        """Stop sending to a subscriber now; close its socket in the background."""
         self._forget(subscriber)
         subscriber.mute()  # the flusher may still hold it in the batch it is writing
         task = asyncio.create_task(subscriber.close(code, message))
@@ -292,7 +271,6 @@ class Hub:
         task.add_done_callback(self._closers.discard)
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY, message: str = "") -> None:
-        """Close every socket (server shutdown: 1001 going away)."""
         await asyncio.gather(
             *(subscriber.close(code, message) for subscriber in tuple(self._subscribers)),
             return_exceptions=True,
@@ -312,5 +290,5 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def close_websockets(app: web.Application) -> None:
-    """On shutdown, before the handlers are waited for: 1001 going away."""
+    """On shutdown, before the handlers are waited for, so they can end."""
     await app[HUB].close_all(WSCloseCode.GOING_AWAY, "server shutdown")

@@ -13,7 +13,6 @@ from echora_server.storage.s3.storage import S3Storage
 
 
 def create_storage(config: Config) -> Storage:
-    """It does no I/O until ``start()``."""
     if config.effective_storage == "s3":
         return S3Storage(config)
     return LocalStorage(config.files_dir)

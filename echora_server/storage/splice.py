@@ -1,16 +1,7 @@
-"""Moving bytes from one socket to another inside the kernel (Linux ``splice(2)``).
-
-Relaying a download through Python copies every byte out of the kernel (recv) and back
-in (send). ``splice`` moves page references instead: source socket -> pipe -> target
-socket, and the process never touches the bytes. In bench/files.py a relay doing this
-used about half the CPU per GB of an asyncio relay of the same bytes.
-
-Both sockets are non-blocking and their readiness comes from the running event loop.
-The target may belong to an asyncio transport (an aiohttp response): the caller makes
-sure that transport has nothing buffered and writes nothing meanwhile, as
-``loop.sendfile`` does; it is watched through a duplicate of its descriptor, since the
-loop refuses a second watcher of a transport's own descriptor.
-"""
+"""Socket to socket inside the kernel (Linux ``splice(2)``): pages move source -> pipe -> target,
+never copied through Python as recv/send would. If the target is an asyncio transport's, the
+caller first lets it drain and writes nothing meanwhile (as ``loop.sendfile`` does), so bytes
+never interleave; it is watched through a dup, as the loop won't watch a transport's own fd."""
 
 from __future__ import annotations
 
@@ -22,25 +13,19 @@ import socket
 
 AVAILABLE = hasattr(os, "splice")  # Linux, Python 3.10+
 
-# Pipe capacity: how much one splice from the source can take. In bench/files.py 256 KiB
-# cost the same CPU per GB as 1 MiB and the default 64 KiB a third more. Pipe pages
-# count against a per-user budget (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by
-# default): past it Linux hands out 8 KiB pipes -- still correct, only more turns -- so
-# a smaller pipe also keeps about 256 concurrent downloads at full speed instead of 64.
+# Pipe capacity (the most one splice takes): as cheap per byte as 1 MiB, and four times as
+# many fit the per-user pipe budget, past which Linux hands out tiny pipes (only slower).
 PIPE_SIZE = 256 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
 class SourceError(Exception):
-    """Reading the source failed, or it sent nothing for ``read_timeout`` seconds.
-    (Failures writing the target propagate as they are: ConnectionError when it left.)"""
+    """Reading the source failed or stalled ``read_timeout`` s; target errors propagate as-is."""
 
 
 async def splice(source: socket.socket, target_fd: int, count: int, *, read_timeout: float) -> int:
-    """Move up to ``count`` bytes from ``source`` to ``target_fd``; the number moved,
-    fewer than ``count`` only when the source ends early (EOF). Closes nothing but what
-    it opened (a pipe and a duplicate of ``target_fd``), also when cancelled."""
+    """Bytes moved (short of ``count`` only at EOF); closes just what it opened, even cancelled."""
     loop = asyncio.get_running_loop()
     moved = piped = 0
     pipe_out, pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -81,7 +66,6 @@ async def splice(source: socket.socket, target_fd: int, count: int, *, read_time
 
 
 async def wait_readable(sock: socket.socket) -> None:
-    """Until ``sock`` has bytes (or EOF, or an error) to read."""
     await _ready(asyncio.get_running_loop(), sock.fileno(), write=False)
 
 

@@ -104,8 +104,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except Exception as exc:
         if request.writer.output_size:
-            # A response has begun: no error can follow its status line. aiohttp closes
-            # the connection on what we re-raise.
+            # A response has begun, so no error can follow; aiohttp closes the connection.
             if not isinstance(exc, ConnectionError):  # else the client simply left
                 log.exception("error_after_response_started", path=request.path)
             raise

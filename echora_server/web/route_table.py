@@ -1,5 +1,4 @@
-"""The route table: every feature's routes, in the order aiohttp matches them and the
-OpenAPI document lists them."""
+"""Every feature's routes, in the order aiohttp matches and the OpenAPI document lists them."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def static_file(request: web.Request) -> web.FileResponse:
-    """A file of the client, jailed in static/; a missing one is a JSON 404 like every
-    other error (aiohttp's static route answers plain text)."""
+    """A client file, jailed in static/; a missing one is a JSON 404 like every other error
+    (aiohttp's static route answers plain text)."""
     root = static_dir().resolve()
     path = (root / request.match_info["filename"]).resolve()
     try:

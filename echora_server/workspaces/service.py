@@ -42,8 +42,7 @@ class WorkspaceService:
         return user
 
     async def remove_member(self, identity: Identity, workspace_id: int, user_id: int) -> None:
-        """Anyone may leave; owners and admins remove others; the last owner stays. Their
-        channel memberships go in the same transaction, and the events with it."""
+        """Anyone may leave; owners and admins remove others; the last owner stays."""
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
             if user_id == identity.user.id:
                 caller = await require_membership(conn, identity, workspace_id)

@@ -1,12 +1,7 @@
-"""Fan-out over PostgreSQL LISTEN/NOTIFY, for several server processes on one database.
-
-A NOTIFY payload is limited to 8000 bytes, and a message with attachments can be larger,
-so an event is written to the ``events`` table and only its id is notified; every process
-(the publisher included) fetches the rows by id, in notification order, and delivers them.
-The listening connection is dedicated (not from the pool) and re-established after a loss;
-events published while it was down are not replayed here: clients fill such gaps with
-``resume`` on the WebSocket. Old rows are deleted by a periodic trim.
-"""
+"""Fan-out over PostgreSQL LISTEN/NOTIFY. A NOTIFY payload is limited to 8000 bytes, less than a
+message with attachments may need, so an event goes to the ``events`` table and only its id is
+notified; every process fetches rows by id. Events sent while the listener reconnects are not
+replayed: clients fill such gaps with ``resume``."""
 
 from __future__ import annotations
 
@@ -56,8 +51,7 @@ class PostgresFanout:
             await outbox.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
 
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
-        # NOTIFY is transactional: delivered at COMMIT, dropped on rollback, so the write
-        # and its event cannot be separated by a crash in between.
+        # NOTIFY is transactional: delivered at COMMIT, dropped on rollback.
         for event in events:
             await outbox.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
 

@@ -1,9 +1,4 @@
-"""Where local objects live: the path jail, and which files count as objects.
-
-The key pattern (``base.check_key``) is the first wall: no dots, so no ``..`` and no
-``.tmp``. This module adds the second: no path may lead out of the root through a
-symlink, whether it is opened by key or reached by walking the tree.
-"""
+"""The local path jail's second wall, after ``check_key``: no symlink leads out of the root."""
 
 from __future__ import annotations
 
@@ -15,8 +10,7 @@ from echora_server.storage.base import check_key
 
 
 def jailed_path(real_root: Path, key: str) -> Path:
-    """The file for ``key`` under ``real_root`` (already resolved). It touches the disk:
-    call it in a worker thread. Raises ValueError for a key that could escape."""
+    """Call it in a worker thread (it touches the disk); ValueError for a key that escapes."""
     path = real_root / check_key(key)
     # The key pattern already forbids "..": this catches symlinks leading out.
     if not Path(os.path.realpath(path)).is_relative_to(real_root):
@@ -29,9 +23,7 @@ def modified_at(st: os.stat_result) -> dt.datetime:
 
 
 def scan_directory(root: Path, rel_dir: str) -> list[tuple[str, os.stat_result | None]]:
-    """One directory of the tree, sorted: (key, stat), stat None for a subdirectory.
-    Skips the temp dir, symlinks and names that could not be keys, so nothing outside
-    the key space is ever listed."""
+    """Sorted (key, stat or None for a subdirectory); symlinks and non-key names are skipped."""
     found: list[tuple[str, os.stat_result | None]] = []
     directory = root / rel_dir if rel_dir else root
     if os.path.realpath(directory) != str(directory):

@@ -19,8 +19,6 @@ from echora_server.storage.local.worker import ThreadWorker
 
 
 class LocalFileReader:
-    """An open, ranged read of one file."""
-
     def __init__(self, file: BinaryIO, size: int, start: int, length: int) -> None:
         self.size = size
         self.length = length
@@ -64,10 +62,7 @@ class LocalFileReader:
 async def open_file_reader(
     locate: Callable[[], Path], key: str, start: int, end: int | None
 ) -> LocalFileReader:
-    """Open the file ``locate()`` names (``key`` is for errors) positioned at ``start``.
-
-    ``locate`` runs in the worker thread too: the path jail touches the disk. A
-    cancellation never leaks the file the thread may still open."""
+    """``locate`` runs in the thread too (the jail touches disk); a cancellation leaks no file."""
     task = asyncio.ensure_future(asyncio.to_thread(_open_range, locate, key, start, end))
     try:
         file, size, length = await asyncio.shield(task)
@@ -80,7 +75,6 @@ async def open_file_reader(
 def _open_range(
     locate: Callable[[], Path], key: str, start: int, end: int | None
 ) -> tuple[BinaryIO, int, int]:
-    """(file at ``start``, object size, bytes the range yields)."""
     path = locate()
     try:
         file = path.open("rb")

@@ -1,6 +1,4 @@
-"""Local-disk storage rooted at ``config.files_dir``: the interface mapped onto a
-directory tree. Blocking calls run in worker threads that a cancelled await never
-abandons mid-file (``worker.ThreadWorker``)."""
+"""Local-disk storage: the interface mapped onto the directory tree at ``config.files_dir``."""
 
 from __future__ import annotations
 
@@ -69,7 +67,6 @@ class LocalStorage:
         return self._real_root
 
     def _path(self, key: str) -> Path:
-        """The file for ``key``, inside the jail. Call in a worker thread (it touches disk)."""
         return jailed_path(self._started_root, key)
 
     async def put_stream(
@@ -148,7 +145,6 @@ class LocalStorage:
         return None
 
     async def sweep_temp(self, older_than: dt.datetime) -> int:
-        """Delete temp files (a crash's) last written before ``older_than``; how many."""
         sweep = functools.partial(
             remove_stale_temp_files, self._root / TEMP_DIR, older_than.timestamp()
         )

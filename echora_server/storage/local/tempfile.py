@@ -1,9 +1,5 @@
-"""Writing one local object through a temp file, all or nothing.
-
-Bytes go to a temp file under ``<root>/.tmp`` (same filesystem), are fsynced and then
-``os.replace``d into place, so a reader never sees a partial object; a failed write
-discards the temp file (and the object, if the commit had already placed it).
-"""
+"""One local object, all or nothing: a temp file in ``<root>/.tmp`` is fsynced and ``os.replace``d
+into place, so no reader sees a partial object; a failure removes it (and the placed object)."""
 
 from __future__ import annotations
 
@@ -23,8 +19,6 @@ WRITE_BATCH = 1024 * 1024
 
 
 class TempFile:
-    """The temp file behind one ``put_stream``; created lazily by the first write."""
-
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: BinaryIO | None = None
@@ -35,11 +29,9 @@ class TempFile:
 
     @classmethod
     def in_dir(cls, temp_dir: Path) -> TempFile:
-        """A new temp file with a random name in ``temp_dir`` (not yet created)."""
         return cls(temp_dir / f"{secrets.token_hex(16)}.part")
 
     async def write_stream(self, chunks: AsyncIterator[bytes]) -> int:
-        """Append every chunk; the number of bytes written."""
         size = 0
         batch = bytearray()
         async for chunk in chunks:
@@ -100,8 +92,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def remove_stale_temp_files(temp_dir: Path, older_than: float) -> int:
-    """Delete temp files last written before the ``older_than`` timestamp (left by a
-    crash or a killed process); how many were removed. Blocking: run it in a thread."""
+    """Delete a crash's temp files written before ``older_than``; how many. Blocking."""
     removed = 0
     with os.scandir(temp_dir) as entries:
         for entry in entries:

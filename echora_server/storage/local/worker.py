@@ -10,10 +10,8 @@ _T = TypeVar("_T")
 
 
 class ThreadWorker:
-    """Runs one blocking call at a time in a thread and remembers the one in flight.
-
-    Cancelling ``run`` does not stop the thread; ``settle`` waits for it, so cleanup
-    never races a write or read that is still running."""
+    """One call at a time; ``settle`` waits out a cancelled ``run``'s thread, so cleanup never
+    races a read or write still running."""
 
     def __init__(self) -> None:
         self._inflight: asyncio.Future[Any] | None = None

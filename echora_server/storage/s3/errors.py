@@ -1,8 +1,4 @@
-"""Translating botocore/aiohttp errors into ours, and judging what a failure means.
-
-Every S3 call goes through ``translated`` so callers of the storage package only ever
-see StorageError (ObjectNotFound) or InvalidRange, never raw botocore types.
-"""
+"""S3 errors turned into StorageError or InvalidRange (every call goes through ``translated``)."""
 
 from __future__ import annotations
 
@@ -16,13 +12,11 @@ from echora_server.storage.base import InvalidRange, ObjectNotFound, StorageErro
 
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _RETRYABLE_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling"})
-# What an S3 call raises when the store refused (ClientError) or could not be reached
-# (the rest; OSError covers TimeoutError). Anything else is a bug of ours: let it be.
+# What an S3 call raises when the store refused or was unreachable; anything else is our bug.
 S3_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, OSError)
 
 
 def error_code(exc: ClientError) -> str:
-    """The S3 error code (``NoSuchKey``, ``SlowDown``...), ``""`` when there is none."""
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
@@ -38,8 +32,7 @@ def is_transient(exc: Exception) -> bool:
 
 
 def may_have_been_written(exc: BaseException) -> bool:
-    """After a failed PutObject/Complete: could the object exist anyway? Not when the
-    store refused the request (4xx); yes after a timeout, a cut or a cancellation."""
+    """After a failed PutObject/Complete: could the object exist? Not if the store said 4xx."""
     cause = exc.__cause__ if isinstance(exc, StorageError) else None
     if isinstance(cause, ClientError):
         return _http_status(cause) >= 500
@@ -59,7 +52,6 @@ def translate(exc: Exception, action: str, key: str | None) -> StorageError | In
 
 @contextlib.contextmanager
 def translated(action: str, key: str | None = None) -> Iterator[None]:
-    """Turn S3 errors into ours; ``key`` given means a 404 is ObjectNotFound."""
     try:
         yield
     except S3_ERRORS as exc:

@@ -12,8 +12,6 @@ from echora_server.storage.s3.errors import translated
 
 
 class S3Reader:
-    """A streaming GetObject body; ``close`` always releases the HTTP connection."""
-
     def __init__(self, response: aiohttp.ClientResponse, size: int, length: int) -> None:
         self.size = size
         self.length = length
@@ -21,9 +19,7 @@ class S3Reader:
 
     @classmethod
     def from_response(cls, response: dict[str, Any], *, ranged: bool) -> S3Reader:
-        """Wrap a GetObject ``response``; ``ranged`` says whether a Range was sent.
-
-        Owns the body from the start: it is closed here if the response is unusable."""
+        """``ranged``: a Range was sent. Owns the body at once: closes it if the response is bad."""
         raw: aiohttp.ClientResponse = response["Body"].raw_stream
         try:
             length = int(response["ContentLength"])
@@ -53,11 +49,10 @@ class S3Reader:
         return None  # the bytes arrive over HTTP
 
     def socket_body(self) -> None:
-        return None  # the connection is aiohttp's (see s3_socket for one of our own)
+        return None  # the connection is aiohttp's (S3SocketReader has its own)
 
     async def close(self) -> None:
-        # A fully read body already returned its connection to the pool; an unfinished
-        # one must drop the connection (it still has unread bytes on the wire).
+        # Drops the connection only if the body is unfinished (unread bytes on the wire).
         self._response.close()
 
     async def __aenter__(self) -> S3Reader:

@@ -1,20 +1,7 @@
-"""GetObject on a socket of our own, so a download's body can be spliced to the client.
-
-aiobotocore's connections belong to aiohttp, which reads every byte into Python. For a
-big download from a plain-HTTP endpoint (MinIO, SeaweedFS or Garage next to the server)
-``S3Storage.open(..., zero_copy=True)`` instead sends a presigned GET (signed locally,
-valid for five minutes) on a fresh connection and reads the status line and headers
-exactly, peeking so no body byte is consumed: the body then waits in the kernel for
-``echora_server.splice``.
-
-Only the plain success the download asked for is taken: 200 (206 with the requested
-start when ranged), one ``Content-Length``, no transfer or content coding, a head that
-parses strictly. Anything else -- a refused connection, 404, 503, a redirect, a chunked
-body -- closes the socket and returns None; the caller then makes the same request
-through aiobotocore, whose retries and error translation decide what the client gets.
-A store that accepts the connection but does not answer within the read timeout is
-not asked twice: that is a StorageError at once.
-"""
+"""GetObject on a socket of our own, whose body ``storage.splice`` can move (aiohttp's would be
+read into Python): a presigned GET on a fresh connection, its head read exactly so the body
+stays in the kernel. Only the plain, strictly parsed success asked for is taken; anything else
+returns None and the caller asks through aiobotocore, whose retries decide what the client gets."""
 
 from __future__ import annotations
 
@@ -36,8 +23,6 @@ _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 
 
 class S3SocketReader:
-    """A GetObject body waiting on ``sock``; ``close`` closes the connection."""
-
     def __init__(self, sock: socket.socket, size: int, length: int, read_timeout: float) -> None:
         self.size = size
         self.length = length
@@ -46,7 +31,7 @@ class S3SocketReader:
         self._reading = False
 
     def socket_body(self) -> SocketBody:
-        """The whole body, still on the socket: valid only before ``chunks`` read any."""
+        """Valid only before ``chunks`` read anything."""
         if self._reading:
             raise RuntimeError("socket_body() after chunks() started reading")
         return SocketBody(self._sock, self.length, self._read_timeout)
@@ -88,8 +73,7 @@ async def open_socket_reader(
     connect_timeout: float,
     read_timeout: float,
 ) -> S3SocketReader | None:
-    """GET the presigned ``url`` (bytes ``start..end`` unless ``(0, None)``); a reader
-    whose body is still on the socket, or None (see the module's docstring)."""
+    """A reader or None; a store that connects but stays silent raises StorageError, no fallback."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         return None
@@ -136,7 +120,6 @@ async def _connect(host: str, port: int) -> socket.socket:
 
 
 async def _read_head(sock: socket.socket) -> bytes:
-    """The status line and headers, up to the blank line and not one byte further."""
     head = b""
     while True:
         await wait_readable(sock)
@@ -159,7 +142,6 @@ async def _read_head(sock: socket.socket) -> bytes:
 def _reader(
     sock: socket.socket, head: bytes, start: int | None, read_timeout: float
 ) -> S3SocketReader | None:
-    """A reader when ``head`` is the plain success asked for; else None."""
     status_line, *field_lines = head.decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
     if version != "HTTP/1.1" or rest[:4] != ("200 " if start is None else "206 "):

@@ -1,5 +1,4 @@
-"""S3-compatible storage through aiobotocore: the client's lifecycle and our keys in the
-bucket. Callers only ever see StorageError (ObjectNotFound) or InvalidRange."""
+"""S3-compatible storage through aiobotocore, our keys under a prefix in one bucket."""
 
 from __future__ import annotations
 
@@ -30,9 +29,8 @@ from echora_server.storage.s3.reader import S3Reader
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
 from echora_server.storage.s3.upload import S3Uploader, abort_upload
 
-# Every open reader holds one pooled connection until closed (a slow client downloading
-# a big file holds it for minutes), and aiohttp waits without limit for a free one: the
-# pool must be far larger than the expected number of concurrent downloads.
+# An open reader holds a pooled connection until closed (minutes for a slow client) and
+# aiohttp waits without limit for a free one: keep the pool far above concurrent downloads.
 DEFAULT_MAX_POOL_CONNECTIONS = 100
 # A zero-copy read's URL is used at once; the margin covers clock skew with the store.
 PRESIGNED_SECONDS = 300
@@ -86,7 +84,6 @@ class S3Storage:
 
     @property
     def prefix(self) -> str:
-        """The bucket prefix every logical key is stored under (``""`` or ``"x/"``)."""
         return self._prefix
 
     @property
@@ -198,7 +195,6 @@ class S3Storage:
             pass  # S3 answers 204 for a missing key; some compatible stores say 404
 
     def _logical(self, s3_key: str) -> str | None:
-        """Our key for a stored key, or None when it is not one of ours."""
         if not s3_key.startswith(self._prefix):
             return None
         key = s3_key[len(self._prefix) :]

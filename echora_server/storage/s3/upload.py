@@ -1,6 +1,5 @@
-"""Writing one object to S3 from a stream of chunks, all or nothing: a PutObject below
-one part, else a multipart upload with one part in flight while the next fills. Any
-failure aborts the upload and deletes what may have been stored, shielded and retried."""
+"""One S3 object from chunks, all or nothing: PutObject below one part, else multipart with a
+part in flight while the next fills; a failure aborts and deletes, shielded and retried."""
 
 from __future__ import annotations
 
@@ -31,15 +30,12 @@ log = structlog.get_logger("echora.storage")
 A = TypeVar("A")
 B = TypeVar("B")
 
-# Cleanup after a failed write: the store may be briefly unreachable. Whatever still
-# fails after these attempts is left to the sweeper (list_pending_uploads / list).
+# Retries of a failed write's cleanup (the store may be briefly away); then the sweeper's job.
 CLEANUP_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
 class PartSplitter:
-    """Cuts a chunk source into parts of exactly ``size`` bytes (the last may be
-    shorter). A part is a list of views of the source's chunks: nothing is copied, and
-    it holds only the part being filled and the unread rest of one chunk."""
+    """Parts of exactly ``size`` bytes (the last shorter) as views of the chunks: no copies."""
 
     def __init__(self, source: AsyncIterator[bytes], size: int) -> None:
         self._source = source
@@ -52,7 +48,6 @@ class PartSplitter:
         return self._exhausted and not self._rest
 
     async def next(self) -> PartBody:
-        """The next part; empty once the source is drained."""
         pieces: list[memoryview] = []
         filled = 0
         chunk = self._rest
@@ -72,14 +67,8 @@ class PartSplitter:
 
 
 class PartBody(Payload):
-    """One buffered part (views of the received chunks), for both of its readers,
-    without ever joining it.
-
-    botocore reads it as a file, to sign it and to learn its length (``read``, which
-    hands out views, ``seek``, ``tell``; ``seek(0)`` again before a retry). aiohttp sends
-    it as a payload, piece by piece. Handed over as ``bytes`` it would first have to be
-    joined (an 8 MiB copy into fresh memory, which cost as much CPU as hashing it), then
-    wrapped in a BytesIO that aiohttp copies again."""
+    """A part never joined (``bytes`` would cost a copy, and aiohttp another): botocore reads it
+    as a file to sign it (``seek(0)`` before a retry), aiohttp sends it piece by piece."""
 
     _autoclose = True  # nothing to release: the pieces are dropped with the object
 
@@ -95,8 +84,7 @@ class PartBody(Payload):
         return self._length
 
     def read(self, size: int = -1, /) -> bytes | memoryview:
-        """At most ``size`` bytes from the current position, never across two pieces
-        (a short read, as a raw file may give); b"" at the end."""
+        """At most ``size`` bytes, never across two pieces (a short read, as a raw file gives)."""
         if self._pos >= self._length:
             return b""
         index = bisect.bisect_right(self._starts, self._pos) - 1
@@ -139,8 +127,7 @@ async def _no_more_parts() -> PartBody:
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Both results. The first failure (or our cancellation) cancels the other and waits
-    for it to stop; the first one's error wins when both fail."""
+    """A failure or our cancellation first stops the other; the first error wins."""
     tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -157,7 +144,6 @@ async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
 
 
 async def abort_upload(client: Any, bucket: str, s3_key: str, upload_id: str) -> None:
-    """Abort a multipart upload; one that is already gone counts as aborted."""
     try:
         await client.abort_multipart_upload(Bucket=bucket, Key=s3_key, UploadId=upload_id)
     except ClientError as exc:
@@ -166,10 +152,7 @@ async def abort_upload(client: Any, bucket: str, s3_key: str, upload_id: str) ->
 
 
 class S3Uploader:
-    """Stores streams under bucket keys through a started client.
-
-    Cleanups of failed writes run in ``cleanups``, which the storage drains before it
-    closes the client they still need."""
+    """Cleanups of failed writes run in ``cleanups``, drained before the client closes."""
 
     def __init__(self, client: Any, bucket: str, part_size: int, cleanups: OwnedTasks) -> None:
         self._client = client
@@ -178,7 +161,6 @@ class S3Uploader:
         self._cleanups = cleanups
 
     async def upload(self, s3_key: str, chunks: AsyncIterator[bytes], *, content_type: str) -> int:
-        """Store ``chunks`` under ``s3_key``; the number of bytes stored."""
         parts = PartSplitter(aiter(chunks), self._part_size)
         part = await parts.next()
         if parts.drained:  # smaller than one part: a single PutObject
@@ -196,8 +178,7 @@ class S3Uploader:
             while part:
                 number = len(done) + 1
                 sending = self._upload_part(s3_key, upload_id, number, part)
-                # The next part fills while this one is sent, so the client's bytes keep
-                # flowing during the UploadPart (one part in flight, one filling).
+                # The next part fills while this one is sent: the client's bytes keep flowing.
                 filling = parts.next() if not parts.drained else _no_more_parts()
                 etag, following = await _both(sending, filling)
                 done.append({"PartNumber": number, "ETag": etag})
@@ -265,7 +246,6 @@ class S3Uploader:
         maybe_written: bool,
         creating: asyncio.Future[str] | None = None,
     ) -> None:
-        """Abort the upload and/or delete the object of a failed write; never raises."""
         if upload_id is None and creating is not None:
             try:
                 upload_id = await creating  # the store may have created it all the same
