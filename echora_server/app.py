@@ -24,6 +24,7 @@ from echora_server.web.middlewares import (
 )
 from echora_server.web.openapi import OPENAPI, build_document
 from echora_server.web.route_table import ROUTES, add_routes
+from echora_server.web.server import drop_server_header
 from echora_server.workspaces.service import workspaces_ctx
 
 # JSON bodies are small; file uploads stream and count their own bytes.
@@ -41,6 +42,7 @@ def create_app(config: Config) -> web.Application:
     app[OPENAPI] = build_document(ROUTES)
     add_routes(app)
     app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(drop_server_header)
     # Started in this order, stopped in reverse: each needs those before it.
     app.cleanup_ctx.extend(
         [

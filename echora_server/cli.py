@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 import click
-from aiohttp import web
 from pydantic import SecretStr
 
 from echora_server.accounts import service as accounts
@@ -25,6 +24,7 @@ from echora_server.db import users, workspaces
 from echora_server.db.embedded import embedded_postgres
 from echora_server.db.migrations import MigrationError, migrate
 from echora_server.db.records import Role
+from echora_server.web.server import serve as serve_app
 
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -80,19 +80,17 @@ def serve() -> None:
     with _database(config) as resolved:
         app = create_app(resolved)
 
-        def announce(_: str) -> None:
+        def announce() -> None:
             click.echo(f"Echora is running at {resolved.base_url}  (Ctrl+C to stop)")
             click.echo("Create the first user with:  echora create-user --workspace acme alice")
 
         try:
-            web.run_app(
+            serve_app(
                 app,
                 host=resolved.listen_host,
                 port=resolved.listen_port,
-                print=announce,
-                access_log=None,
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
-                handle_signals=True,
+                announce=announce,
             )
         except MigrationError as exc:
             raise click.ClickException(str(exc)) from None
