@@ -156,7 +156,7 @@ async def start_echora(
             "ECHORA_LOG_LEVEL": "warning",
             "ECHORA_LOG_FORMAT": "json",
             # No cleanup sweep listing the bucket in the middle of a measurement.
-            "ECHORA_SWEEP_INTERVAL_SECONDS": "0",
+            "ECHORA_SWEEP_INTERVAL": "0",
             **settings,
         }
     )

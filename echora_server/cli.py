@@ -14,10 +14,11 @@ from typing import Any
 
 import asyncpg
 import click
+import structlog
 from pydantic import SecretStr
 
 from echora_server.accounts import service as accounts
-from echora_server.config import Config, ConfigError, load_config
+from echora_server.config import Config, ConfigError, deprecated_variables, load_config
 from echora_server.core.errors import ApiError
 from echora_server.core.logs import configure_logging
 from echora_server.db import users, workspaces
@@ -35,6 +36,8 @@ def _load() -> Config:
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     configure_logging(config.log_level, config.log_format)
+    for note in deprecated_variables():
+        structlog.get_logger("echora.config").warning("deprecated_setting", note=note)
     return config
 
 
@@ -114,6 +117,8 @@ def check_config() -> None:
     """Validate the configuration and print it, secrets masked."""
     config = _load()
     click.echo(json.dumps(config.masked(), indent=2, default=str))
+    for note in deprecated_variables():
+        click.echo(f"note: {note}", err=True)
 
 
 def _read_password(confirm: bool) -> str:

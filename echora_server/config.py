@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -24,6 +27,63 @@ UPLOAD_SLACK_SECONDS = 300
 
 class ConfigError(Exception):
     """A configuration value is invalid; the message names the variable."""
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from ``90s``, ``15m``, ``36h``, ``7d``, ``1h30m`` or a bare number of seconds."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError("expected a duration such as 90s, 15m, 36h, 7d or 1h30m")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """``3930`` -> ``1h5m30s``; what ``parse_duration`` reads back."""
+    if seconds < 1 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    text, left = "", int(seconds)
+    for unit in ("d", "h", "m", "s"):
+        count, left = divmod(left, int(_UNITS[unit]))
+        if count:
+            text += f"{count}{unit}"
+    return text
+
+
+def _within(low: float, high: float, *, inclusive_low: bool = True) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if not (seconds >= low if inclusive_low else seconds > low) or seconds > high:
+            if inclusive_low:
+                allowed = f"between {format_duration(low)} and {format_duration(high)}"
+            else:
+                allowed = f"more than {format_duration(low)} and at most {format_duration(high)}"
+            raise ValueError(f"must be {allowed}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]  # seconds
+
+
+# Renamed settings: (new name, unit of a bare number). A bare number keeps its old unit.
+DEPRECATED = {
+    "unlinked_ttl_hours": ("unlinked_ttl", "h"),
+    "orphan_grace_hours": ("orphan_grace", "h"),
+    "session_ttl_hours": ("session_ttl", "h"),
+    "sweep_interval_seconds": ("sweep_interval", "s"),
+    "max_upload_seconds": ("max_upload_time", "s"),
+}
 
 
 class Config(BaseModel):
@@ -47,7 +107,9 @@ class Config(BaseModel):
     )
     db_pool_min: int = Field(1, ge=0, le=100)
     db_pool_max: int = Field(10, ge=1, le=500)
-    db_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
+    db_timeout: Annotated[Duration, _within(0, 300, inclusive_low=False)] = Field(
+        5.0, description="How long to wait for a database connection."
+    )
 
     fanout: Literal["postgres", "memory"] = Field(
         "postgres",
@@ -76,6 +138,14 @@ class Config(BaseModel):
     s3_secret_access_key: SecretStr | None = None
     s3_create_bucket: bool = Field(False, description="Create the bucket at start.")
     s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
+    storage_timeout: Annotated[Duration, _within(0, 300, inclusive_low=False)] = Field(
+        20.0,
+        description="Longest one storage call may take to begin answering, retries included; "
+        "then the request answers 503 storage_unavailable.",
+    )
+    storage_idle_timeout: Annotated[Duration, _within(0, 300, inclusive_low=False)] = Field(
+        20.0, description="Longest the store may stay silent while a body streams."
+    )
     s3_zero_copy: bool = Field(
         True,
         description="Splice big downloads from a plain-HTTP endpoint to the client in the "
@@ -86,25 +156,27 @@ class Config(BaseModel):
         25 * 1024 * 1024, ge=1, le=2**40, description="Largest file one upload may store."
     )
     max_files_per_upload: int = Field(10, ge=1, le=100, description="Files per upload request.")
-    upload_idle_timeout: float = Field(
-        30.0, gt=0, le=3600, description="Seconds an upload may stall before it is refused."
+    upload_idle_timeout: Annotated[Duration, _within(0, 3600, inclusive_low=False)] = Field(
+        30.0, description="How long an upload may stall before it is refused."
     )
     # The sweeper's thresholds rest on this bound: see upload_horizon_seconds.
-    max_upload_seconds: int = Field(
-        3600, ge=1, le=7 * 86400, description="Longest one upload request may take."
+    max_upload_time: Annotated[Duration, _within(1, 7 * 86400)] = Field(
+        3600.0, description="Longest one upload request may take."
     )
 
-    unlinked_ttl_hours: int = Field(
-        24, ge=1, le=24 * 365, description="Uploads never linked to a message live this long."
+    unlinked_ttl: Annotated[Duration, _within(1, 365 * 86400)] = Field(
+        24 * 3600.0, description="Uploads never linked to a message live this long."
     )
-    orphan_grace_hours: int = Field(
-        6, ge=1, le=24 * 365, description="Age at which an object no row claims is deleted."
+    orphan_grace: Annotated[Duration, _within(1, 365 * 86400)] = Field(
+        6 * 3600.0, description="Age at which an object no row claims is deleted."
     )
-    sweep_interval_seconds: float = Field(
-        300, ge=0, le=86400, description="Seconds between cleanup sweeps; 0: none here."
+    sweep_interval: Annotated[Duration, _within(0, 86400)] = Field(
+        300.0, description="Time between cleanup sweeps; 0: none in this process."
     )
 
-    session_ttl_hours: int = Field(24 * 14, ge=1)
+    session_ttl: Annotated[Duration, _within(60, 365 * 86400)] = Field(
+        14 * 86400.0, description="Browser session lifetime."
+    )
     cookie_secure: bool | None = Field(None, description="Default: true when public_url is https.")
     login_rate_per_minute: int = Field(10, ge=1)
     message_rate_per_minute: int = Field(
@@ -147,11 +219,11 @@ class Config(BaseModel):
             raise ValueError("ECHORA_DB_POOL_MIN: must not exceed ECHORA_DB_POOL_MAX")
         # An object is stored before its row (up to a whole upload earlier): a grace any
         # shorter would let the orphan sweep delete the object of an upload in flight.
-        if self.orphan_grace_hours * 3600 <= self.upload_horizon_seconds:
+        if self.orphan_grace <= self.upload_horizon_seconds:
             raise ValueError(
-                "ECHORA_ORPHAN_GRACE_HOURS: must exceed the longest upload "
-                f"({self.upload_horizon_seconds:.0f} s: ECHORA_MAX_UPLOAD_SECONDS + "
-                "ECHORA_UPLOAD_IDLE_TIMEOUT + 5 minutes)"
+                "ECHORA_ORPHAN_GRACE: must exceed the longest upload "
+                f"({format_duration(self.upload_horizon_seconds)}: ECHORA_MAX_UPLOAD_TIME + "
+                "ECHORA_UPLOAD_IDLE_TIMEOUT + 5m)"
             )
         return self
 
@@ -165,7 +237,7 @@ class Config(BaseModel):
     def upload_horizon_seconds(self) -> float:
         """How long after it started an upload may still write: its deadline, one idle
         timeout, and slack for the last part, thumbnail, commit and clock skew."""
-        return self.max_upload_seconds + self.upload_idle_timeout + UPLOAD_SLACK_SECONDS
+        return self.max_upload_time + self.upload_idle_timeout + UPLOAD_SLACK_SECONDS
 
     @property
     def listen_host(self) -> str:
@@ -206,6 +278,8 @@ class Config(BaseModel):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "********"
+            elif name in _DURATION_FIELDS:
+                value = format_duration(value)
             elif isinstance(value, Path):
                 value = str(value)
             shown[f"{ENV_PREFIX}{name.upper()}"] = value
@@ -228,34 +302,74 @@ def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
     return resolved
 
 
+def _var(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
 def load_config(environ: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if environ is None else environ)
     env.update(_read_secret_files(env))
-    known = {f"{ENV_PREFIX}{name.upper()}" for name in Config.model_fields}
-    known |= {f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_FIELDS}
+    known = {_var(name) for name in Config.model_fields} | {_var(old) for old in DEPRECATED}
+    known |= {f"{_var(name)}_FILE" for name in SECRET_FIELDS}
     unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting")
-    values = {
+    values: dict[str, Any] = {
         key[len(ENV_PREFIX) :].lower(): value
         for key, value in env.items()
         if key in known and not key.endswith("_FILE")
     }
+    given = {name: _var(name) for name in values}  # the variable that set each field
+    for old, (new, unit) in DEPRECATED.items():
+        if old not in values:
+            continue
+        if new in values:
+            raise ConfigError(f"{_var(old)}: replaced by {_var(new)}; set only {_var(new)}")
+        value = str(values.pop(old)).strip()
+        values[new] = float(value) * _UNITS[unit] if _is_number(value) else value
+        given[new] = _var(old)
     try:
         return Config.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, given)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def deprecated_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """Notes for ``check-config`` and the log: old names still honoured, and their new ones."""
+    env = os.environ if environ is None else environ
+    return [
+        f"{_var(old)} is deprecated: use {_var(new)} (units: 90s, 15m, 36h, 7d)"
+        for old, (new, _) in DEPRECATED.items()
+        if _var(old) in env
+    ]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(exc: ValidationError, given: dict[str, str]) -> str:
     lines = []
     for error in exc.errors():
         loc = error.get("loc") or ()
-        name = f"{ENV_PREFIX}{str(loc[0]).upper()}" if loc else "configuration"
+        field = str(loc[0]) if loc else ""
+        name = given.get(field, _var(field)) if field else "configuration"
         message = error["msg"].removeprefix("Value error, ")
-        # Checks across fields already name their variable ("ECHORA_X is required when ...").
+        # Checks across fields name their variable ("ECHORA_X: must exceed ..."): the one set.
+        for new, var in given.items():
+            message = re.sub(rf"^{_var(new)}\b", var, message)
         lines.append(message if message.startswith(ENV_PREFIX) else f"{name}: {message}")
     return "; ".join(lines)
 
+
+_DURATION_FIELDS = frozenset(
+    name
+    for name, info in Config.model_fields.items()
+    if any(isinstance(m, AfterValidator) for m in info.metadata)
+)
 
 CONFIG = web.AppKey("config", Config)

@@ -194,6 +194,6 @@ ACCOUNTS = web.AppKey("accounts", AccountService)
 async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     limiter = RateLimiter(config.login_rate_per_minute, burst=config.login_rate_per_minute)
-    ttl = dt.timedelta(hours=config.session_ttl_hours)
+    ttl = dt.timedelta(seconds=config.session_ttl)
     app[ACCOUNTS] = AccountService(app[POOL], app[BUS], limiter, ttl)
     yield

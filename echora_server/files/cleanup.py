@@ -1,7 +1,7 @@
 """One cleanup pass. Phases fail independently (storage down must not stop database work):
 unlinked attachments past their TTL (a trigger queues their objects); the deletion queue, in
 leased batches; stale S3 multipart uploads (MinIO ignores lifecycle rules); unnamed objects past
-``orphan_grace_hours`` (longer than any upload, which stores objects before rows); old local
+``orphan_grace`` (longer than any upload, which stores objects before rows); old local
 temp files; expired sessions. Every step is idempotent: passes may die anywhere and may overlap."""
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ class Cutoffs:
     @classmethod
     def at(cls, config: Config, now: dt.datetime) -> Cutoffs:
         return cls(
-            unlinked_created_before=now - dt.timedelta(hours=config.unlinked_ttl_hours),
+            unlinked_created_before=now - dt.timedelta(seconds=config.unlinked_ttl),
             upload_started_before=now - dt.timedelta(seconds=config.upload_horizon_seconds),
-            orphan_written_before=now - dt.timedelta(hours=config.orphan_grace_hours),
+            orphan_written_before=now - dt.timedelta(seconds=config.orphan_grace),
         )
 
 

@@ -99,12 +99,12 @@ class Sweeper:
 async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     """Started last, stopped first (a pass needs pool and storage); cancelling a pass is safe."""
     config = app[CONFIG]
-    if config.sweep_interval_seconds <= 0:
+    if config.sweep_interval <= 0:
         yield
         return
     metrics = SweepMetrics(app[METRICS].registry)
     sweeper = Sweeper(app[POOL], app[STORAGE], config, metrics)
-    task = asyncio.create_task(sweeper.run_forever(config.sweep_interval_seconds), name="sweeper")
+    task = asyncio.create_task(sweeper.run_forever(config.sweep_interval), name="sweeper")
     try:
         yield
     finally:

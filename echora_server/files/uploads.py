@@ -267,7 +267,7 @@ async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
         max_bytes=config.max_upload_bytes,
         max_files=config.max_files_per_upload,
         idle_timeout=config.upload_idle_timeout,
-        max_seconds=config.max_upload_seconds,
+        max_seconds=config.max_upload_time,
     )
     app[UPLOADS] = UploadService(app[POOL], app[STORAGE], limits, app[TASKS])
     yield

@@ -48,7 +48,7 @@ BACKENDS = ("local", "s3")
 @pytest.fixture
 def config_overrides() -> dict[str, Any]:
     """No background sweeps: the tests sweep by hand, at instants of their choosing."""
-    return {"sweep_interval_seconds": 0}
+    return {"sweep_interval": 0}
 
 
 def png_bytes() -> bytes:
@@ -270,7 +270,7 @@ async def test_thresholds_are_exact(
     created = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
     unlinked = await upload(alice, "a.txt", b"a")
     await age(client, unlinked, created)
-    ttl = dt.timedelta(hours=config.unlinked_ttl_hours)
+    ttl = dt.timedelta(seconds=config.unlinked_ttl)
     assert await counted("expired_unlinked_attachments", created + ttl) == 0
     assert await counted("expired_unlinked_attachments", created + ttl + SECOND) == 1
 
@@ -278,7 +278,7 @@ async def test_thresholds_are_exact(
     await storage.put_stream(orphan, chunks(b"o"), content_type="text/plain")
     info = await storage.stat(orphan)
     assert info is not None
-    grace = dt.timedelta(hours=config.orphan_grace_hours)
+    grace = dt.timedelta(seconds=config.orphan_grace)
     assert await counted("orphan_objects", info.last_modified + grace - SECOND) == 0
     assert await counted("orphan_objects", info.last_modified + grace + SECOND) == 1
 
@@ -313,7 +313,7 @@ async def test_storage_outage_leaves_the_queue_for_a_later_sweep(
     config = Config(
         database_url=database_url,
         data_dir=tmp_path,
-        sweep_interval_seconds=0,
+        sweep_interval=0,
         **s3_config_values,
     )
     client = await aiohttp_client(create_app(config))
@@ -450,9 +450,7 @@ async def test_background_sweeps_survive_a_failure_and_export_metrics(
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(echora_server.files.sweeper, "sweep_once", fails_once)
-    client = await aiohttp_client(
-        create_app(config.model_copy(update={"sweep_interval_seconds": 0.05}))
-    )
+    client = await aiohttp_client(create_app(config.model_copy(update={"sweep_interval": 0.05})))
     # Written straight to disk, not through an upload: a temp file renamed into place
     # while a sweep scans the temp directory is a race of its own (not this test's).
     key = new_key("files", 1)
@@ -483,7 +481,7 @@ async def test_background_sweeps_survive_a_failure_and_export_metrics(
 
 @pytest.mark.parametrize("config", ["local"], indirect=True)
 async def test_interval_zero_runs_no_sweeper(client: TestClient, config: Config) -> None:
-    assert config.sweep_interval_seconds == 0
+    assert config.sweep_interval == 0
     assert [t for t in asyncio.all_tasks() if t.get_name() == "sweeper"] == []
 
 

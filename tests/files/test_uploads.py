@@ -571,9 +571,9 @@ async def test_database_cut_before_the_rows_deletes_the_objects(
 async def test_an_upload_has_a_deadline(
     request: pytest.FixtureRequest, config: Config, aiohttp_client: ClientFactory
 ) -> None:
-    """However steadily the bytes trickle in, a request ends at ``max_upload_seconds``:
+    """However steadily the bytes trickle in, a request ends at ``max_upload_time``:
     the sweeper's thresholds (orphans, multipart uploads, temp files) rest on it."""
-    client = await aiohttp_client(create_app(config.model_copy(update={"max_upload_seconds": 1})))
+    client = await aiohttp_client(create_app(config.model_copy(update={"max_upload_time": 1})))
     alice = await People(client).create("alice")
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(

@@ -26,7 +26,7 @@ def server_port(database_url: str, tmp_path: Path) -> Iterator[int]:
         ECHORA_DATA_DIR=str(tmp_path / "data"),
         ECHORA_STORAGE="local",
         ECHORA_LISTEN=f"127.0.0.1:{port}",
-        ECHORA_SWEEP_INTERVAL_SECONDS="0",
+        ECHORA_SWEEP_INTERVAL="0",
     )
     process = start_echora("serve", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
