@@ -11,8 +11,15 @@ from support.recording import RecordingFanout, recorder, recording_app
 
 from echora_server.app import create_app
 from echora_server.config import Config
+from echora_server.core.logs import configure_logging
 
 pytest_plugins = ["support.postgres", "support.seaweed"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # As the server logs (not structlog's default, whose tracebacks render every frame's
+    # locals, slowly).
+    configure_logging("info", "console")
 
 
 @pytest.fixture

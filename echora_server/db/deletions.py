@@ -1,5 +1,6 @@
 """The queue of objects to delete (``storage_deletions``): filled by the attachment trigger
-(sql/0003) and by deletes the storage refused."""
+(sql/0003), by deletes the storage refused, and by failed writes with what they left (sql/0005:
+the pending upload to abort before the key is deleted)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ async def queue_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> None
     await conn.execute(QUEUE_DELETIONS, list(keys))
 
 
+QUEUE_LEFTOVER = """
+INSERT INTO storage_deletions (key, upload_id) VALUES ($1, $2)
+ON CONFLICT (key) DO UPDATE
+SET upload_id = coalesce(EXCLUDED.upload_id, storage_deletions.upload_id), not_before = now()
+"""
+
+
+async def queue_leftover(conn: asyncpg.Connection, key: str, upload_id: str | None) -> None:
+    """Due at once: the next pass aborts ``upload_id`` (if any), then deletes ``key``."""
+    await conn.execute(QUEUE_LEFTOVER, key, upload_id)
+
+
 DEQUEUE_DELETIONS = "DELETE FROM storage_deletions WHERE key = ANY($1::text[])"
 
 
@@ -27,9 +40,10 @@ async def dequeue_deletions(conn: asyncpg.Connection, keys: Sequence[str]) -> No
 
 # A claimed key is due again after this lease, in case its sweeper dies before the delete.
 CLAIM_LEASE = dt.timedelta(minutes=10)
-# A failed delete is retried after 1, 2, 4 … minutes, at most 6 hours apart.
+# A failed delete is retried after 1, 2, 4 … minutes, at most 15 minutes apart: soon after
+# the store is back, and a refused key costs one call per pass.
 RETRY_FIRST = dt.timedelta(minutes=1)
-RETRY_MAX = dt.timedelta(hours=6)
+RETRY_MAX = dt.timedelta(minutes=15)
 
 # A key a row claims again is never deleted, whatever queued it: it is skipped, and stays
 # queued until a sweep finds it unclaimed.
@@ -48,14 +62,17 @@ WITH due AS (
 )
 UPDATE storage_deletions d SET not_before = $1 + $3::interval
 FROM due WHERE d.key = due.key
-RETURNING d.key
+RETURNING d.key, d.upload_id
 """
 
 
-async def claim_deletions(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[str]:
-    """Up to ``limit`` due keys, leased to the caller for CLAIM_LEASE."""
+async def claim_deletions(
+    conn: asyncpg.Connection, now: dt.datetime, limit: int
+) -> dict[str, str | None]:
+    """Up to ``limit`` due keys (with the upload to abort first, if any), leased to the caller
+    for CLAIM_LEASE."""
     rows = await conn.fetch(CLAIM_DELETIONS, now, limit, CLAIM_LEASE)
-    return [r["key"] for r in rows]
+    return {r["key"]: r["upload_id"] for r in rows}
 
 
 POSTPONE_DELETIONS = """

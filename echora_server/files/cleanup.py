@@ -23,7 +23,7 @@ from echora_server.config import Config
 from echora_server.db import credentials, deletions, sweeps
 from echora_server.files.deletion import delete_objects, discard
 from echora_server.files.uploads import FILES_KIND
-from echora_server.storage.base import Storage
+from echora_server.storage.base import PendingUpload, Storage
 from echora_server.storage.local.storage import LocalStorage
 
 log = structlog.get_logger("echora.sweeper")
@@ -150,10 +150,12 @@ class _Sweep:
             return
         while True:
             async with self.pool.acquire() as conn:
-                keys = await deletions.claim_deletions(conn, self.now, BATCH)
-            if not keys:
+                claimed = await deletions.claim_deletions(conn, self.now, BATCH)
+            if not claimed:
                 return
-            failed = await delete_objects(self.storage, keys)
+            keys = list(claimed)
+            failed = await self._abort_leftovers(claimed)
+            failed |= await delete_objects(self.storage, [k for k in keys if k not in failed])
             done = [key for key in keys if key not in failed]
             async with self.pool.acquire() as conn:
                 if done:
@@ -164,6 +166,21 @@ class _Sweep:
             self.counts["errors"] += len(failed)
             if not done or len(keys) < BATCH:
                 return  # storage refuses everything (down): the rest waits for the next sweep
+
+    async def _abort_leftovers(self, claimed: dict[str, str | None]) -> set[str]:
+        """Abort the pending uploads failed writes left; the keys whose abort failed."""
+        failed = set()
+        for key, upload_id in claimed.items():
+            if upload_id is None:
+                continue
+            try:
+                await self.storage.abort_pending_upload(PendingUpload(key, upload_id, self.now))
+            except Exception:
+                log.warning("leftover_abort_failed", key=key, exc_info=True)
+                failed.add(key)
+            else:
+                self.counts["aborted_multipart_uploads"] += 1
+        return failed
 
     async def abort_stale_uploads(self) -> None:
         cutoff = self.cutoffs.upload_started_before

@@ -9,7 +9,7 @@ import asyncpg
 import structlog
 
 from echora_server.db import deletions
-from echora_server.storage.base import Storage
+from echora_server.storage.base import Leftover, LeftoverSink, Storage
 
 log = structlog.get_logger("echora.deletion")
 
@@ -57,3 +57,19 @@ async def delete_queued(pool: asyncpg.Pool, storage: Storage, keys: Sequence[str
             await deletions.dequeue_deletions(conn, done)
     except Exception:  # the sweeper deletes them again: deleting is idempotent
         log.warning("dequeue_failed", exc_info=True)
+
+
+def leftover_recorder(pool: asyncpg.Pool) -> LeftoverSink:
+    """What the storage calls with a failed write's leftover: queued, due at once. If the
+    database is down too, the age-based passes (stale uploads, orphans) remove it later."""
+
+    async def record(leftover: Leftover) -> None:
+        try:
+            async with pool.acquire() as conn:
+                await deletions.queue_leftover(conn, leftover.key, leftover.upload_id)
+        except Exception:
+            log.exception("leftover_not_recorded", key=leftover.key, left_for="age-based pass")
+        else:
+            log.info("leftover_recorded", key=leftover.key, upload_id=leftover.upload_id)
+
+    return record

@@ -30,7 +30,7 @@ from echora_server.db import attachments, workspaces
 from echora_server.db.attachments import NewAttachment
 from echora_server.db.pool import POOL
 from echora_server.db.records import Attachment
-from echora_server.files.deletion import discard
+from echora_server.files.deletion import discard, leftover_recorder
 from echora_server.files.filenames import sanitize_filename
 from echora_server.files.images import THUMBNAIL_TYPE, Thumbnailer, decodable, read_dimensions
 from echora_server.files.mediatypes import classify, served_type
@@ -269,5 +269,7 @@ async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
         idle_timeout=config.upload_idle_timeout,
         max_seconds=config.max_upload_time,
     )
-    app[UPLOADS] = UploadService(app[POOL], app[STORAGE], limits, app[TASKS])
+    storage = app[STORAGE]
+    storage.leftovers = leftover_recorder(app[POOL])
+    app[UPLOADS] = UploadService(app[POOL], storage, limits, app[TASKS])
     yield

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -81,6 +81,19 @@ class PendingUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class Leftover:
+    """What a failed write could not clean up (the store was down): ``key``'s object, if it
+    may exist, and ``upload_id``'s pending upload, if any. A later cleanup pass removes both."""
+
+    key: str
+    upload_id: str | None
+
+
+# Records a leftover durably; given to the storage by the layer that owns the database.
+LeftoverSink = Callable[[Leftover], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
 class FileRegion:
     file: BinaryIO
     offset: int
@@ -117,6 +130,7 @@ class ObjectReader(Protocol):
 
 class Storage(Protocol):
     name: str
+    leftovers: LeftoverSink | None
 
     async def start(self) -> None:
         """Open clients; create the bucket/directory if configured to."""

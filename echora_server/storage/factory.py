@@ -15,7 +15,7 @@ from echora_server.storage.s3.storage import S3Storage
 def create_storage(config: Config) -> Storage:
     if config.effective_storage == "s3":
         return S3Storage(config)
-    return LocalStorage(config.files_dir)
+    return LocalStorage(config.files_dir, timeout=config.storage_timeout)
 
 
 STORAGE = web.AppKey("storage", Storage)

@@ -331,10 +331,14 @@ async def test_storage_outage_leaves_the_queue_for_a_later_sweep(
     assert endpoint.hostname is not None and endpoint.port is not None
     async with FaultProxy((endpoint.hostname, endpoint.port)) as proxy:
         cut = S3Storage(
-            config.model_copy(update={"s3_endpoint_url": proxy.url}),
+            config.model_copy(
+                update={
+                    "s3_endpoint_url": proxy.url,
+                    "storage_timeout": 2,
+                    "storage_idle_timeout": 2,
+                }
+            ),
             max_attempts=1,
-            connect_timeout=2,
-            read_timeout=2,
         )
         await cut.start()
         try:

@@ -12,11 +12,12 @@ import email.message
 import email.utils
 import hashlib
 import io
+import json
 import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +28,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
-from support.backends import running_app
+from support.backends import behind_proxy, running_app
 from support.chat import make_channel, post
 from support.faultproxy import FaultProxy
 from support.people import PASSWORD, People, Person
@@ -35,6 +36,7 @@ from support.seaweed import S3Server
 
 import echora_server.storage.factory
 from echora_server.accounts import service as accounts
+from echora_server.app import create_app
 from echora_server.config import Config
 from echora_server.db import workspaces
 from echora_server.db.pool import POOL
@@ -793,13 +795,14 @@ async def test_storage_outage(
 ) -> None:
     endpoint = urlparse(s3_server.endpoint_url)
     assert endpoint.hostname is not None and endpoint.port is not None
-    _small_pool_storage(monkeypatch, max_attempts=1, connect_timeout=2, read_timeout=5)
+    _small_pool_storage(monkeypatch, max_attempts=1)
     async with FaultProxy((endpoint.hostname, endpoint.port)) as proxy:
         config = Config(
             database_url=database_url,
             data_dir=tmp_path,
             s3_part_size=PART,
             max_upload_bytes=3 * PART,
+            storage_idle_timeout=5,
             **{**s3_config_values, "s3_endpoint_url": proxy.url},
         )
         async with running_app(config, handler_cancellation=False) as (app, host, port):
@@ -865,3 +868,70 @@ async def test_missing_object_answers_not_found(
     r1, body1 = await get(alice, attachment["url"])
     r2, body2 = await get(alice, f"/api/files/{secrets.token_urlsafe(16)}/notes.txt")
     assert (r1.status, body1) == (r2.status, body2) == (404, body2)
+
+
+STALL_BOUND = 1.0  # ECHORA_STORAGE_TIMEOUT in the stall tests
+
+
+async def test_a_silent_store_answers_downloads_503_within_the_bound(
+    database_url: str,
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_config_values: dict[str, Any],
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+) -> None:
+    async with behind_proxy(
+        database_url,
+        tmp_path,
+        s3_server,
+        s3_config_values,
+        aiohttp_client,
+        storage_timeout=STALL_BOUND,
+        storage_idle_timeout=STALL_BOUND,
+    ) as (proxy, client, _):
+        alice = await People(client).create("alice")
+        small = await upload(alice, "notes.txt", b"words\n" * 100, "text/plain")
+        big = await upload(alice, "big.bin", payload(2 * MiB))  # read on a socket of its own
+        picture = await upload(alice, "picture.png", png_bytes(), "image/png")
+        proxy.silence()
+        loop = asyncio.get_running_loop()
+        for url in (small["url"], big["url"], picture["thumbnail_url"]):
+            started = loop.time()
+            response, body = await get(alice, url)
+            assert response.status == 503, body
+            assert json.loads(body)["error"]["code"] == "storage_unavailable"
+            assert response.headers["Retry-After"] == "5"
+            assert loop.time() - started < STALL_BOUND + 0.5, url
+        proxy.speak()
+        response, body = await get(alice, small["url"])
+        assert response.status == 200 and body == b"words\n" * 100
+
+
+@pytest.mark.parametrize("config", ["local"], indirect=True)
+async def test_a_hung_disk_answers_a_download_503_within_the_bound(
+    config: Config, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> None:
+    client = await aiohttp_client(
+        create_app(config.model_copy(update={"storage_timeout": STALL_BOUND}))
+    )
+    alice = await People(client).create("alice")
+    attachment = await upload(alice, "notes.txt", b"words\n", "text/plain")
+    async with client.app[POOL].acquire() as conn:
+        key = await conn.fetchval(
+            "SELECT storage_key FROM attachments WHERE id = $1", attachment["id"]
+        )
+    path = config.files_dir / key
+    path.unlink()
+    os.mkfifo(path)  # opening it blocks until a writer comes: a disk that never answers
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response, body = await get(alice, attachment["url"])
+        assert response.status == 503, body
+        assert json.loads(body)["error"]["code"] == "storage_unavailable"
+        assert loop.time() - started < STALL_BOUND + 0.5
+        assert (await client.get("/healthz")).status == 200  # the loop was never blocked
+    finally:
+        # Release the thread still waiting in open(), as a disk that came back would.
+        writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(writer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gzip
 import hashlib
 import io
@@ -28,7 +29,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image, ImageDraw
-from support.backends import running_app
+from support.backends import behind_proxy, running_app
 from support.faultproxy import FaultProxy
 from support.people import PASSWORD, People, Person
 from support.seaweed import S3Server, direct_s3_client
@@ -36,8 +37,9 @@ from support.seaweed import S3Server, direct_s3_client
 from echora_server.accounts import service as accounts
 from echora_server.app import create_app
 from echora_server.config import Config
-from echora_server.db import workspaces
+from echora_server.db import deletions, workspaces
 from echora_server.db.pool import POOL
+from echora_server.files.cleanup import sweep_once
 from echora_server.files.mediatypes import disposition
 from echora_server.storage.base import Storage
 from echora_server.storage.factory import STORAGE
@@ -602,3 +604,117 @@ async def test_an_upload_has_a_deadline(
     assert b'"upload_timeout"' in rest and b'"max_upload_seconds": 1' in rest
     server = request.getfixturevalue("s3_server") if config.effective_storage == "s3" else None
     assert (await leftovers(client.app, config, server)).empty
+
+
+STALL_BOUND = 1.0  # ECHORA_STORAGE_TIMEOUT in the stall tests
+
+
+# A PutObject that timed out may have stored its object: queued for deletion. A multipart
+# upload whose creation went unanswered has no id to abort: the age-based pass is its net.
+@pytest.mark.parametrize(("size", "queued"), [(1000, 1), (PART + MiB, 0)], ids=["put", "multipart"])
+async def test_a_silent_store_answers_an_upload_503_within_the_bound(
+    database_url: str,
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_config_values: dict[str, Any],
+    aiohttp_client: ClientFactory,
+    size: int,
+    queued: int,
+) -> None:
+    async with behind_proxy(
+        database_url,
+        tmp_path,
+        s3_server,
+        s3_config_values,
+        aiohttp_client,
+        s3_part_size=PART,
+        max_upload_bytes=LIMIT,
+        storage_timeout=STALL_BOUND,
+        storage_idle_timeout=STALL_BOUND,
+    ) as (proxy, client, config):
+        alice = await People(client).create("alice")
+        proxy.silence()  # accepts connections, never answers
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        upload = asyncio.ensure_future(
+            alice.post("/api/upload?filename=f.bin", data=io.BytesIO(payload(size)))
+        )
+        # Meanwhile the event loop serves others at once.
+        while not upload.done():
+            before = loop.time()
+            health = await client.get("/healthz")
+            assert health.status == 200 and loop.time() - before < 0.5
+            await asyncio.sleep(0.1)
+        response = await upload
+        elapsed = loop.time() - started
+        error = await error_of(response, 503)
+        assert error["code"] == "storage_unavailable" and response.headers["Retry-After"] == "5"
+        # The call's deadline, then at most as long again trying to clean up.
+        assert elapsed < 2 * STALL_BOUND + 1.0, elapsed
+        proxy.speak()
+        # What the failed write may have left is queued for the next cleanup pass.
+        async with client.app[POOL].acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM storage_deletions") == queued
+        await sweep_once(client.app[POOL], client.app[STORAGE], config, dt.datetime.now(dt.UTC))
+        assert (await leftovers(client.app, config, s3_server)).empty
+
+
+async def test_an_outage_mid_upload_is_cleaned_by_the_first_pass_after_it(
+    database_url: str,
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_config_values: dict[str, Any],
+    aiohttp_client: ClientFactory,
+) -> None:
+    async with behind_proxy(
+        database_url,
+        tmp_path,
+        s3_server,
+        s3_config_values,
+        aiohttp_client,
+        s3_part_size=PART,
+        max_upload_bytes=LIMIT,
+        storage_timeout=2,
+    ) as (proxy, client, config):
+        alice = await People(client).create("alice")
+        kept = await alice.post(
+            "/api/upload?filename=kept.bin", data=io.BytesIO(payload(PART + MiB, seed=1))
+        )
+        assert kept.status == 201
+        before = await leftovers(client.app, config, s3_server)
+        data = payload(LIMIT - 1)
+
+        async def store_down_after_first_part() -> AsyncIterator[bytes]:
+            yield data[: PART + MiB]
+            async with asyncio.timeout(10):  # the multipart upload exists: the store goes
+                while not (await leftovers(client.app, config, s3_server)).uploads:
+                    await asyncio.sleep(0.05)
+            proxy.block()  # and stays down while the upload's own abort is tried
+            yield data[PART + MiB :]
+
+        response = await alice.post(
+            "/api/upload?filename=big.bin", data=store_down_after_first_part()
+        )
+        assert (await error_of(response, 503))["code"] == "storage_unavailable"
+        storage, pool = client.app[STORAGE], client.app[POOL]
+        async with pool.acquire() as conn:
+            (queued,) = await conn.fetch("SELECT key, upload_id FROM storage_deletions")
+        assert queued["upload_id"]
+
+        # A pass while the store is still down aborts nothing, and loses nothing.
+        down = await sweep_once(pool, storage, config, dt.datetime.now(dt.UTC))
+        assert down.errors and not down.aborted_multipart_uploads
+        proxy.unblock()  # the store is back; the upload is minutes, not an hour, old
+        left = await leftovers(client.app, config, s3_server)
+        assert len(left.uploads) == 1 and left.queued_deletions == 1
+        assert left.uploads[0].endswith(queued["key"])
+
+        later = dt.datetime.now(dt.UTC) + deletions.RETRY_MAX
+        result = await sweep_once(pool, storage, config, later)
+        assert result.aborted_multipart_uploads == 1 and result.errors == 0
+        after = await leftovers(client.app, config, s3_server)
+        assert after.uploads == [] and after.queued_deletions == 0
+        assert (after.rows, after.objects) == (before.rows, before.objects)  # nothing else
+        attachment = (await kept.json())["attachments"][0]
+        download = await alice.get(attachment["url"])
+        assert download.status == 200 and await download.read() == payload(PART + MiB, seed=1)

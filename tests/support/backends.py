@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from echora_server.app import create_app
 from echora_server.config import Config
+from support.faultproxy import FaultProxy
 from support.seaweed import S3Server
 
 
@@ -36,3 +41,24 @@ async def running_app(
         yield app, host, port
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def behind_proxy(
+    database_url: str,
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_config_values: dict[str, Any],
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    **settings: Any,
+) -> AsyncIterator[tuple[FaultProxy, TestClient, Config]]:
+    """The app under test with its S3 store behind a fault proxy."""
+    endpoint = urlparse(s3_server.endpoint_url)
+    assert endpoint.hostname is not None and endpoint.port is not None
+    async with FaultProxy((endpoint.hostname, endpoint.port)) as proxy:
+        config = Config(
+            database_url=database_url,
+            data_dir=tmp_path,
+            **{**s3_config_values, "s3_endpoint_url": proxy.url, **settings},
+        )
+        yield proxy, await aiohttp_client(create_app(config)), config

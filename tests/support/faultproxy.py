@@ -4,6 +4,8 @@
         url = proxy.url                                     # point the client here
         proxy.block()    # live connections are reset, new ones are closed at once
         proxy.unblock()  # new connections are forwarded again
+        proxy.silence()  # a hung store: nothing passes, new connections are accepted, unanswered
+        proxy.speak()    # silenced connections are reset, new ones forwarded again
 
 It listens on 127.0.0.1 on a free port. ``block``/``unblock`` are plain functions, so a
 test can call them from anywhere, including inside a chunk generator mid-upload.
@@ -44,6 +46,7 @@ class FaultProxy:
         self.host = host
         self.port = 0
         self.blocked = False
+        self.silent = False
         self.accepted = 0  # connections forwarded
         self.refused = 0  # connections closed because the proxy was blocked
         self._server: asyncio.Server | None = None
@@ -89,6 +92,14 @@ class FaultProxy:
     def unblock(self) -> None:
         self.blocked = False
 
+    def silence(self) -> None:
+        """From now on nothing passes either way; connections stay open, reads go unanswered."""
+        self.silent = True
+
+    def speak(self) -> None:
+        self.silent = False
+        self._abort_all()  # what was silenced is broken for good, as after a real hang
+
     async def wait_refused(self, count: int, timeout: float = 10.0) -> None:
         """Wait until at least ``count`` connections have been refused in total."""
         async with asyncio.timeout(timeout):
@@ -109,6 +120,11 @@ class FaultProxy:
             if self.blocked:
                 self.refused += 1
                 return
+            if self.silent:  # accepted, read, never answered
+                with contextlib.suppress(OSError):
+                    while await reader.read(_READ_SIZE):
+                        pass
+                return
             try:
                 if isinstance(self.target, str):
                     up_reader, up_writer = await asyncio.open_unix_connection(self.target)
@@ -121,18 +137,20 @@ class FaultProxy:
                 self.refused += 1
                 return
             self.accepted += 1
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
         finally:
             self._links.discard(link)
             link.close()  # a no-op after abort(); no half-open leftovers
             self._tasks.discard(task)
 
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy one direction until EOF or a reset, then pass the EOF on."""
-    with contextlib.suppress(OSError):
-        while data := await reader.read(_READ_SIZE):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction until EOF or a reset, then pass the EOF on (dropping all while
+        silent)."""
+        with contextlib.suppress(OSError):
+            while data := await reader.read(_READ_SIZE):
+                if self.silent:
+                    continue
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof() and not self.silent:
+                writer.write_eof()

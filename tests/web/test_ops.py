@@ -12,8 +12,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from aiohttp.test_utils import TestClient
+from support.backends import behind_proxy
 from support.faultproxy import FaultProxy
 from support.people import People
+from support.seaweed import S3Server
 
 from echora_server.app import create_app
 from echora_server.config import Config
@@ -100,4 +102,27 @@ async def test_readyz_follows_an_s3_outage(
         assert checks["storage"].startswith("down") and checks["database"] == "ok"
 
         proxy.unblock()
+        await wait_ready(client)
+
+
+async def test_readyz_reports_a_silent_store_within_the_bound(
+    database_url: str,
+    s3_server: S3Server,
+    s3_config_values: dict[str, Any],
+    tmp_path: Path,
+    aiohttp_client: ClientFactory,
+) -> None:
+    async with behind_proxy(
+        database_url, tmp_path, s3_server, s3_config_values, aiohttp_client, storage_timeout=1
+    ) as (proxy, client, _):
+        await wait_ready(client)
+        proxy.silence()  # connects, never answers
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        down = await client.get("/readyz")
+        assert loop.time() - started < 1 + 0.5
+        assert down.status == 503
+        checks = (await down.json())["checks"]
+        assert checks["storage"].startswith("down") and checks["database"] == "ok"
+        proxy.speak()
         await wait_ready(client)

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import re
 import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import TypeVar
 
 from echora_server.core.tasks import OwnedTasks
 from echora_server.storage.base import (
+    Leftover,
+    LeftoverSink,
     ObjectInfo,
     PendingUpload,
     StorageError,
@@ -30,13 +33,21 @@ from echora_server.storage.local.tempfile import TEMP_DIR, TempFile, remove_stal
 _T = TypeVar("_T")
 
 
+# Temp files are named by TempFile.in_dir; only such a name is ever removed as a leftover.
+_TEMP_NAME = re.compile(r"[0-9a-f]{32}\.part")
+
+
 class LocalStorage:
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, timeout: float = 20.0) -> None:
+        """``timeout``: how long a call may wait for the disk (a hung NFS mount, say) before
+        it fails; the blocked thread itself cannot be stopped and finishes when it can."""
         self._root = Path(root)
         self._real_root: Path | None = None
         self._cleanups = OwnedTasks()
+        self._timeout = timeout
+        self.leftovers: LeftoverSink | None = None
 
     @property
     def root(self) -> Path:
@@ -57,7 +68,7 @@ class LocalStorage:
             temp = self._root / TEMP_DIR
             return temp.is_dir() and os.access(self._root, os.W_OK) and os.access(temp, os.W_OK)
 
-        if not await asyncio.to_thread(check):
+        if not await self._translate(check):
             raise StorageError(f"{self._root} is not a writable directory")
 
     @property
@@ -79,16 +90,28 @@ class LocalStorage:
             size = await temp.write_stream(chunks)
             await temp.commit(target)
         except BaseException:
-            await clean_up(self._cleanups, temp.discard())
+            await clean_up(self._cleanups, self._discard(key, temp))
             raise
         return StoredObject(key=key, size=size)
+
+    async def _discard(self, key: str, temp: TempFile) -> None:
+        try:
+            await temp.discard()
+        except OSError:
+            if self.leftovers is not None:
+                await self.leftovers(Leftover(key, temp.path.name))
+            raise
 
     async def open(
         self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False
     ) -> LocalFileReader:
         check_key(key)
         check_range(start, end)
-        return await open_file_reader(functools.partial(self._path, key), key, start, end)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await open_file_reader(functools.partial(self._path, key), key, start, end)
+        except TimeoutError:
+            raise StorageError(f"local open: no answer within {self._timeout:g} s") from None
 
     async def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)
@@ -116,7 +139,10 @@ class LocalStorage:
 
     async def _translate(self, fn: Callable[[], _T]) -> _T:
         try:
-            return await asyncio.to_thread(fn)
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.to_thread(fn)
+        except TimeoutError:
+            raise StorageError(f"local storage: no answer within {self._timeout:g} s") from None
         except OSError as exc:
             raise StorageError(f"local storage failed: {exc.strerror or exc}") from exc
 
@@ -142,7 +168,11 @@ class LocalStorage:
         yield
 
     async def abort_pending_upload(self, upload: PendingUpload) -> None:
-        return None
+        """Removes the temp file a failed write left (``upload_id`` names it)."""
+        if not _TEMP_NAME.fullmatch(upload.upload_id):
+            raise ValueError(f"not a temp file name: {upload.upload_id!r}")
+        path = self._root / TEMP_DIR / upload.upload_id
+        await self._translate(functools.partial(path.unlink, missing_ok=True))
 
     async def sweep_temp(self, older_than: dt.datetime) -> int:
         sweep = functools.partial(

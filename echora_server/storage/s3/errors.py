@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -56,3 +57,15 @@ def translated(action: str, key: str | None = None) -> Iterator[None]:
         yield
     except S3_ERRORS as exc:
         raise translate(exc, action, key) from exc
+
+
+@contextlib.asynccontextmanager
+async def bounded(action: str, seconds: float, key: str | None = None) -> AsyncIterator[None]:
+    """``translated``, within ``seconds`` for the whole call, botocore's retries included:
+    a store that accepts connections and then says nothing must not hold a request."""
+    try:
+        async with asyncio.timeout(seconds):
+            with translated(action, key):
+                yield
+    except TimeoutError as exc:  # the deadline's own (translated turned the others)
+        raise StorageError(f"S3 {action}: no answer within {seconds:g} s") from exc

@@ -15,6 +15,7 @@ from echora_server.config import Config
 from echora_server.core.tasks import OwnedTasks
 from echora_server.storage import splice
 from echora_server.storage.base import (
+    LeftoverSink,
     ObjectInfo,
     ObjectNotFound,
     PendingUpload,
@@ -24,7 +25,7 @@ from echora_server.storage.base import (
     check_prefix,
     check_range,
 )
-from echora_server.storage.s3.errors import error_code, translated
+from echora_server.storage.s3.errors import bounded, error_code, translated
 from echora_server.storage.s3.reader import S3Reader
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
 from echora_server.storage.s3.upload import S3Uploader, abort_upload
@@ -32,6 +33,7 @@ from echora_server.storage.s3.upload import S3Uploader, abort_upload
 # An open reader holds a pooled connection until closed (minutes for a slow client) and
 # aiohttp waits without limit for a free one: keep the pool far above concurrent downloads.
 DEFAULT_MAX_POOL_CONNECTIONS = 100
+CONNECT_TIMEOUT = 5.0
 # A zero-copy read's URL is used at once; the margin covers clock skew with the store.
 PRESIGNED_SECONDS = 300
 
@@ -44,11 +46,10 @@ class S3Storage:
         config: Config,
         *,
         max_attempts: int = 3,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
         max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
     ) -> None:
-        """``max_attempts`` counts every try of one request, the first included."""
+        """``max_attempts`` counts every try of one request, the first included; all of them
+        fit in ``config.storage_timeout``. ``storage_idle_timeout`` bounds each socket read."""
         if not config.s3_bucket:
             raise ValueError("S3 storage needs ECHORA_S3_BUCKET")
         self._config = config
@@ -56,7 +57,9 @@ class S3Storage:
         prefix = config.s3_prefix.strip("/")
         self._prefix = f"{prefix}/" if prefix else ""
         self._part_size = config.s3_part_size
-        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        self._timeout = config.storage_timeout
+        self._connect_timeout = min(CONNECT_TIMEOUT, config.storage_timeout)
+        self._read_timeout = config.storage_idle_timeout
         # Splicing needs the body as it is on the wire: plain HTTP, straight to the store
         # (not through the HTTP proxy botocore would take from the environment).
         endpoint = config.s3_endpoint_url or ""
@@ -73,11 +76,12 @@ class S3Storage:
             s3={"addressing_style": "path"},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
             retries={"total_max_attempts": max_attempts, "mode": "standard"},
             max_pool_connections=max_pool_connections,
         )
+        self.leftovers: LeftoverSink | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._s3: Any = None
         self._cleanups = OwnedTasks()
@@ -123,7 +127,7 @@ class S3Storage:
         if self._config.s3_region != "us-east-1":  # AWS refuses the default region here
             params["CreateBucketConfiguration"] = {"LocationConstraint": self._config.s3_region}
         try:
-            with translated("CreateBucket"):
+            async with bounded("CreateBucket", self._timeout):
                 await self._client.create_bucket(**params)
         except StorageError as exc:
             cause = exc.__cause__
@@ -140,15 +144,22 @@ class S3Storage:
             await stack.aclose()
 
     async def ping(self) -> None:
-        with translated("HeadBucket"):
+        async with bounded("HeadBucket", self._timeout):
             await self._client.head_bucket(Bucket=self._bucket)
 
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], *, content_type: str
     ) -> StoredObject:
         s3_key = self._s3_key(key)
-        uploader = S3Uploader(self._client, self._bucket, self._part_size, self._cleanups)
-        size = await uploader.upload(s3_key, chunks, content_type=content_type)
+        uploader = S3Uploader(
+            self._client,
+            self._bucket,
+            self._part_size,
+            self._cleanups,
+            timeout=self._timeout,
+            leftovers=self.leftovers,
+        )
+        size = await uploader.upload(key, s3_key, chunks, content_type=content_type)
         return StoredObject(key=key, size=size)
 
     async def open(
@@ -161,25 +172,26 @@ class S3Storage:
                 url = await self._client.generate_presigned_url(
                     "get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS
                 )
-            reader = await open_socket_reader(
-                url,
-                start=start,
-                end=end,
-                connect_timeout=self._connect_timeout,
-                read_timeout=self._read_timeout,
-            )
+            async with bounded("GetObject", self._timeout, key):
+                reader = await open_socket_reader(
+                    url,
+                    start=start,
+                    end=end,
+                    connect_timeout=self._connect_timeout,
+                    read_timeout=self._read_timeout,
+                )
             if reader is not None:
                 return reader
         ranged = (start, end) != (0, None)
         if ranged:
             params["Range"] = f"bytes={start}-{'' if end is None else end}"
-        with translated("GetObject", key):
+        async with bounded("GetObject", self._timeout, key):
             response = await self._client.get_object(**params)
         return S3Reader.from_response(response, ranged=ranged)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
-            with translated("HeadObject", key):
+            async with bounded("HeadObject", self._timeout, key):
                 head = await self._client.head_object(Bucket=self._bucket, Key=self._s3_key(key))
         except ObjectNotFound:
             return None
@@ -189,7 +201,7 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         try:
-            with translated("DeleteObject", key):
+            async with bounded("DeleteObject", self._timeout, key):
                 await self._client.delete_object(Bucket=self._bucket, Key=self._s3_key(key))
         except ObjectNotFound:
             pass  # S3 answers 204 for a missing key; some compatible stores say 404
@@ -228,7 +240,7 @@ class S3Storage:
                         )
 
     async def abort_pending_upload(self, upload: PendingUpload) -> None:
-        with translated("AbortMultipartUpload"):
+        async with bounded("AbortMultipartUpload", self._timeout):
             await abort_upload(
                 self._client, self._bucket, self._s3_key(upload.key), upload.upload_id
             )

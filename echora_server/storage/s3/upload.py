@@ -16,13 +16,13 @@ from aiohttp.payload import Payload
 from botocore.exceptions import ClientError
 
 from echora_server.core.tasks import OwnedTasks
-from echora_server.storage.base import StorageError, clean_up
+from echora_server.storage.base import Leftover, LeftoverSink, StorageError, clean_up
 from echora_server.storage.s3.errors import (
     S3_ERRORS,
+    bounded,
     error_code,
     is_transient,
     may_have_been_written,
-    translated,
 )
 
 log = structlog.get_logger("echora.storage")
@@ -30,8 +30,10 @@ log = structlog.get_logger("echora.storage")
 A = TypeVar("A")
 B = TypeVar("B")
 
-# Retries of a failed write's cleanup (the store may be briefly away); then the sweeper's job.
+# Retries of a failed write's cleanup (the store may be briefly away), within CLEANUP_SECONDS
+# so the client's answer waits little; what is left then is recorded for a cleanup pass.
 CLEANUP_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
+CLEANUP_SECONDS = 5.0
 
 
 class PartSplitter:
@@ -152,19 +154,34 @@ async def abort_upload(client: Any, bucket: str, s3_key: str, upload_id: str) ->
 
 
 class S3Uploader:
-    """Cleanups of failed writes run in ``cleanups``, drained before the client closes."""
+    """Cleanups of failed writes run in ``cleanups``, drained before the client closes; each
+    call to the store has ``timeout`` s, retries included."""
 
-    def __init__(self, client: Any, bucket: str, part_size: int, cleanups: OwnedTasks) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        part_size: int,
+        cleanups: OwnedTasks,
+        *,
+        timeout: float,
+        leftovers: LeftoverSink | None,
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._part_size = part_size
         self._cleanups = cleanups
+        self._timeout = timeout
+        self._leftovers = leftovers
 
-    async def upload(self, s3_key: str, chunks: AsyncIterator[bytes], *, content_type: str) -> int:
+    async def upload(
+        self, key: str, s3_key: str, chunks: AsyncIterator[bytes], *, content_type: str
+    ) -> int:
+        """``key`` is the logical key (for leftovers), ``s3_key`` the prefixed one."""
         parts = PartSplitter(aiter(chunks), self._part_size)
         part = await parts.next()
         if parts.drained:  # smaller than one part: a single PutObject
-            await self._put_single(s3_key, part, content_type)
+            await self._put_single(key, s3_key, part, content_type)
             return len(part)
         upload_id: str | None = None
         completing = False
@@ -188,13 +205,13 @@ class S3Uploader:
             await self._complete(s3_key, upload_id, done, total)
         except BaseException as exc:
             written = completing and may_have_been_written(exc)
-            cleanup = self._clean_up_failed_write(s3_key, upload_id, written, creating)
+            cleanup = self._clean_up_failed_write(key, s3_key, upload_id, written, creating)
             await clean_up(self._cleanups, cleanup)
             raise
         return total
 
     async def _upload_part(self, s3_key: str, upload_id: str, number: int, part: PartBody) -> str:
-        with translated("UploadPart"):
+        async with bounded("UploadPart", self._timeout):
             uploaded = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=s3_key,
@@ -205,28 +222,28 @@ class S3Uploader:
         return str(uploaded["ETag"])
 
     async def _create(self, s3_key: str, content_type: str) -> str:
-        with translated("CreateMultipartUpload"):
+        async with bounded("CreateMultipartUpload", self._timeout):
             created = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=s3_key, ContentType=content_type
             )
         return str(created["UploadId"])
 
-    async def _put_single(self, s3_key: str, data: PartBody, content_type: str) -> None:
+    async def _put_single(self, key: str, s3_key: str, data: PartBody, content_type: str) -> None:
         try:
-            with translated("PutObject"):
+            async with bounded("PutObject", self._timeout):
                 await self._client.put_object(
                     Bucket=self._bucket, Key=s3_key, Body=data, ContentType=content_type
                 )
         except BaseException as exc:
             if may_have_been_written(exc):  # a timeout or cancellation may follow a stored object
-                cleanup = self._clean_up_failed_write(s3_key, None, maybe_written=True)
+                cleanup = self._clean_up_failed_write(key, s3_key, None, maybe_written=True)
                 await clean_up(self._cleanups, cleanup)
             raise
 
     async def _complete(
         self, s3_key: str, upload_id: str, parts: list[dict[str, Any]], total: int
     ) -> None:
-        with translated("CompleteMultipartUpload"):
+        async with bounded("CompleteMultipartUpload", self._timeout):
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=s3_key,
@@ -234,13 +251,14 @@ class S3Uploader:
                 MultipartUpload={"Parts": parts},
             )
         # A Complete can answer 200 with an error inside; trust only the stored size.
-        with translated("HeadObject"):
+        async with bounded("HeadObject", self._timeout):
             head = await self._client.head_object(Bucket=self._bucket, Key=s3_key)
         if head["ContentLength"] != total:
             raise StorageError(f"S3 stored {head['ContentLength']} bytes, sent {total}")
 
     async def _clean_up_failed_write(
         self,
+        key: str,
         s3_key: str,
         upload_id: str | None,
         maybe_written: bool,
@@ -251,18 +269,25 @@ class S3Uploader:
                 upload_id = await creating  # the store may have created it all the same
             except Exception:
                 upload_id = None  # not created
-        last: Exception | None = None
-        for delay in CLEANUP_DELAYS:
-            await asyncio.sleep(delay)
-            try:
-                if upload_id is not None:
-                    await abort_upload(self._client, self._bucket, s3_key, upload_id)
-                    upload_id = None
-                if maybe_written:
-                    await self._client.delete_object(Bucket=self._bucket, Key=s3_key)
-                return
-            except S3_ERRORS as exc:
-                last = exc
-                if not is_transient(exc):  # e.g. access denied: retrying will not help
-                    break
-        log.warning("s3_cleanup_failed", key=s3_key, error=repr(last), left_for="sweeper")
+        last: BaseException | None = None
+        try:
+            async with asyncio.timeout(min(CLEANUP_SECONDS, self._timeout)):
+                for delay in CLEANUP_DELAYS:
+                    await asyncio.sleep(delay)
+                    try:
+                        if upload_id is not None:
+                            await abort_upload(self._client, self._bucket, s3_key, upload_id)
+                            upload_id = None
+                        if maybe_written:
+                            await self._client.delete_object(Bucket=self._bucket, Key=s3_key)
+                            maybe_written = False
+                        return
+                    except S3_ERRORS as exc:
+                        last = exc
+                        if not is_transient(exc):  # e.g. access denied: retrying will not help
+                            break
+        except TimeoutError as exc:
+            last = exc
+        log.warning("s3_cleanup_failed", key=s3_key, error=repr(last), left_for="cleanup pass")
+        if self._leftovers is not None:
+            await self._leftovers(Leftover(key, upload_id))
