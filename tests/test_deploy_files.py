@@ -288,6 +288,18 @@ def test_no_hard_coded_secrets_in_compose_file() -> None:
                 assert "${" in str(value), f"{name}: {key} must come from a variable or file"
 
 
+def test_deploy_doc_matches_the_compose_file(tmp_path: Path) -> None:
+    services = _rendered(tmp_path)["services"]
+    doc = DEPLOY_DOC.read_text()
+    # A tag bump updates the guide too.
+    for name in ("seaweedfs", "minio"):
+        assert f"`{services[name]['image']}`" in doc, f"docs/deploy.md: {name} image"
+    # The MinIO settings tested above are the ones the guide gives.
+    lines = set(doc.splitlines())
+    for key, value in MINIO_ENV.items():
+        assert f"{key}={value}" in lines, f"docs/deploy.md: {key}={value}"
+
+
 # ---------------------------------------------------------------- Dockerfile
 
 
