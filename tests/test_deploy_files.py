@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -29,7 +30,19 @@ REQUIRED_ENV = {
     "S3_ACCESS_KEY_ID": "s3-id-sentinel",
     "S3_SECRET_ACCESS_KEY": "s3-secret-sentinel-fedcba9876543210",
 }
-OPTIONAL_ENV = ("ECHORA_PUBLIC_URL", "ECHORA_S3_BUCKET")
+OPTIONAL_ENV = (
+    "ECHORA_PUBLIC_URL",
+    "ECHORA_S3_BUCKET",
+    "ECHORA_S3_ENDPOINT_URL",
+    "ECHORA_S3_CREATE_BUCKET",
+    "SEAWEEDFS_SCALE",
+)
+# What docs/deploy.md tells a MinIO installation to put in .env.
+MINIO_ENV = {
+    "COMPOSE_PROFILES": "minio",
+    "ECHORA_S3_ENDPOINT_URL": "http://minio:9000",
+    "SEAWEEDFS_SCALE": "0",
+}
 # Downloads a browser build: must never appear in the image build.
 BROWSER_DOWNLOAD = re.compile(r"playwright\s+install", re.IGNORECASE)
 
@@ -65,10 +78,13 @@ def _compose_env(tmp_path: Path, **overrides: str | None) -> tuple[dict[str, str
     return env, empty_env_file
 
 
-def _run_config(tmp_path: Path, **overrides: str | None) -> subprocess.CompletedProcess[str]:
+def _run_config(
+    tmp_path: Path, *args: str, **overrides: str | None
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose -f compose.yaml ARGS``, by default ``config``."""
     env, env_file = _compose_env(tmp_path, **overrides)
     return subprocess.run(
-        [_docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        [_docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE), *(args or ["config"])],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -78,8 +94,8 @@ def _run_config(tmp_path: Path, **overrides: str | None) -> subprocess.Completed
     )
 
 
-def _rendered(tmp_path: Path) -> dict[str, Any]:
-    result = _run_config(tmp_path)
+def _rendered(tmp_path: Path, *args: str, **overrides: str | None) -> dict[str, Any]:
+    result = _run_config(tmp_path, *args, **overrides)
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     config = yaml.safe_load(result.stdout)
     assert isinstance(config, dict)
@@ -87,21 +103,52 @@ def _rendered(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_compose_config_validates_with_required_services(tmp_path: Path) -> None:
-    config = _rendered(tmp_path)
-    assert set(config["services"]) == {"echora", "postgres", "minio"}
+    services = _rendered(tmp_path)["services"]
+    assert set(services) == {"echora", "postgres", "seaweedfs", "minio"}
+    # SeaweedFS is the default store; MinIO runs only when its profile is on.
+    assert {name for name, service in services.items() if not service.get("profiles")} == {
+        "echora",
+        "postgres",
+        "seaweedfs",
+    }
+    assert services["minio"]["profiles"] == ["minio"]
+
+
+def test_minio_profile_is_the_only_profile(tmp_path: Path) -> None:
+    result = _run_config(tmp_path, "config", "--profiles")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["minio"]
+    assert _rendered(tmp_path, "--profile", "minio", "config")["services"]["minio"]
 
 
 def test_echora_waits_for_healthy_database_and_storage(tmp_path: Path) -> None:
     services = _rendered(tmp_path)["services"]
     depends_on = services["echora"]["depends_on"]
     assert depends_on["postgres"]["condition"] == "service_healthy"
-    assert depends_on["minio"]["condition"] == "service_healthy"
+    assert depends_on["seaweedfs"]["condition"] == "service_healthy"
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert services["seaweedfs"]["healthcheck"]["test"]
     assert services["minio"]["healthcheck"]["test"]
+
+
+def test_no_service_outside_a_profile_depends_on_one_inside(tmp_path: Path) -> None:
+    # Both docker-compose 1.29 and Compose v2 refuse to start such a dependency
+    # when its profile is off, so the default `up` would fail.
+    services = _rendered(tmp_path)["services"]
+    for name, service in services.items():
+        if service.get("profiles"):
+            continue
+        for dependency in service.get("depends_on") or {}:
+            assert not services[dependency].get("profiles"), (
+                f"{name} depends on {dependency}, which is in a profile"
+            )
 
 
 def test_images_are_pinned(tmp_path: Path) -> None:
     services = _rendered(tmp_path)["services"]
+    repo, _, tag = services["seaweedfs"]["image"].rpartition(":")
+    assert repo == "chrislusf/seaweedfs"
+    assert re.fullmatch(r"\d+\.\d+", tag), services["seaweedfs"]["image"]
     minio = services["minio"]["image"]
     repo, _, tag = minio.rpartition(":")
     assert repo == "quay.io/minio/minio"
@@ -121,17 +168,91 @@ def test_echora_is_configured_from_variables(tmp_path: Path) -> None:
     assert env["ECHORA_DATABASE_URL"] == (
         f"postgresql://echora:{REQUIRED_ENV['POSTGRES_PASSWORD']}@postgres:5432/echora"
     )
-    assert env["ECHORA_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["ECHORA_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
     assert env["ECHORA_S3_BUCKET"]
     assert env["ECHORA_S3_ACCESS_KEY_ID"] == REQUIRED_ENV["S3_ACCESS_KEY_ID"]
     assert env["ECHORA_S3_SECRET_ACCESS_KEY"] == REQUIRED_ENV["S3_SECRET_ACCESS_KEY"]
     assert env["ECHORA_S3_CREATE_BUCKET"] == "true"
-    # The same variables feed the database and the object store.
+    assert services["seaweedfs"]["scale"] == 1
+    # The same variables feed the database and the object stores.
     postgres_env = services["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"] == REQUIRED_ENV["POSTGRES_PASSWORD"]
+    seaweedfs_env = services["seaweedfs"]["environment"]
+    assert seaweedfs_env["AWS_ACCESS_KEY_ID"] == REQUIRED_ENV["S3_ACCESS_KEY_ID"]
+    assert seaweedfs_env["AWS_SECRET_ACCESS_KEY"] == REQUIRED_ENV["S3_SECRET_ACCESS_KEY"]
     minio_env = services["minio"]["environment"]
     assert minio_env["MINIO_ROOT_USER"] == REQUIRED_ENV["S3_ACCESS_KEY_ID"]
     assert minio_env["MINIO_ROOT_PASSWORD"] == REQUIRED_ENV["S3_SECRET_ACCESS_KEY"]
+
+
+def test_minio_installation_uses_minio_and_leaves_seaweedfs_out(tmp_path: Path) -> None:
+    services = _rendered(tmp_path, **MINIO_ENV)["services"]
+    assert services["echora"]["environment"]["ECHORA_S3_ENDPOINT_URL"] == "http://minio:9000"
+    # Scale 0: no container, and neither Compose waits for a dependency without one.
+    assert services["seaweedfs"]["scale"] == 0
+    # The service, volume and credentials a MinIO installation already has, unchanged.
+    assert services["minio"]["command"] == ["server", "/data"]
+    assert [str(v).split(":")[:2] for v in services["minio"]["volumes"]] == [
+        ["minio-data", "/data"]
+    ]
+
+
+def test_an_existing_store_is_reached_through_variables(tmp_path: Path) -> None:
+    endpoint = "https://s3.example.net"
+    services = _rendered(
+        tmp_path,
+        ECHORA_S3_ENDPOINT_URL=endpoint,
+        ECHORA_S3_BUCKET="chat-files",
+        ECHORA_S3_CREATE_BUCKET="false",
+        SEAWEEDFS_SCALE="0",
+    )["services"]
+    env = services["echora"]["environment"]
+    assert env["ECHORA_S3_ENDPOINT_URL"] == endpoint
+    assert env["ECHORA_S3_BUCKET"] == "chat-files"
+    assert env["ECHORA_S3_CREATE_BUCKET"] == "false"
+    assert services["seaweedfs"]["scale"] == 0
+    # Only echora can reach beyond the host: the stores' network is internal.
+    assert "frontend" in services["echora"]["networks"]
+
+
+def _flags(command: list[str]) -> dict[str, str]:
+    return dict(arg.lstrip("-").split("=", 1) for arg in command if arg.startswith("-"))
+
+
+def test_seaweedfs_serves_s3_where_echora_and_its_healthcheck_look(tmp_path: Path) -> None:
+    services = _rendered(tmp_path)["services"]
+    seaweedfs = services["seaweedfs"]
+    command = seaweedfs["command"]
+    assert command[0] == "mini"
+    flags = _flags(command[1:])
+    endpoint = urlsplit(services["echora"]["environment"]["ECHORA_S3_ENDPOINT_URL"])
+    assert (endpoint.hostname, endpoint.port) == ("seaweedfs", int(flags["s3.port"]))
+    probe = next(arg for arg in seaweedfs["healthcheck"]["test"] if arg.startswith("http"))
+    assert urlsplit(probe).port == int(flags["s3.port"])
+    # Reachable from the other containers, data on its volume.
+    assert flags["ip.bind"] == "0.0.0.0"
+    assert flags["dir"] == "/data"
+    assert [str(v).split(":")[:2] for v in seaweedfs["volumes"]] == [["seaweedfs-data", "/data"]]
+    # Its admin UI has no password, and telemetry is on unless turned off.
+    assert flags["admin.ui"] == "false"
+    assert flags["master.telemetry"] == "false"
+
+
+def test_seaweedfs_runs_unprivileged(tmp_path: Path) -> None:
+    seaweedfs = _rendered(tmp_path)["services"]["seaweedfs"]
+    uid = str(seaweedfs["user"]).split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    assert seaweedfs["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in seaweedfs["security_opt"]
+    assert seaweedfs["read_only"] is True
+    assert seaweedfs["tmpfs"] == ["/tmp"]
+
+
+def test_stores_are_only_on_the_internal_network(tmp_path: Path) -> None:
+    config = _rendered(tmp_path)
+    assert config["networks"]["backend"]["internal"] is True
+    for name in ("postgres", "seaweedfs", "minio"):
+        assert set(config["services"][name]["networks"]) == {"backend"}, name
 
 
 def test_only_echora_is_published_and_only_on_loopback(tmp_path: Path) -> None:
@@ -165,6 +286,18 @@ def test_no_hard_coded_secrets_in_compose_file() -> None:
         for key, value in items:
             if secret_name.search(key) and not key.endswith("_FILE"):
                 assert "${" in str(value), f"{name}: {key} must come from a variable or file"
+
+
+def test_deploy_doc_matches_the_compose_file(tmp_path: Path) -> None:
+    services = _rendered(tmp_path)["services"]
+    doc = DEPLOY_DOC.read_text()
+    # A tag bump updates the guide too.
+    for name in ("seaweedfs", "minio"):
+        assert f"`{services[name]['image']}`" in doc, f"docs/deploy.md: {name} image"
+    # The MinIO settings tested above are the ones the guide gives.
+    lines = set(doc.splitlines())
+    for key, value in MINIO_ENV.items():
+        assert f"{key}={value}" in lines, f"docs/deploy.md: {key}={value}"
 
 
 # ---------------------------------------------------------------- Dockerfile
