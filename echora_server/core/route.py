@@ -10,6 +10,8 @@ from aiohttp import web
 from pydantic import BaseModel
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Raises an ApiError (or a dependency's error) when the headers alone refuse the request.
+Check = Callable[[web.Request], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +40,5 @@ class Route:
     # Path parameters that are not integer ids, as OpenAPI schemas.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     allow_head: bool = False
+    # For ``Expect: 100-continue``: refuse with the final status before the body is sent.
+    expect: Check | None = None

@@ -13,7 +13,7 @@ from echora_server.core.validation import read_query
 from echora_server.db.pool import POOL
 from echora_server.files import downloads
 from echora_server.files.shapes import attachment_json
-from echora_server.files.upload_body import UploadBody, UploadQuery
+from echora_server.files.upload_body import UploadBody, UploadQuery, refuse_before_body
 from echora_server.files.uploads import UPLOADS
 from echora_server.storage.factory import STORAGE
 
@@ -29,6 +29,18 @@ async def upload_files(request: web.Request) -> web.Response:
             await batch.add(incoming)
         stored = await batch.commit()
     return web.json_response({"attachments": [attachment_json(a) for a in stored]}, status=201)
+
+
+async def refuse_upload_early(request: web.Request) -> None:
+    """Before ``100 Continue``: who asks, and whether the headers already rule the upload out."""
+    await require_identity(request)
+    uploads = request.app[UPLOADS]
+    refuse_before_body(
+        request,
+        max_bytes=uploads.limits.max_bytes,
+        max_files=uploads.limits.max_files,
+        store_down=uploads.storage.availability.known_down,
+    )
 
 
 async def put_file(request: web.Request) -> web.Response:
@@ -79,7 +91,8 @@ _UPLOAD_RESPONSES = {
     403: "Not in the channel",
     404: "No such channel or workspace of mine",
     408: "The upload stalled (upload_idle_timeout)",
-    413: "A file is too large (details.limit_bytes), or too many files",
+    413: "A file is too large (details.limit_bytes), too many files, or (Expect: "
+    "100-continue) a Content-Length over any possible upload",
     415: "Content-Encoding sent, or the content contradicts its declared image type",
     422: "Invalid fields, no file, or several workspaces and none named",
 }
@@ -102,6 +115,7 @@ ROUTES: tuple[Route, ...] = (
         query=UploadQuery,
         request_content=UPLOAD_CONTENT,
         responses=_UPLOAD_RESPONSES,
+        expect=refuse_upload_early,
     ),
     Route(
         "PUT",
@@ -112,6 +126,7 @@ ROUTES: tuple[Route, ...] = (
         query=UploadQuery,
         request_content=UPLOAD_CONTENT,
         responses=_UPLOAD_RESPONSES,
+        expect=refuse_upload_early,
     ),
     Route(
         "GET",

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from echora_server.core.errors import ApiError, InvalidRequest
 from echora_server.core.validation import MAX_ID, Query
+from echora_server.storage.base import StorageError
 
 T = TypeVar("T")
 
@@ -44,6 +45,31 @@ class UnsupportedEncoding(ApiError):
     status = 415
     code = "unsupported_encoding"
     message = "Send uploads without Content-Encoding or Content-Transfer-Encoding."
+
+
+class BodyTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+    message = "The request body is larger than any upload may be."
+
+
+# Room in a multipart body for its fields, boundaries and part headers, beyond the files.
+MULTIPART_OVERHEAD = 1024 * 1024
+
+
+def refuse_before_body(
+    request: web.Request, *, max_bytes: int, max_files: int, store_down: bool
+) -> None:
+    """What the headers alone show an upload cannot succeed (for ``Expect: 100-continue``):
+    a body encoding, a Content-Length over any possible body, the store known to be down."""
+    _check_encoding(request.headers)
+    length = request.content_length
+    multipart = request.content_type.startswith("multipart/")
+    limit = max_files * max_bytes + MULTIPART_OVERHEAD if multipart else max_bytes
+    if length is not None and length > limit:
+        raise BodyTooLarge(details={"limit_bytes": limit})
+    if store_down:
+        raise StorageError("the store failed moments ago")
 
 
 class UploadQuery(Query):

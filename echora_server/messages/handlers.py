@@ -9,6 +9,8 @@ from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.core.route import RequestContent, Route
 from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
+from echora_server.files.handlers import refuse_upload_early
+from echora_server.files.upload_body import BodyTooLarge
 from echora_server.files.uploads import UPLOADS
 from echora_server.messages.drafts import (
     MAX_ATTACHMENTS,
@@ -54,6 +56,17 @@ async def post_message(request: web.Request) -> web.Response:
         body = await read_json(request, PostMessageBody)
         message, created = await messages.post_message(identity, channel_id, body.draft())
     return web.json_response(message_json(message), status=201 if created else 200)
+
+
+async def refuse_post_early(request: web.Request) -> None:
+    """Before ``100 Continue``: an upload's checks, or a JSON body's size."""
+    if request.content_type == "multipart/form-data":
+        await refuse_upload_early(request)
+        return
+    await require_identity(request)
+    length = request.content_length
+    if length is not None and length > request.client_max_size:
+        raise BodyTooLarge(details={"limit_bytes": request.client_max_size})
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -121,12 +134,14 @@ ROUTES: tuple[Route, ...] = (
             404: "No such channel visible to me",
             408: "Multipart: the upload stalled (upload_idle_timeout)",
             409: "An attachment of mine is already in a message (attachment_already_linked)",
-            413: "Multipart: a file is too large, or too many files",
+            413: "Multipart: a file is too large, or too many files; or (Expect: "
+            "100-continue) a Content-Length over any possible body",
             415: "Neither JSON nor multipart, or a file contradicts its declared image type",
             422: "Invalid fields, or an attachment that is not mine, not in this workspace or "
             "channel, or missing: all answer attachment_unavailable",
             429: "Sending too fast (Retry-After)",
         },
+        expect=refuse_post_early,
     ),
     Route(
         "GET",

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
@@ -89,6 +90,30 @@ class Leftover:
     upload_id: str | None
 
 
+# How long a failure counts as "the store is down" (for refusing uploads before their body)
+# when nothing has succeeded since; then a request may try again.
+KNOWN_DOWN_SECONDS = 10.0
+
+
+class Availability:
+    """The store's last answer: known to be down after a failure, until a call succeeds or
+    KNOWN_DOWN_SECONDS pass. An answer that says "no such key" is a success."""
+
+    def __init__(self) -> None:
+        self._failed_at: float | None = None
+
+    def succeeded(self) -> None:
+        self._failed_at = None
+
+    def failed(self) -> None:
+        self._failed_at = time.monotonic()
+
+    @property
+    def known_down(self) -> bool:
+        failed_at = self._failed_at
+        return failed_at is not None and time.monotonic() - failed_at < KNOWN_DOWN_SECONDS
+
+
 # Records a leftover durably; given to the storage by the layer that owns the database.
 LeftoverSink = Callable[[Leftover], Awaitable[None]]
 
@@ -131,6 +156,7 @@ class ObjectReader(Protocol):
 class Storage(Protocol):
     name: str
     leftovers: LeftoverSink | None
+    availability: Availability
 
     async def start(self) -> None:
         """Open clients; create the bucket/directory if configured to."""

@@ -32,13 +32,30 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def bind_request_id(request: web.Request) -> None:
+    """The client's X-Request-ID when it is sane, else a new one; on the request and logs."""
     incoming = request.headers.get("X-Request-ID", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+
+
+def log_request(request: web.Request, status: int, started: float, **fields: Any) -> None:
+    access_log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        remote=request.remote,
+        **fields,
+    )
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    bind_request_id(request)
     started = time.perf_counter()
     status = 500
     try:
@@ -46,14 +63,7 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         status = response.status
         return response
     finally:
-        access_log.info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            remote=request.remote,
-        )
+        log_request(request, status, started)
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -108,10 +118,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if not isinstance(exc, ConnectionError):  # else the client simply left
                 log.exception("error_after_response_started", path=request.path)
             raise
-        return _answer(request, exc)
+        return answer(request, exc)
 
 
-def _answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+def answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The error response for ``exc``, logged as its kind deserves."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, web.HTTPException):

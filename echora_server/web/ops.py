@@ -35,13 +35,20 @@ async def _check_migrations(request: web.Request) -> str:
 
 
 async def _check_storage(request: web.Request) -> str:
-    await request.app[STORAGE].ping()
+    storage = request.app[STORAGE]
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await storage.ping()
+    except TimeoutError:
+        storage.availability.failed()  # no answer in time is an answer: uploads wait for it
+        raise
     return "ok"
 
 
 async def _run(check: object) -> str:
     try:
-        return await asyncio.wait_for(check, CHECK_TIMEOUT)  # type: ignore[arg-type]
+        # A net over each check's own timeout.
+        return await asyncio.wait_for(check, CHECK_TIMEOUT + 1)  # type: ignore[arg-type]
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # readiness reports every failure as "down"

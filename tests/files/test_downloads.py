@@ -901,7 +901,7 @@ async def test_a_silent_store_answers_downloads_503_within_the_bound(
             assert response.status == 503, body
             assert json.loads(body)["error"]["code"] == "storage_unavailable"
             assert response.headers["Retry-After"] == "5"
-            assert loop.time() - started < STALL_BOUND + 0.5, url
+            assert loop.time() - started < STALL_BOUND + 1.0, url
         proxy.speak()
         response, body = await get(alice, small["url"])
         assert response.status == 200 and body == b"words\n" * 100
@@ -929,7 +929,7 @@ async def test_a_hung_disk_answers_a_download_503_within_the_bound(
         response, body = await get(alice, attachment["url"])
         assert response.status == 503, body
         assert json.loads(body)["error"]["code"] == "storage_unavailable"
-        assert loop.time() - started < STALL_BOUND + 0.5
+        assert loop.time() - started < STALL_BOUND + 1.0
         assert (await client.get("/healthz")).status == 200  # the loop was never blocked
     finally:
         # Release the thread still waiting in open(), as a disk that came back would.

@@ -15,9 +15,12 @@ from typing import TypeVar
 
 from echora_server.core.tasks import OwnedTasks
 from echora_server.storage.base import (
+    Availability,
+    InvalidRange,
     Leftover,
     LeftoverSink,
     ObjectInfo,
+    ObjectNotFound,
     PendingUpload,
     StorageError,
     StoredObject,
@@ -48,6 +51,7 @@ class LocalStorage:
         self._cleanups = OwnedTasks()
         self._timeout = timeout
         self.leftovers: LeftoverSink | None = None
+        self.availability = Availability()
 
     @property
     def root(self) -> Path:
@@ -109,9 +113,18 @@ class LocalStorage:
         check_range(start, end)
         try:
             async with asyncio.timeout(self._timeout):
-                return await open_file_reader(functools.partial(self._path, key), key, start, end)
+                reader = await open_file_reader(functools.partial(self._path, key), key, start, end)
         except TimeoutError:
+            self.availability.failed()
             raise StorageError(f"local open: no answer within {self._timeout:g} s") from None
+        except (ObjectNotFound, InvalidRange):
+            self.availability.succeeded()
+            raise
+        except StorageError:
+            self.availability.failed()
+            raise
+        self.availability.succeeded()
+        return reader
 
     async def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)
@@ -140,11 +153,15 @@ class LocalStorage:
     async def _translate(self, fn: Callable[[], _T]) -> _T:
         try:
             async with asyncio.timeout(self._timeout):
-                return await asyncio.to_thread(fn)
+                result = await asyncio.to_thread(fn)
         except TimeoutError:
+            self.availability.failed()
             raise StorageError(f"local storage: no answer within {self._timeout:g} s") from None
         except OSError as exc:
+            self.availability.failed()
             raise StorageError(f"local storage failed: {exc.strerror or exc}") from exc
+        self.availability.succeeded()
+        return result
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         check_prefix(prefix)

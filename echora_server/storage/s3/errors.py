@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from echora_server.storage.base import InvalidRange, ObjectNotFound, StorageError
+from echora_server.storage.base import Availability, InvalidRange, ObjectNotFound, StorageError
 
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _RETRYABLE_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling"})
@@ -60,12 +60,22 @@ def translated(action: str, key: str | None = None) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def bounded(action: str, seconds: float, key: str | None = None) -> AsyncIterator[None]:
+async def bounded(
+    action: str, seconds: float, availability: Availability, key: str | None = None
+) -> AsyncIterator[None]:
     """``translated``, within ``seconds`` for the whole call, botocore's retries included:
     a store that accepts connections and then says nothing must not hold a request."""
     try:
         async with asyncio.timeout(seconds):
             with translated(action, key):
                 yield
+    except (ObjectNotFound, InvalidRange):
+        availability.succeeded()  # the store answered
+        raise
+    except StorageError:
+        availability.failed()
+        raise
     except TimeoutError as exc:  # the deadline's own (translated turned the others)
+        availability.failed()
         raise StorageError(f"S3 {action}: no answer within {seconds:g} s") from exc
+    availability.succeeded()

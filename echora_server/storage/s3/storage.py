@@ -15,6 +15,7 @@ from echora_server.config import Config
 from echora_server.core.tasks import OwnedTasks
 from echora_server.storage import splice
 from echora_server.storage.base import (
+    Availability,
     LeftoverSink,
     ObjectInfo,
     ObjectNotFound,
@@ -82,6 +83,7 @@ class S3Storage:
             max_pool_connections=max_pool_connections,
         )
         self.leftovers: LeftoverSink | None = None
+        self.availability = Availability()
         self._stack: contextlib.AsyncExitStack | None = None
         self._s3: Any = None
         self._cleanups = OwnedTasks()
@@ -127,7 +129,7 @@ class S3Storage:
         if self._config.s3_region != "us-east-1":  # AWS refuses the default region here
             params["CreateBucketConfiguration"] = {"LocationConstraint": self._config.s3_region}
         try:
-            async with bounded("CreateBucket", self._timeout):
+            async with bounded("CreateBucket", self._timeout, self.availability):
                 await self._client.create_bucket(**params)
         except StorageError as exc:
             cause = exc.__cause__
@@ -144,7 +146,7 @@ class S3Storage:
             await stack.aclose()
 
     async def ping(self) -> None:
-        async with bounded("HeadBucket", self._timeout):
+        async with bounded("HeadBucket", self._timeout, self.availability):
             await self._client.head_bucket(Bucket=self._bucket)
 
     async def put_stream(
@@ -157,6 +159,7 @@ class S3Storage:
             self._part_size,
             self._cleanups,
             timeout=self._timeout,
+            availability=self.availability,
             leftovers=self.leftovers,
         )
         size = await uploader.upload(key, s3_key, chunks, content_type=content_type)
@@ -172,7 +175,7 @@ class S3Storage:
                 url = await self._client.generate_presigned_url(
                     "get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS
                 )
-            async with bounded("GetObject", self._timeout, key):
+            async with bounded("GetObject", self._timeout, self.availability, key):
                 reader = await open_socket_reader(
                     url,
                     start=start,
@@ -185,13 +188,13 @@ class S3Storage:
         ranged = (start, end) != (0, None)
         if ranged:
             params["Range"] = f"bytes={start}-{'' if end is None else end}"
-        async with bounded("GetObject", self._timeout, key):
+        async with bounded("GetObject", self._timeout, self.availability, key):
             response = await self._client.get_object(**params)
         return S3Reader.from_response(response, ranged=ranged)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
-            async with bounded("HeadObject", self._timeout, key):
+            async with bounded("HeadObject", self._timeout, self.availability, key):
                 head = await self._client.head_object(Bucket=self._bucket, Key=self._s3_key(key))
         except ObjectNotFound:
             return None
@@ -201,7 +204,7 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         try:
-            async with bounded("DeleteObject", self._timeout, key):
+            async with bounded("DeleteObject", self._timeout, self.availability, key):
                 await self._client.delete_object(Bucket=self._bucket, Key=self._s3_key(key))
         except ObjectNotFound:
             pass  # S3 answers 204 for a missing key; some compatible stores say 404
@@ -240,7 +243,7 @@ class S3Storage:
                         )
 
     async def abort_pending_upload(self, upload: PendingUpload) -> None:
-        async with bounded("AbortMultipartUpload", self._timeout):
+        async with bounded("AbortMultipartUpload", self._timeout, self.availability):
             await abort_upload(
                 self._client, self._bucket, self._s3_key(upload.key), upload.upload_id
             )

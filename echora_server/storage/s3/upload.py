@@ -16,7 +16,13 @@ from aiohttp.payload import Payload
 from botocore.exceptions import ClientError
 
 from echora_server.core.tasks import OwnedTasks
-from echora_server.storage.base import Leftover, LeftoverSink, StorageError, clean_up
+from echora_server.storage.base import (
+    Availability,
+    Leftover,
+    LeftoverSink,
+    StorageError,
+    clean_up,
+)
 from echora_server.storage.s3.errors import (
     S3_ERRORS,
     bounded,
@@ -165,6 +171,7 @@ class S3Uploader:
         cleanups: OwnedTasks,
         *,
         timeout: float,
+        availability: Availability,
         leftovers: LeftoverSink | None,
     ) -> None:
         self._client = client
@@ -172,6 +179,7 @@ class S3Uploader:
         self._part_size = part_size
         self._cleanups = cleanups
         self._timeout = timeout
+        self._availability = availability
         self._leftovers = leftovers
 
     async def upload(
@@ -211,7 +219,7 @@ class S3Uploader:
         return total
 
     async def _upload_part(self, s3_key: str, upload_id: str, number: int, part: PartBody) -> str:
-        async with bounded("UploadPart", self._timeout):
+        async with bounded("UploadPart", self._timeout, self._availability):
             uploaded = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=s3_key,
@@ -222,7 +230,7 @@ class S3Uploader:
         return str(uploaded["ETag"])
 
     async def _create(self, s3_key: str, content_type: str) -> str:
-        async with bounded("CreateMultipartUpload", self._timeout):
+        async with bounded("CreateMultipartUpload", self._timeout, self._availability):
             created = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=s3_key, ContentType=content_type
             )
@@ -230,7 +238,7 @@ class S3Uploader:
 
     async def _put_single(self, key: str, s3_key: str, data: PartBody, content_type: str) -> None:
         try:
-            async with bounded("PutObject", self._timeout):
+            async with bounded("PutObject", self._timeout, self._availability):
                 await self._client.put_object(
                     Bucket=self._bucket, Key=s3_key, Body=data, ContentType=content_type
                 )
@@ -243,7 +251,7 @@ class S3Uploader:
     async def _complete(
         self, s3_key: str, upload_id: str, parts: list[dict[str, Any]], total: int
     ) -> None:
-        async with bounded("CompleteMultipartUpload", self._timeout):
+        async with bounded("CompleteMultipartUpload", self._timeout, self._availability):
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=s3_key,
@@ -251,7 +259,7 @@ class S3Uploader:
                 MultipartUpload={"Parts": parts},
             )
         # A Complete can answer 200 with an error inside; trust only the stored size.
-        async with bounded("HeadObject", self._timeout):
+        async with bounded("HeadObject", self._timeout, self._availability):
             head = await self._client.head_object(Bucket=self._bucket, Key=s3_key)
         if head["ContentLength"] != total:
             raise StorageError(f"S3 stored {head['ContentLength']} bytes, sent {total}")
