@@ -23,6 +23,7 @@ from echora_server.web.middlewares import (
     request_context_middleware,
 )
 from echora_server.web.openapi import OPENAPI, build_document
+from echora_server.web.ops import LIFECYCLE, Lifecycle
 from echora_server.web.route_table import ROUTES, add_routes
 from echora_server.web.server import drop_server_header
 from echora_server.workspaces.service import workspaces_ctx
@@ -40,6 +41,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[OPENAPI] = build_document(ROUTES)
+    app[LIFECYCLE] = Lifecycle()
     add_routes(app)
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(drop_server_header)

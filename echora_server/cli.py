@@ -27,8 +27,6 @@ from echora_server.db.migrations import MigrationError, migrate
 from echora_server.db.records import Role
 from echora_server.web.server import serve as serve_app
 
-SHUTDOWN_TIMEOUT = 10.0
-
 
 def _load() -> Config:
     try:
@@ -83,16 +81,19 @@ def serve() -> None:
     with _database(config) as resolved:
         app = create_app(resolved)
 
-        def announce() -> None:
-            click.echo(f"Echora is running at {resolved.base_url}  (Ctrl+C to stop)")
-            click.echo("Create the first user with:  echora create-user --workspace acme alice")
+        def announce(address: str) -> None:
+            click.echo(f"Echora is listening on {address}; users open {resolved.base_url}")
+            click.echo(
+                "(Ctrl+C to stop)  Create the first user with:  "
+                "echora create-user --workspace acme alice"
+            )
 
         try:
             serve_app(
                 app,
                 host=resolved.listen_host,
                 port=resolved.listen_port,
-                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                grace=resolved.shutdown_grace,
                 announce=announce,
             )
         except MigrationError as exc:

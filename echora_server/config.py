@@ -186,6 +186,12 @@ class Config(BaseModel):
         20, ge=1, description="Messages one user may post at once before the rate applies."
     )
 
+    shutdown_grace: Annotated[Duration, _within(1, 3600)] = Field(
+        30.0,
+        description="From SIGTERM to exit: /readyz answers 503 at once, new connections are "
+        "taken for a moment more, then in-flight requests get the rest to finish.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -61,7 +61,7 @@ class Server:
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             seen.append(line)
-            if "Echora is running at" in line:
+            if "Echora is listening on" in line:
                 seen.append(self.process.stdout.readline())  # the create-user hint
                 return "".join(seen)
             if not line and self.process.poll() is not None:

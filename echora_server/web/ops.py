@@ -17,6 +17,16 @@ from echora_server.storage.factory import STORAGE
 CHECK_TIMEOUT = 2.0
 
 
+class Lifecycle:
+    """Set at SIGTERM: from then on /readyz answers 503, so load balancers stop sending."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive and serving; says nothing of its dependencies."""
     return web.json_response({"status": "ok"})
@@ -57,6 +67,12 @@ async def _run(check: object) -> str:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers with the current schema and storage answers."""
+    if request.app[LIFECYCLE].draining:
+        return web.json_response(
+            {"status": "draining", "checks": {}},
+            status=503,
+            headers={"Cache-Control": "no-store"},
+        )
     database, migrations, storage = await asyncio.gather(
         _run(_check_database(request)),
         _run(_check_migrations(request)),
@@ -85,7 +101,7 @@ ROUTES: tuple[Route, ...] = (
         "Readiness: database, migrations, storage",
         "ops",
         authenticated=False,
-        responses={200: "Ready", 503: "A dependency is down"},
+        responses={200: "Ready", 503: "A dependency is down, or the server is shutting down"},
     ),
     Route(
         "GET",

@@ -1,6 +1,6 @@
-"""Running the application: aiohttp's runner with two changes it has no option for. Errors its
-HTTP parser raises (garbage, a lying ``Content-Length``) answer in the API's error shape, then
-close cleanly; and no response names the server's software or versions."""
+"""Running the application: aiohttp's runner with two changes it has no option for (errors its
+HTTP parser raises answer in the API's error shape, then close cleanly; no response names the
+server's software), and a graceful shutdown."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +18,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from echora_server.core.errors import error_body
+from echora_server.web.ops import LIFECYCLE
 
 log = structlog.get_logger("echora.http")
 
+# After SIGTERM, new connections are still taken this long (at most a third of the grace):
+# a load balancer's next health check sees /readyz answer 503 and stops sending.
+DRAIN_SECONDS = 2.0
+CANCEL_SECONDS = 1.0
 # After a refused request the client may still be sending: closing at once would reset the
 # connection under the answer (RST), so read and drop its bytes for this long first.
 LINGER_SECONDS = 2.0
@@ -128,29 +134,74 @@ def serve(
     *,
     host: str,
     port: int,
-    shutdown_timeout: float,
-    announce: Callable[[], None],
+    grace: float,
+    announce: Callable[[str], None],
 ) -> None:
-    """``web.run_app`` with our runner: serve until SIGINT or SIGTERM, then shut down."""
-    asyncio.run(_serve(app, host, port, shutdown_timeout, announce))
+    """``web.run_app`` with our runner; on SIGINT or SIGTERM, the shutdown described at
+    ``shut_down``, done within ``grace`` seconds."""
+    asyncio.run(_serve(app, host, port, grace, announce))
 
 
 async def _serve(
     app: web.Application,
     host: str,
     port: int,
-    shutdown_timeout: float,
-    announce: Callable[[], None],
+    grace: float,
+    announce: Callable[[str], None],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    runner = Runner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    # What cancelled handlers get to unwind once the grace is over (their storage cleanups
+    # are owned tasks: closing the storage waits for them).
+    runner = Runner(app, access_log=None, shutdown_timeout=CANCEL_SECONDS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
-        announce()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        announce(site.name)
         await stop.wait()
+        await shut_down(app, runner, grace)
     finally:
-        await runner.cleanup()
+        await runner.cleanup()  # a no-op after shut_down
+
+
+async def shut_down(app: web.Application, runner: web.AppRunner, grace: float) -> None:
+    """/readyz answers 503 at once; new connections are still taken for a moment, while load
+    balancers notice; then no more, WebSockets close with 1001, and in-flight requests have
+    the rest of ``grace`` before they are cancelled (a cancelled upload leaves nothing: its
+    cleanup is shielded). Each step is logged.
+    aiohttp's own shutdown would stop reading request bodies at once (a closing connection
+    drops what arrives), so uploads could never finish: idle connections are closed here,
+    busy ones left to finish, and only then does aiohttp's shutdown run."""
+    started = time.monotonic()
+    deadline = started + grace
+    app[LIFECYCLE].draining = True
+    log.info("shutdown_started", grace_seconds=grace)
+    await asyncio.sleep(min(DRAIN_SECONDS, grace / 3))
+    for site in list(runner.sites):
+        await site.stop()
+    await runner.shutdown()  # on_shutdown: WebSockets close with 1001
+    log.info("shutdown_stopped_accepting", requests_in_flight=len(_busy(runner)))
+    # Polled: aiohttp's connections signal nothing when their request ends.
+    while _busy(runner) and time.monotonic() < deadline - CANCEL_SECONDS:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    left = len(_busy(runner))
+    log.info("shutdown_requests_done", cancelled=left)
+    await runner.cleanup()
+    log.info("shutdown_finished", seconds=round(time.monotonic() - started, 2))
+
+
+def _busy(runner: web.AppRunner) -> list[RequestHandler]:
+    """Connections in the middle of a request; the idle ones are closed on the way."""
+    server = runner.server
+    if server is None:
+        return []
+    busy = []
+    for handler in server.connections:
+        if handler._request_in_progress:
+            busy.append(handler)
+        else:
+            handler.close()
+    return busy
