@@ -16,6 +16,7 @@ from echora_server.messages.service import messages_ctx
 from echora_server.realtime.bus import bus_ctx
 from echora_server.realtime.hub import close_websockets, hub_ctx
 from echora_server.storage.factory import storage_ctx
+from echora_server.web.forwarded import forwarded_middleware, parse_networks
 from echora_server.web.middlewares import (
     add_request_id,
     error_middleware,
@@ -35,8 +36,14 @@ CLIENT_MAX_SIZE = 1024 * 1024
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         client_max_size=CLIENT_MAX_SIZE,
-        # Outermost first: request id and metrics see the shaped error responses.
-        middlewares=[request_context_middleware, metrics_middleware, error_middleware],
+        # Outermost first: the client's address behind a proxy, then request id and metrics,
+        # which see the shaped error responses.
+        middlewares=[
+            forwarded_middleware(parse_networks(config.trusted_proxies)),
+            request_context_middleware,
+            metrics_middleware,
+            error_middleware,
+        ],
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()

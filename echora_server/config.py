@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -100,6 +101,11 @@ class Config(BaseModel):
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="Extra browser origins allowed for cookie requests and WebSockets.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies (addresses or networks, comma-separated) whose "
+        "X-Forwarded-For, -Proto and -Host are believed; from anyone else they are ignored.",
     )
 
     database_url: SecretStr | None = Field(
@@ -215,6 +221,18 @@ class Config(BaseModel):
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or network: {item!r}") from None
         return value
 
     @model_validator(mode="after")

@@ -31,6 +31,15 @@ class TokenBody(Body):
     password: str | None = Field(None, max_length=1024)
 
 
+def _secure(request: web.Request) -> bool:
+    """As configured; else https as the public URL, or the client behind a trusted proxy,
+    sees it."""
+    config = request.app[CONFIG]
+    if config.cookie_secure is not None:
+        return config.cookie_secure
+    return config.secure_cookies or request.secure
+
+
 async def login(request: web.Request) -> web.Response:
     # A login form posted from a foreign site would log the victim into our account.
     check_csrf(request, browser_only=True)
@@ -46,7 +55,7 @@ async def login(request: web.Request) -> web.Response:
         max_age=int(accounts.session_ttl.total_seconds()),
         httponly=True,
         samesite="Lax",
-        secure=request.app[CONFIG].secure_cookies,
+        secure=_secure(request),
         path="/",
     )
     return response

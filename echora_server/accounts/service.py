@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ from echora_server.auth.identity import Identity
 from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, hint, new_secret
 from echora_server.config import CONFIG
 from echora_server.core.errors import Conflict, InvalidRequest, NotFound, Unauthorized
-from echora_server.core.ratelimit import RateLimiter
+from echora_server.core.ratelimit import RateLimiter, refuse
 from echora_server.db import credentials, users, workspaces
 from echora_server.db.pool import POOL
 from echora_server.db.records import ApiToken, Membership, Role, User, Workspace
@@ -110,26 +111,52 @@ async def check_password(conn: asyncpg.Connection, username: str, password: str)
     return user
 
 
+TOO_MANY_LOGINS = "Too many login attempts; wait and try again."
+
+
+class LoginLimits:
+    """Password attempts, counted three ways so no one address can lock a user out:
+    failures per address and username (``per_minute``); attempts per address, whatever the
+    username (3x); failures per username from every address (5x) — once those run out, only
+    an address that has not failed for that username lately may still try."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pair = RateLimiter(per_minute, burst=per_minute, clock=clock)
+        self.address = RateLimiter(3 * per_minute, burst=3 * per_minute, clock=clock)
+        self.username = RateLimiter(5 * per_minute, burst=5 * per_minute, clock=clock)
+
+    def before(self, remote: str | None, username: str) -> None:
+        pair = (remote, username)
+        refuse(self.pair.wait(pair), TOO_MANY_LOGINS)
+        if not self.pair.untouched(pair):
+            refuse(self.username.wait(username), TOO_MANY_LOGINS)
+        self.address.take(remote, TOO_MANY_LOGINS)
+
+    def failed(self, remote: str | None, username: str) -> None:
+        self.pair.charge((remote, username))
+        self.username.charge(username)
+
+
 class AccountService:
     def __init__(
         self,
         pool: asyncpg.Pool,
         bus: EventBus,
-        login_limiter: RateLimiter,
+        login_limits: LoginLimits,
         session_ttl: dt.timedelta,
     ) -> None:
         self._pool = pool
         self._bus = bus
-        self._login_limiter = login_limiter
+        self._login_limits = login_limits
         self.session_ttl = session_ttl
 
     async def password_login(self, remote: str | None, username: str, password: str) -> User:
-        self._login_limiter.take(
-            (remote, username.strip().lower()), "Too many login attempts; wait and try again."
-        )
+        name = username.strip().lower()
+        self._login_limits.before(remote, name)
         async with self._pool.acquire() as conn:
             user = await check_password(conn, username, password)
         if user is None:
+            self._login_limits.failed(remote, name)
             raise Unauthorized("Wrong username or password.", code="invalid_credentials")
         return user
 
@@ -193,7 +220,7 @@ ACCOUNTS = web.AppKey("accounts", AccountService)
 
 async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    limiter = RateLimiter(config.login_rate_per_minute, burst=config.login_rate_per_minute)
+    limiter = LoginLimits(config.login_rate_per_minute)
     ttl = dt.timedelta(seconds=config.session_ttl)
     app[ACCOUNTS] = AccountService(app[POOL], app[BUS], limiter, ttl)
     yield
