@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import ssl
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,13 @@ import structlog
 from pydantic import SecretStr
 
 from echora_server.accounts import service as accounts
-from echora_server.config import Config, ConfigError, deprecated_variables, load_config
+from echora_server.config import (
+    Config,
+    ConfigError,
+    deprecated_variables,
+    load_config,
+    secret_sources,
+)
 from echora_server.core.errors import ApiError
 from echora_server.core.logs import configure_logging
 from echora_server.db import users, workspaces
@@ -114,12 +122,55 @@ def migrate_command() -> None:
 
 
 @main.command("check-config")
-def check_config() -> None:
-    """Validate the configuration and print it, secrets masked."""
+@click.option("--connect", is_flag=True, help="Also reach the database and the file store.")
+def check_config(connect: bool) -> None:
+    """Validate the configuration and print it (effective values, secrets masked, and where
+    each secret came from); with --connect, exit 1 unless the database and store answer."""
     config = _load()
-    click.echo(json.dumps(config.masked(), indent=2, default=str))
+    shown = config.masked()
+    for var, source in secret_sources().items():
+        shown[f"{var} (from)"] = source
+    click.echo(json.dumps(shown, indent=2, default=str))
     for note in deprecated_variables():
         click.echo(f"note: {note}", err=True)
+    if connect:
+        with _database(config) as resolved:
+            problems = asyncio.run(_reach(resolved))
+        for name, problem in problems.items():
+            click.echo(f"{name}: {problem}", err=True)
+        if any(problem != "ok" for problem in problems.values()):
+            raise SystemExit(1)
+
+
+async def _reach(config: Config) -> dict[str, str]:
+    from echora_server.db.migrations import status as migration_status
+    from echora_server.storage.factory import create_storage
+
+    found: dict[str, str] = {}
+    assert config.database_url is not None
+    try:
+        conn = await asyncpg.connect(
+            config.database_url.get_secret_value(), timeout=config.db_timeout
+        )
+        try:
+            state = await migration_status(conn)
+            found["database"] = (
+                "ok" if state.current else f"ok, migrations pending: {state.pending}"
+            )
+        finally:
+            await conn.close()
+    except Exception as exc:  # every failure is the answer here
+        found["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+    storage = create_storage(config)
+    try:
+        await storage.start()
+        await storage.ping()
+        found["storage"] = "ok"
+    except Exception as exc:
+        found["storage"] = f"unreachable: {type(exc).__name__}: {exc}"
+    finally:
+        await storage.close()
+    return found
 
 
 def _read_password(confirm: bool) -> str:
@@ -211,20 +262,42 @@ def cleanup(dry_run: bool) -> None:
 
 
 @main.command()
-@click.option("--url", default=None, help="Default: /readyz on ECHORA_LISTEN.")
+@click.option(
+    "--url", default=None, help="The server (its /readyz is asked); default ECHORA_LISTEN."
+)
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CA certificate file to verify an https URL with.",
+)
 @click.option("--timeout", default=5.0, show_default=True)
-def healthcheck(url: str | None, timeout: float) -> None:
+def healthcheck(url: str | None, cacert: str | None, timeout: float) -> None:
     """Exit 0 when the running server reports ready (for container health checks)."""
     if url is None:
         config = _load()
         host = config.listen_host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104
-        url = f"http://{host}:{config.listen_port}/readyz"
+        url = f"http://{host}:{config.listen_port}"
+    target = _readyz_url(url)
+    context = ssl.create_default_context(cafile=cacert) if cacert else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-            ok = response.status == 200
+        with urllib.request.urlopen(target, timeout=timeout, context=context) as response:  # noqa: S310
+            body = response.read(65536)
+    except urllib.error.HTTPError as exc:
+        body = exc.read(65536)
     except (urllib.error.URLError, OSError) as exc:
-        raise click.ClickException(f"not ready: {exc}") from None
-    if not ok:
-        raise click.ClickException("not ready")
+        raise click.ClickException(f"not ready: {target}: {exc}") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise click.ClickException(f"not ready: {target} did not answer as /readyz does") from None
+    if not isinstance(answer, dict) or answer.get("status") != "ready":
+        raise click.ClickException(f"not ready: {json.dumps(answer)}")
     click.echo("ready")
+
+
+def _readyz_url(url: str) -> str:
+    """Any URL of the server (``https://chat.example.com``, ``…/readyz``) to its /readyz."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/readyz", "", ""))

@@ -307,9 +307,23 @@ class Config(BaseModel):
             elif isinstance(value, Path):
                 value = str(value)
             shown[f"{ENV_PREFIX}{name.upper()}"] = value
-        shown["(effective storage)"] = self.effective_storage
+        shown["ECHORA_COOKIE_SECURE"] = self.secure_cookies  # also when a trusted proxy says https
+        shown["ECHORA_STORAGE"] = self.effective_storage
         shown["(database)"] = "external" if self.database_url else f"embedded in {self.pgdata_dir}"
         return shown
+
+
+def secret_sources(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Where each secret that is set came from: its variable, or the file it names."""
+    env = os.environ if environ is None else environ
+    sources = {}
+    for name in SECRET_FIELDS:
+        var = f"{ENV_PREFIX}{name.upper()}"
+        if env.get(f"{var}_FILE"):
+            sources[var] = f"file {env[f'{var}_FILE']}"
+        elif env.get(var):
+            sources[var] = "environment"
+    return sources
 
 
 def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:

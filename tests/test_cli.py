@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -11,9 +12,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from aiohttp import web
 from support.processes import echora_env, free_port, run_echora, start_echora
 
 PASSWORD = "a long enough password"
@@ -152,3 +155,65 @@ def test_create_user_refuses_a_taken_name_and_a_short_password(server: Server) -
     assert short.returncode != 0 and "at least 8" in short.stderr
     migrate = run_echora("migrate", env=server.env)
     assert migrate.returncode == 0 and "up to date" in migrate.stdout
+
+
+async def _health(aiohttp_server: Any, status: int, body: str, content_type: str) -> list[str]:
+    async def readyz(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_get("/readyz", readyz)
+    server = await aiohttp_server(app)
+    results = []
+    for url in (f"http://127.0.0.1:{server.port}", f"127.0.0.1:{server.port}/anything?x=1"):
+        done = await asyncio.to_thread(run_echora, "healthcheck", "--url", url, env=echora_env())
+        results.append(f"{done.returncode} {done.stdout.strip()} {done.stderr.strip()}")
+    return results
+
+
+async def test_healthcheck_believes_only_a_ready_readyz(aiohttp_server: Any) -> None:
+    ready = json.dumps({"status": "ready", "checks": {}})
+    assert all(
+        r.startswith("0 ready")
+        for r in await _health(aiohttp_server, 200, ready, "application/json")
+    )
+    for status, body, kind in (
+        (200, "<html>the index page</html>", "text/html"),  # any 200 counted before
+        (200, json.dumps({"status": "unavailable"}), "application/json"),
+        (503, json.dumps({"status": "draining", "checks": {}}), "application/json"),
+    ):
+        for result in await _health(aiohttp_server, status, body, kind):
+            assert result.startswith("1 ") and "not ready" in result, result
+
+
+def test_check_config_connect_reaches_the_database_and_the_store(
+    database_url: str, tmp_path: Path
+) -> None:
+    good = run_echora(
+        "check-config",
+        "--connect",
+        env=echora_env(
+            ECHORA_DATABASE_URL=database_url,
+            ECHORA_DATA_DIR=str(tmp_path),
+            ECHORA_PUBLIC_URL="https://chat.example.com",
+        ),
+    )
+    assert good.returncode == 0, good.stderr
+    shown = json.loads(good.stdout)
+    assert shown["ECHORA_COOKIE_SECURE"] is True  # the effective value, not null
+    assert shown["ECHORA_DATABASE_URL (from)"] == "environment"
+    assert "database: ok" in good.stderr and "storage: ok" in good.stderr
+    secret = tmp_path / "db-url"
+    secret.write_text(f"postgresql://nobody@127.0.0.1:{free_port()}/none\n")
+    bad = run_echora(
+        "check-config",
+        "--connect",
+        env=echora_env(
+            ECHORA_DATABASE_URL_FILE=str(secret),
+            ECHORA_DATA_DIR=str(tmp_path),
+            ECHORA_DB_TIMEOUT="2s",
+        ),
+    )
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["ECHORA_DATABASE_URL (from)"] == f"file {secret}"
+    assert "database: unreachable" in bad.stderr and "storage: ok" in bad.stderr

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
 from echora_server.config import CONFIG
 from echora_server.core.errors import Forbidden
+
+log = structlog.get_logger("echora.csrf")
 
 
 def allowed_origins(request: web.Request) -> set[str]:
@@ -31,9 +34,20 @@ def origin_allowed(request: web.Request, *, browser_only: bool = False) -> bool:
     return browser_only or "X-Requested-With" in request.headers
 
 
+def log_refused_origin(request: web.Request) -> None:
+    """What a wrong ECHORA_PUBLIC_URL (or a proxy's missing headers) looks like in the log."""
+    log.warning(
+        "origin_refused",
+        received=request.headers.get("Origin"),
+        fetch_site=request.headers.get("Sec-Fetch-Site"),
+        expected=sorted(allowed_origins(request)),
+    )
+
+
 def check_csrf(request: web.Request, *, browser_only: bool = False) -> None:
     """Refuse a cross-site request; ``browser_only`` (no cookie yet: login) lets non-browsers by."""
     if not origin_allowed(request, browser_only=browser_only):
+        log_refused_origin(request)
         raise Forbidden(
             "Cross-site request refused: the request's origin is not allowed.",
             code="csrf_failed",

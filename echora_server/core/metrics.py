@@ -22,6 +22,13 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
+        self.download_bodies = Counter(
+            "echora_download_bodies",
+            "Download bodies by how they reached the socket: sendfile (local disk), splice "
+            "(from S3 in the kernel) or chunks (read through Python).",
+            ["path"],
+            registry=self.registry,
+        )
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -11,6 +11,7 @@ from contextlib import aclosing
 import structlog
 from aiohttp import web
 
+from echora_server.core.metrics import METRICS
 from echora_server.storage import splice
 from echora_server.storage.base import FileRegion, ObjectReader, SocketBody, StorageError
 
@@ -51,12 +52,16 @@ async def send(
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """The caller still owns, and closes, the reader."""
+    counted = request.app[METRICS].download_bodies
     region = reader.file_region()
     if region is not None:
+        counted.labels("sendfile").inc()
         return await _send_file(request, attachment_id, region, status, headers)
     body = reader.socket_body()
     if body is not None:
+        counted.labels("splice").inc()
         return await _splice(request, attachment_id, body, status, headers)
+    counted.labels("chunks").inc()
     chunks: AsyncIterator[bytes] = reader.chunks(CHUNK_SIZE)
     # Every backend's chunks() is an async generator; the Protocol only says iterator.
     async with aclosing(chunks):  # type: ignore[type-var]

@@ -11,7 +11,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import Field, ValidationError
 
 from echora_server.accounts.shapes import user_json
-from echora_server.auth.csrf import allowed_origins
+from echora_server.auth.csrf import allowed_origins, log_refused_origin
 from echora_server.auth.identity import require_identity
 from echora_server.channels.service import CHANNELS
 from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, error_body, unavailable
@@ -52,6 +52,7 @@ def _error_frame(exc: ApiError, ref: Any = None) -> str:
 def _check_origin(request: web.Request) -> None:
     """Cookies ride along on cross-site handshakes; browsers always send Origin."""
     if request.headers.get("Origin") not in allowed_origins(request):
+        log_refused_origin(request)
         raise Forbidden("WebSocket origin not allowed.", code="origin_not_allowed")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import structlog
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from support.people import PASSWORD, People
@@ -177,3 +178,19 @@ async def test_login_rate_limit(client: TestClient, people: People) -> None:
     assert statuses[-1] == 429
     assert await error_code(r) == "rate_limited"
     assert int(r.headers["Retry-After"]) >= 1
+
+
+async def test_a_refused_origin_is_logged_with_what_was_expected(
+    client: TestClient, people: People
+) -> None:
+    await people.create("alice")
+    with structlog.testing.capture_logs() as logs:
+        response = await client.post(
+            "/api/auth/login",
+            json={"username": "alice", "password": PASSWORD},
+            headers={"Origin": "https://evil.example"},
+        )
+    assert response.status == 403
+    (refused,) = [e for e in logs if e["event"] == "origin_refused"]
+    assert refused["received"] == "https://evil.example"
+    assert refused["expected"] == [f"http://{client.host}:{client.port}"]

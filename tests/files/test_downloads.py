@@ -935,3 +935,24 @@ async def test_a_hung_disk_answers_a_download_503_within_the_bound(
         # Release the thread still waiting in open(), as a disk that came back would.
         writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         os.close(writer)
+
+
+async def test_metrics_count_how_bodies_reached_the_socket(
+    client: TestClient, people: People, config: Config
+) -> None:
+    alice = await people.create("alice")
+    small = await upload(alice, "notes.txt", b"words\n", "text/plain")
+    big = await upload(alice, "big.bin", payload(2 * MiB))
+    for attachment in (small, big):
+        response, _ = await get(alice, attachment["url"])
+        assert response.status == 200
+    text = await (await client.get("/metrics")).text()
+    counts = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("echora_download_bodies_total{")
+    }
+    if config.effective_storage == "local":
+        assert counts == {"sendfile": 2.0}
+    else:  # a small body through Python, a big one spliced in the kernel
+        assert counts == {"chunks": 1.0, "splice": 1.0}
