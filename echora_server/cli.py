@@ -56,12 +56,12 @@ def _database(config: Config) -> Iterator[Config]:
         yield config.model_copy(update={"database_url": SecretStr(uri)})
 
 
-def _run_db(config: Config, work: Any) -> Any:
+def _run_db(config: Config, work: Any, *, allow_breaking: bool = False) -> Any:
     async def runner() -> Any:
         assert config.database_url is not None
         conn = await asyncpg.connect(config.database_url.get_secret_value())
         try:
-            await migrate(conn)
+            await migrate(conn, allow_breaking=allow_breaking)
             return await work(conn)
         finally:
             await conn.close()
@@ -109,7 +109,13 @@ def serve() -> None:
 
 
 @main.command("migrate")
-def migrate_command() -> None:
+@click.option(
+    "--allow-breaking",
+    is_flag=True,
+    help="Apply migrations that servers of the previous release cannot run with "
+    "(stop them first; see docs/upgrading.md).",
+)
+def migrate_command(allow_breaking: bool) -> None:
     """Apply pending database migrations and exit."""
     config = _load()
 
@@ -117,7 +123,7 @@ def migrate_command() -> None:
         return None
 
     with _database(config) as resolved:
-        _run_db(resolved, work)
+        _run_db(resolved, work, allow_breaking=allow_breaking)
     click.echo("The database schema is up to date.")
 
 
@@ -154,9 +160,7 @@ async def _reach(config: Config) -> dict[str, str]:
         )
         try:
             state = await migration_status(conn)
-            found["database"] = (
-                "ok" if state.current else f"ok, migrations pending: {state.pending}"
-            )
+            found["database"] = state.describe()
         finally:
             await conn.close()
     except Exception as exc:  # every failure is the answer here

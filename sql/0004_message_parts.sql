@@ -1,3 +1,4 @@
+-- echora: compatible
 -- What a message carries besides its text: its uploaded files in the order the sender gave
 -- them, and external links.
 

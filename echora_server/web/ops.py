@@ -41,7 +41,7 @@ async def _check_database(request: web.Request) -> str:
 async def _check_migrations(request: web.Request) -> str:
     async with request.app[POOL].acquire(timeout=CHECK_TIMEOUT) as conn:
         state = await migration_status(conn)
-    return "ok" if state.current else f"pending: {state.pending}"
+    return state.describe()
 
 
 async def _check_storage(request: web.Request) -> str:
@@ -79,7 +79,7 @@ async def readyz(request: web.Request) -> web.Response:
         _run(_check_storage(request)),
     )
     checks = {"database": database, "migrations": migrations, "storage": storage}
-    ready = all(v == "ok" for v in checks.values())
+    ready = all(v.startswith("ok") for v in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status=200 if ready else 503,
