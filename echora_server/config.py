@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 ENV_PREFIX = "ECHORA_"
-SECRET_FIELDS = ("database_url", "s3_secret_access_key", "s3_access_key_id")
+SECRET_FIELDS = ("database_url", "s3_secret_access_key", "s3_access_key_id", "metrics_token")
 UPLOAD_SLACK_SECONDS = 300
 
 
@@ -198,6 +198,15 @@ class Config(BaseModel):
         "taken for a moment more, then in-flight requests get the rest to finish.",
     )
 
+    metrics_listen: str | None = Field(
+        None,
+        description="host:port for /metrics alone (e.g. 127.0.0.1:9090); then the main "
+        "listener does not serve it.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, /metrics requires Authorization: Bearer <token>."
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -208,6 +217,11 @@ class Config(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
         return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, value: str | None) -> str | None:
+        return cls._check_listen(value) if value else None
 
     @field_validator("public_url")
     @classmethod

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
+from echora_server.config import CONFIG
+from echora_server.core.errors import NotFound, Unauthorized
 from echora_server.core.metrics import METRICS
 from echora_server.core.route import Route
 from echora_server.db.migrations import status as migration_status
@@ -88,8 +91,21 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if config.metrics_listen and not request.get(METRICS_LISTENER, False):
+        raise NotFound()  # served on its own listener only
+    if config.metrics_token is not None:
+        given = request.headers.get(hdrs.AUTHORIZATION, "").removeprefix("Bearer ")
+        if not hmac.compare_digest(
+            given.encode(), config.metrics_token.get_secret_value().encode()
+        ):
+            raise Unauthorized("/metrics needs its token (ECHORA_METRICS_TOKEN).")
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# Set on the requests of the metrics-only listener (web.server).
+METRICS_LISTENER = web.RequestKey("metrics_listener", bool)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -107,9 +123,14 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/metrics",
         get_metrics,
-        "Prometheus metrics",
+        "Prometheus metrics (ECHORA_METRICS_TOKEN as a bearer token, when set)",
         "ops",
         authenticated=False,
         content_type="text/plain",
+        responses={
+            200: "The metrics",
+            401: "ECHORA_METRICS_TOKEN is set and was not given",
+            404: "Served on ECHORA_METRICS_LISTEN only",
+        },
     ),
 )

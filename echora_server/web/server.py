@@ -17,8 +17,10 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from echora_server.config import CONFIG
 from echora_server.core.errors import error_body
-from echora_server.web.ops import LIFECYCLE
+from echora_server.core.metrics import METRICS
+from echora_server.web.ops import LIFECYCLE, METRICS_LISTENER, get_metrics
 
 log = structlog.get_logger("echora.http")
 
@@ -157,14 +159,42 @@ async def _serve(
     # are owned tasks: closing the storage waits for them).
     runner = Runner(app, access_log=None, shutdown_timeout=CANCEL_SECONDS)
     await runner.setup()
+    metrics = metrics_runner(app)
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         announce(site.name)
+        if metrics is not None:
+            await metrics.setup()
+            config = app[CONFIG]
+            assert config.metrics_listen is not None
+            metrics_host, _, metrics_port = config.metrics_listen.rpartition(":")
+            metrics_site = web.TCPSite(metrics, metrics_host.strip("[]"), int(metrics_port))
+            await metrics_site.start()
+            log.info("metrics_listening", address=metrics_site.name)
         await stop.wait()
         await shut_down(app, runner, grace)
     finally:
         await runner.cleanup()  # a no-op after shut_down
+        if metrics is not None:
+            await metrics.cleanup()
+
+
+def metrics_runner(app: web.Application) -> web.AppRunner | None:
+    """ECHORA_METRICS_LISTEN: /metrics alone, on an address of its own (the main listener
+    then answers it 404), sharing the application's registry."""
+    config = app[CONFIG]
+    if not config.metrics_listen:
+        return None
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        request[METRICS_LISTENER] = True
+        return await get_metrics(request)
+
+    only = web.Application()
+    only[CONFIG], only[METRICS] = config, app[METRICS]
+    only.router.add_get("/metrics", metrics)
+    return web.AppRunner(only, access_log=None)
 
 
 async def shut_down(app: web.Application, runner: web.AppRunner, grace: float) -> None:

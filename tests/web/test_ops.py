@@ -126,3 +126,16 @@ async def test_readyz_reports_a_silent_store_within_the_bound(
         assert checks["storage"].startswith("down") and checks["database"] == "ok"
         proxy.speak()
         await wait_ready(client)
+
+
+async def test_metrics_behind_a_token(
+    database_url: str, tmp_path: Path, aiohttp_client: ClientFactory
+) -> None:
+    config = Config(
+        database_url=database_url, data_dir=tmp_path, storage="local", metrics_token="s3cr3t-m"
+    )
+    client = await aiohttp_client(create_app(config))
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer nope"})).status == 401
+    ok = await client.get("/metrics", headers={"Authorization": "Bearer s3cr3t-m"})
+    assert ok.status == 200 and "echora_http_requests_total" in await ok.text()

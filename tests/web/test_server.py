@@ -243,3 +243,27 @@ async def test_sigterm_during_a_big_upload(
         assert (sizes, objects, uploads) == ([BIG], 1, 0)
     else:  # cancelled at the grace: its multipart upload aborted, no row, no object
         assert (sizes, objects, uploads) == ([], 0, 0)
+
+
+async def test_metrics_on_a_listener_of_their_own(database_url: str, tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = env_of(
+        database_url,
+        tmp_path / "data",
+        port,
+        storage="local",
+        metrics_listen=f"127.0.0.1:{metrics_port}",
+    )
+    process = start_echora("serve", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await started(port, process)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as main:
+                assert main.status == 404  # not on the public listener
+            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as own:
+                assert own.status == 200
+                assert 'echora_http_requests_total{method="GET"' in await own.text()
+            async with session.get(f"http://127.0.0.1:{metrics_port}/healthz") as other:
+                assert other.status == 404  # nothing else there
+    finally:
+        assert stop(process) == 0
