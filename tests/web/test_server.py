@@ -267,3 +267,28 @@ async def test_metrics_on_a_listener_of_their_own(database_url: str, tmp_path: P
                 assert other.status == 404  # nothing else there
     finally:
         assert stop(process) == 0
+
+
+async def test_sigterm_closes_every_websocket_with_1001(database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    token = await token_for(database_url)
+    env = env_of(database_url, tmp_path / "data", port, storage="local", shutdown_grace="5s")
+    process = start_echora("serve", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await started(port, process)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session:
+            sockets = []
+            for _ in range(40):
+                ws = await session.ws_connect(f"http://127.0.0.1:{port}/api/ws", headers=auth)
+                assert (await ws.receive_json())["type"] == "hello"
+                sockets.append(ws)
+            process.send_signal(signal.SIGTERM)
+            closes = await asyncio.gather(*(ws.receive(timeout=10) for ws in sockets))
+            for ws in sockets:
+                await ws.close()
+        assert {msg.type for msg in closes} == {aiohttp.WSMsgType.CLOSE}
+        assert [msg.data for msg in closes] == [1001] * len(sockets)
+        assert await asyncio.to_thread(process.wait, 15) == 0
+    finally:
+        stop(process)
