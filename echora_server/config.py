@@ -12,7 +12,6 @@ from aiohttp import web
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -21,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from echora_server.core.durations import UNITS, Duration, format_duration, within
+
 ENV_PREFIX = "ECHORA_"
 SECRET_FIELDS = ("database_url", "s3_secret_access_key", "s3_access_key_id", "metrics_token")
 UPLOAD_SLACK_SECONDS = 300
@@ -28,53 +29,6 @@ UPLOAD_SLACK_SECONDS = 300
 
 class ConfigError(Exception):
     """A configuration value is invalid; the message names the variable."""
-
-
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-
-def parse_duration(value: Any) -> Any:
-    """Seconds from ``90s``, ``15m``, ``36h``, ``7d``, ``1h30m`` or a bare number of seconds."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip().lower().replace(" ", "")
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError("expected a duration such as 90s, 15m, 36h, 7d or 1h30m")
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
-
-
-def format_duration(seconds: float) -> str:
-    """``3930`` -> ``1h5m30s``; what ``parse_duration`` reads back."""
-    if seconds < 1 or seconds != int(seconds):
-        return f"{seconds:g}s"
-    text, left = "", int(seconds)
-    for unit in ("d", "h", "m", "s"):
-        count, left = divmod(left, int(_UNITS[unit]))
-        if count:
-            text += f"{count}{unit}"
-    return text
-
-
-def _within(low: float, high: float, *, inclusive_low: bool = True) -> AfterValidator:
-    def check(seconds: float) -> float:
-        if not (seconds >= low if inclusive_low else seconds > low) or seconds > high:
-            if inclusive_low:
-                allowed = f"between {format_duration(low)} and {format_duration(high)}"
-            else:
-                allowed = f"more than {format_duration(low)} and at most {format_duration(high)}"
-            raise ValueError(f"must be {allowed}")
-        return seconds
-
-    return AfterValidator(check)
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]  # seconds
 
 
 # Renamed settings: (new name, unit of a bare number). A bare number keeps its old unit.
@@ -113,7 +67,7 @@ class Config(BaseModel):
     )
     db_pool_min: int = Field(1, ge=0, le=100)
     db_pool_max: int = Field(10, ge=1, le=500)
-    db_timeout: Annotated[Duration, _within(0, 300, inclusive_low=False)] = Field(
+    db_timeout: Annotated[Duration, within(0, 300, inclusive_low=False)] = Field(
         5.0, description="How long to wait for a database connection."
     )
 
@@ -144,12 +98,12 @@ class Config(BaseModel):
     s3_secret_access_key: SecretStr | None = None
     s3_create_bucket: bool = Field(False, description="Create the bucket at start.")
     s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
-    storage_timeout: Annotated[Duration, _within(0, 300, inclusive_low=False)] = Field(
+    storage_timeout: Annotated[Duration, within(0, 300, inclusive_low=False)] = Field(
         20.0,
         description="Longest one storage call may take to begin answering, retries included; "
         "then the request answers 503 storage_unavailable.",
     )
-    storage_idle_timeout: Annotated[Duration, _within(0, 300, inclusive_low=False)] = Field(
+    storage_idle_timeout: Annotated[Duration, within(0, 300, inclusive_low=False)] = Field(
         20.0, description="Longest the store may stay silent while a body streams."
     )
     s3_zero_copy: bool = Field(
@@ -162,25 +116,25 @@ class Config(BaseModel):
         25 * 1024 * 1024, ge=1, le=2**40, description="Largest file one upload may store."
     )
     max_files_per_upload: int = Field(10, ge=1, le=100, description="Files per upload request.")
-    upload_idle_timeout: Annotated[Duration, _within(0, 3600, inclusive_low=False)] = Field(
+    upload_idle_timeout: Annotated[Duration, within(0, 3600, inclusive_low=False)] = Field(
         30.0, description="How long an upload may stall before it is refused."
     )
     # The sweeper's thresholds rest on this bound: see upload_horizon_seconds.
-    max_upload_time: Annotated[Duration, _within(1, 7 * 86400)] = Field(
+    max_upload_time: Annotated[Duration, within(1, 7 * 86400)] = Field(
         3600.0, description="Longest one upload request may take."
     )
 
-    unlinked_ttl: Annotated[Duration, _within(1, 365 * 86400)] = Field(
+    unlinked_ttl: Annotated[Duration, within(1, 365 * 86400)] = Field(
         24 * 3600.0, description="Uploads never linked to a message live this long."
     )
-    orphan_grace: Annotated[Duration, _within(1, 365 * 86400)] = Field(
+    orphan_grace: Annotated[Duration, within(1, 365 * 86400)] = Field(
         6 * 3600.0, description="Age at which an object no row claims is deleted."
     )
-    sweep_interval: Annotated[Duration, _within(0, 86400)] = Field(
+    sweep_interval: Annotated[Duration, within(0, 86400)] = Field(
         300.0, description="Time between cleanup sweeps; 0: none in this process."
     )
 
-    session_ttl: Annotated[Duration, _within(60, 365 * 86400)] = Field(
+    session_ttl: Annotated[Duration, within(60, 365 * 86400)] = Field(
         14 * 86400.0, description="Browser session lifetime."
     )
     cookie_secure: bool | None = Field(None, description="Default: true when public_url is https.")
@@ -192,7 +146,7 @@ class Config(BaseModel):
         20, ge=1, description="Messages one user may post at once before the rate applies."
     )
 
-    shutdown_grace: Annotated[Duration, _within(1, 3600)] = Field(
+    shutdown_grace: Annotated[Duration, within(1, 3600)] = Field(
         30.0,
         description="From SIGTERM to exit: /readyz answers 503 at once, new connections are "
         "taken for a moment more, then in-flight requests get the rest to finish.",
@@ -378,7 +332,7 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         if new in values:
             raise ConfigError(f"{_var(old)}: replaced by {_var(new)}; set only {_var(new)}")
         value = str(values.pop(old)).strip()
-        values[new] = float(value) * _UNITS[unit] if _is_number(value) else value
+        values[new] = float(value) * UNITS[unit] if _is_number(value) else value
         given[new] = _var(old)
     try:
         return Config.model_validate(values)
