@@ -14,7 +14,7 @@ from echora_server.auth.identity import SESSION_COOKIE, current_identity, requir
 from echora_server.config import CONFIG
 from echora_server.core.errors import NotFound, Unauthorized
 from echora_server.core.route import Route
-from echora_server.core.validation import Body, path_id, read_json
+from echora_server.core.validation import MAX_ID, Body, path_id, read_json
 
 
 class LoginBody(Body):
@@ -24,7 +24,9 @@ class LoginBody(Body):
 
 class TokenBody(Body):
     name: str = Field(min_length=1, max_length=100)
-    workspace_id: int | None = Field(None, ge=1, description="Restrict the token to one workspace.")
+    workspace_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Restrict the token to one workspace."
+    )
     expires_in_days: int | None = Field(None, ge=1, le=3650)
     # Either be logged in, or give a username and password (curl, first bot setup).
     username: str | None = Field(None, max_length=64)

@@ -106,6 +106,13 @@ async def test_someone_elses_token_cannot_be_revoked(client: TestClient, people:
     assert (await client.get("/api/me", headers=headers)).status == 200
 
 
+async def test_token_workspace_beyond_bigint_is_invalid(people: People) -> None:
+    alice = await people.create("alice")
+    response = await alice.post("/api/tokens", json={"name": "x", "workspace_id": 2**63})
+    assert response.status == 422
+    assert await error_code(response) == "invalid_request"
+
+
 async def test_token_from_password_for_curl(client: TestClient, people: People) -> None:
     await people.create("alice")
     response = await client.post(
