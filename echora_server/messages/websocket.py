@@ -16,7 +16,7 @@ from echora_server.auth.identity import require_identity
 from echora_server.channels.service import CHANNELS
 from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, error_body, unavailable
 from echora_server.core.route import Route
-from echora_server.core.validation import MAX_ID, Body, validation_details
+from echora_server.core.validation import MAX_ID, Body, loads, validation_details
 from echora_server.messages.drafts import NewMessage
 from echora_server.messages.service import MESSAGES, MessageService
 from echora_server.messages.shapes import message_json
@@ -115,7 +115,7 @@ async def _resume(messages: MessageService, subscriber: Subscriber, after_id: in
 
 async def _handle(messages: MessageService, subscriber: Subscriber, data: str) -> None:
     try:
-        raw = json.loads(data)
+        raw = loads(data)
     except ValueError:
         await subscriber.reply(
             _error_frame(ApiError("The frame is not valid JSON.", code="invalid_json"))
