@@ -8,9 +8,20 @@ from pydantic import ConfigDict, Field
 from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.core.route import RequestContent, Route
-from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
+from echora_server.core.shapes import Shape
+from echora_server.core.validation import (
+    MAX_ID,
+    Body,
+    Query,
+    path_id,
+    read_json,
+    read_query,
+    text_pattern,
+)
+from echora_server.files.handlers import FILE_PARTS
 from echora_server.files.uploads import UPLOADS
 from echora_server.messages.drafts import (
+    CLIENT_ID_PATTERN,
     MAX_ATTACHMENTS,
     MAX_CLIENT_ID,
     MAX_CONTENT,
@@ -18,7 +29,7 @@ from echora_server.messages.drafts import (
 )
 from echora_server.messages.one_shot import post_message_with_files
 from echora_server.messages.service import DEFAULT_PAGE, MAX_PAGE, MESSAGE_NOT_FOUND, MESSAGES
-from echora_server.messages.shapes import message_json
+from echora_server.messages.shapes import Message, message_json
 
 
 class PostMessageBody(NewMessage):
@@ -28,7 +39,11 @@ class PostMessageBody(NewMessage):
 class EditMessageBody(Body):
     model_config = ConfigDict(str_strip_whitespace=False)  # whitespace is content
 
-    content: str = Field(max_length=MAX_CONTENT)
+    content: str = Field(
+        max_length=MAX_CONTENT,
+        description="May be empty if the message has attachments or links.",
+        json_schema_extra={"pattern": text_pattern(multiline=True)},
+    )
 
 
 class MessagesQuery(Query):
@@ -39,6 +54,11 @@ class MessagesQuery(Query):
         None, ge=0, le=MAX_ID, description="Messages with larger ids, oldest first."
     )
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
+
+
+class MessagePage(Shape):
+    messages: list[Message]
+    has_more: bool = Field(description="More messages lie beyond this page.")
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -91,14 +111,30 @@ ONE_SHOT_CONTENT = RequestContent(
             "schema": {
                 "type": "object",
                 "properties": {
-                    "content": {"type": "string", "maxLength": MAX_CONTENT},
-                    "client_id": {"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_ID},
-                    "file": {
-                        "type": "array",
-                        "maxItems": MAX_ATTACHMENTS,
-                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    "content": {
+                        "type": "string",
+                        "maxLength": MAX_CONTENT,
+                        "pattern": text_pattern(multiline=True),
                     },
+                    "client_id": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_CLIENT_ID,
+                        "pattern": CLIENT_ID_PATTERN,
+                    },
+                    "file": {**FILE_PARTS, "maxItems": MAX_ATTACHMENTS},
                 },
+                "additionalProperties": False,
+                # Some text, or a file.
+                "anyOf": [
+                    {
+                        "required": ["content"],
+                        "properties": {
+                            "content": {"pattern": text_pattern(multiline=True, blank=False)}
+                        },
+                    },
+                    {"required": ["file"], "properties": {"file": {"minItems": 1}}},
+                ],
             },
         },
     },
@@ -127,6 +163,7 @@ ROUTES: tuple[Route, ...] = (
             "channel, or missing: all answer attachment_unavailable",
             429: "Sending too fast (Retry-After)",
         },
+        schemas={201: Message, 200: Message},
     ),
     Route(
         "GET",
@@ -136,6 +173,7 @@ ROUTES: tuple[Route, ...] = (
         "messages",
         query=MessagesQuery,
         responses={200: "OK", 404: "No such channel visible to me", 422: "Invalid query"},
+        schemas={200: MessagePage},
     ),
     Route(
         "PATCH",
@@ -150,6 +188,7 @@ ROUTES: tuple[Route, ...] = (
             404: "No such message visible to me",
             429: "Sending too fast (Retry-After)",
         },
+        schemas={200: Message},
     ),
     Route(
         "DELETE",

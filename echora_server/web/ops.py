@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
+from pydantic import Field
 
 from echora_server.core.metrics import METRICS
 from echora_server.core.route import Route
+from echora_server.core.shapes import Shape
 from echora_server.db.migrations import status as migration_status
 from echora_server.db.pool import POOL, ping
 from echora_server.storage.factory import STORAGE
 
 CHECK_TIMEOUT = 2.0
+
+
+class Liveness(Shape):
+    status: Literal["ok"]
+
+
+class Checks(Shape):
+    database: str = Field(description='"ok", or what is wrong')
+    migrations: str
+    storage: str
+
+
+class Readiness(Shape):
+    status: Literal["ready", "unavailable"]
+    checks: Checks
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -70,7 +88,9 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", healthz, "Liveness", "ops", authenticated=False),
+    Route(
+        "GET", "/healthz", healthz, "Liveness", "ops", authenticated=False, schemas={200: Liveness}
+    ),
     Route(
         "GET",
         "/readyz",
@@ -79,6 +99,7 @@ ROUTES: tuple[Route, ...] = (
         "ops",
         authenticated=False,
         responses={200: "Ready", 503: "A dependency is down"},
+        schemas={200: Readiness, 503: Readiness},
     ),
     Route(
         "GET",
