@@ -48,10 +48,16 @@ class EditMessageBody(Body):
 
 class MessagesQuery(Query):
     before: int | None = Field(
-        None, ge=0, le=MAX_ID, description="Messages with smaller ids, newest first."
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="Messages with smaller ids, newest first (not with after).",
     )
     after: int | None = Field(
-        None, ge=0, le=MAX_ID, description="Messages with larger ids, oldest first."
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="Messages with larger ids, oldest first (not with before).",
     )
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
 
@@ -172,7 +178,11 @@ ROUTES: tuple[Route, ...] = (
         "A page of history: newest first (before / latest), oldest first (after)",
         "messages",
         query=MessagesQuery,
-        responses={200: "OK", 404: "No such channel visible to me", 422: "Invalid query"},
+        responses={
+            200: "OK",
+            404: "No such channel visible to me",
+            422: "Invalid query, or both before and after",
+        },
         schemas={200: MessagePage},
     ),
     Route(
