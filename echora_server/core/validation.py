@@ -67,7 +67,8 @@ async def read_json(request: web.Request, model: type[T]) -> T:
 def path_id(request: web.Request, name: str, what: str = "Not found.") -> int:
     """An integer id from the path; anything else is simply not found."""
     raw = request.match_info[name]
-    if not raw.isdigit() or int(raw) > MAX_ID:
+    # ASCII only: isdigit() takes "\u00b2", which int() refuses (a 500), and other scripts.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
         raise NotFound(what)
     return int(raw)
 

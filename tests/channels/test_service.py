@@ -93,6 +93,14 @@ async def test_invalid_channel_is_refused(
     assert await fetch(client, "SELECT count(*) FROM channels") == 0
 
 
+async def test_ids_in_paths_are_ascii_digits(people: People) -> None:
+    owner = await people.create("olive")
+    await make_channel(owner, "general")
+    for raw in ("\u00b2", "\u0661", "\uff11"):  # superscript two, Arabic-Indic and fullwidth one
+        response = await owner.get(f"/api/channels/{raw}")
+        assert response.status == 404, (raw, await response.text())
+
+
 async def test_json_numbers_are_integers_only_without_a_fraction(people: People) -> None:
     owner = await people.create("olive")
     as_text = await owner.post(
