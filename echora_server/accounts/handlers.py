@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from aiohttp import web
 from pydantic import Field
 
-from echora_server.accounts.service import ACCOUNTS
-from echora_server.accounts.shapes import membership_json, token_json, user_json
+from echora_server.accounts.service import ACCOUNTS, MAX_TOKEN_NAME
+from echora_server.accounts.shapes import (
+    Membership,
+    Token,
+    User,
+    membership_json,
+    token_json,
+    user_json,
+)
 from echora_server.auth.csrf import check_csrf
 from echora_server.auth.identity import SESSION_COOKIE, current_identity, require_identity
 from echora_server.config import CONFIG
 from echora_server.core.errors import NotFound, Unauthorized
 from echora_server.core.route import Route
-from echora_server.core.validation import Body, path_id, read_json
+from echora_server.core.shapes import Shape
+from echora_server.core.validation import MAX_ID, Body, path_id, read_json, text_pattern
 
 
 class LoginBody(Body):
@@ -23,8 +32,14 @@ class LoginBody(Body):
 
 
 class TokenBody(Body):
-    name: str = Field(min_length=1, max_length=100)
-    workspace_id: int | None = Field(None, ge=1, description="Restrict the token to one workspace.")
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_TOKEN_NAME,
+        json_schema_extra={"pattern": text_pattern(blank=False)},
+    )
+    workspace_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Restrict the token to one workspace."
+    )
     expires_in_days: int | None = Field(None, ge=1, le=3650)
     # Either be logged in, or give a username and password (curl, first bot setup).
     username: str | None = Field(None, max_length=64)
@@ -38,6 +53,29 @@ def _secure(request: web.Request) -> bool:
     if config.cookie_secure is not None:
         return config.cookie_secure
     return config.secure_cookies or request.secure
+
+
+class LoggedIn(Shape):
+    user: User
+    workspaces: list[Membership]
+
+
+class LoggedOut(Shape):
+    ok: Literal[True]
+
+
+class Me(Shape):
+    user: User
+    auth: Literal["session", "token"] = Field(description="How this request authenticated.")
+    workspaces: list[Membership] = Field(description="Those my credential may reach.")
+
+
+class NewToken(Token):
+    token: str = Field(description="The secret, shown only here.")
+
+
+class Tokens(Shape):
+    tokens: list[Token]
 
 
 async def login(request: web.Request) -> web.Response:
@@ -131,6 +169,7 @@ ROUTES: tuple[Route, ...] = (
         body=LoginBody,
         authenticated=False,
         responses={200: "Logged in", 401: "Wrong username or password", 429: "Too many attempts"},
+        schemas={200: LoggedIn},
     ),
     Route(
         "POST",
@@ -139,6 +178,7 @@ ROUTES: tuple[Route, ...] = (
         "Log out (ends the session)",
         "auth",
         authenticated=False,
+        schemas={200: LoggedOut},
     ),
     Route(
         "POST",
@@ -148,10 +188,15 @@ ROUTES: tuple[Route, ...] = (
         "auth",
         body=TokenBody,
         authenticated=False,
-        responses={201: "The token; its secret is shown only here", 401: "Not authenticated"},
+        responses={
+            201: "The token; its secret is shown only here",
+            401: "Not authenticated",
+            404: "No such workspace of mine (workspace_id)",
+        },
+        schemas={201: NewToken},
     ),
-    Route("GET", "/api/me", get_me, "Who am I, and my workspaces", "workspaces"),
-    Route("GET", "/api/tokens", list_tokens, "List my API tokens", "auth"),
+    Route("GET", "/api/me", get_me, "Who am I, and my workspaces", "workspaces", schemas={200: Me}),
+    Route("GET", "/api/tokens", list_tokens, "List my API tokens", "auth", schemas={200: Tokens}),
     Route(
         "DELETE",
         "/api/tokens/{token_id}",

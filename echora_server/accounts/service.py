@@ -18,13 +18,17 @@ from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest,
 from echora_server.config import CONFIG
 from echora_server.core.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from echora_server.core.ratelimit import RateLimiter, refuse
+from echora_server.core.validation import SPACES, check_text
 from echora_server.db import credentials, users, workspaces
 from echora_server.db.pool import POOL
 from echora_server.db.records import ApiToken, Membership, Role, User, Workspace
 from echora_server.realtime.bus import BUS, EventBus
 from echora_server.realtime.events import CREDENTIAL_REVOKED, NO_WORKSPACE, Event
 
+MAX_TOKEN_NAME = 100
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# A name that is a username once stripped and lowercased, for the document.
+USERNAME_PATTERN = f"^[{SPACES}]*[A-Za-z0-9][A-Za-z0-9._-]{{0,62}}[{SPACES}]*$"
 WORKSPACE_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -190,6 +194,7 @@ class AccountService:
         workspace_id: int | None,
         expires_in: dt.timedelta | None,
     ) -> tuple[ApiToken, str]:
+        name = check_text(name.strip(), "name", min_length=1, max_length=MAX_TOKEN_NAME)
         async with self._pool.acquire() as conn:
             if workspace_id is not None and not await workspaces.select_membership(
                 conn, workspace_id, user.id

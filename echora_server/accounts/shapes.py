@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from echora_server.db.records import ApiToken, Membership, User
+from pydantic import Field
+
+from echora_server.core.shapes import Shape
+from echora_server.db import records
+from echora_server.db.records import Role
 
 
-def user_json(user: User) -> dict[str, Any]:
+class User(Shape):
+    id: int
+    username: str
+    display_name: str
+
+
+class Membership(Shape):
+    """A workspace of mine, and my role in it."""
+
+    id: int
+    slug: str
+    name: str
+    role: Role
+
+
+class Token(Shape):
+    id: int
+    name: str
+    hint: str = Field(description="The secret's first characters, to tell tokens apart.")
+    workspace_id: int | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked: bool
+
+
+def user_json(user: records.User) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "display_name": user.display_name}
 
 
-def membership_json(membership: Membership) -> dict[str, Any]:
+def membership_json(membership: records.Membership) -> dict[str, Any]:
     ws = membership.workspace
     return {"id": ws.id, "slug": ws.slug, "name": ws.name, "role": membership.role}
 
 
-def token_json(token: ApiToken) -> dict[str, Any]:
+def token_json(token: records.ApiToken) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 

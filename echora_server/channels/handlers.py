@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from echora_server.accounts.service import USERNAME_PATTERN
 from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.channels.service import CHANNELS, MAX_CHANNEL_NAME, MAX_TOPIC, MEMBER_NOT_FOUND
-from echora_server.channels.shapes import channel_member_json, channel_view_json
+from echora_server.channels.shapes import (
+    ChannelMember,
+    ChannelView,
+    channel_member_json,
+    channel_view_json,
+)
 from echora_server.core.route import Route
-from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
+from echora_server.core.shapes import Shape
+from echora_server.core.validation import (
+    MAX_ID,
+    Body,
+    Query,
+    path_id,
+    read_json,
+    read_query,
+    text_pattern,
+)
 
 
 class CreateChannelBody(Body):
     workspace_id: int = Field(ge=1, le=MAX_ID)
-    name: str = Field(min_length=1, max_length=MAX_CHANNEL_NAME)
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_CHANNEL_NAME,
+        json_schema_extra={"pattern": text_pattern(blank=False)},
+    )
     private: bool = False
-    topic: str = Field("", max_length=MAX_TOPIC)
+    topic: str = Field("", max_length=MAX_TOPIC, json_schema_extra={"pattern": text_pattern()})
 
 
 class ChannelsQuery(Query):
@@ -25,14 +44,34 @@ class ChannelsQuery(Query):
 
 
 class AddChannelMemberBody(Body):
+    # Exactly one of the two, not null.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("user_id", "username")
+            ]
+        }
+    )
+
     user_id: int | None = Field(None, ge=1, le=MAX_ID)
-    username: str | None = Field(None, min_length=1, max_length=64)
+    username: str | None = Field(
+        None, min_length=1, max_length=64, json_schema_extra={"pattern": USERNAME_PATTERN}
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> AddChannelMemberBody:
         if (self.user_id is None) == (self.username is None):
             raise ValueError("give either user_id or username")
         return self
+
+
+class Channels(Shape):
+    channels: list[ChannelView]
+
+
+class ChannelMembers(Shape):
+    members: list[ChannelMember]
 
 
 async def create_channel(request: web.Request) -> web.Response:
@@ -110,6 +149,7 @@ ROUTES: tuple[Route, ...] = (
             404: "No such workspace of mine",
             409: "A channel of that name exists (names ignore case)",
         },
+        schemas={201: ChannelView},
     ),
     Route(
         "GET",
@@ -119,6 +159,7 @@ ROUTES: tuple[Route, ...] = (
         "channels",
         query=ChannelsQuery,
         responses={200: "OK", 404: "No such workspace of mine", 422: "Invalid query"},
+        schemas={200: Channels},
     ),
     Route(
         "GET",
@@ -127,6 +168,7 @@ ROUTES: tuple[Route, ...] = (
         "A channel, and whether I am in it",
         "channels",
         responses={200: "OK", 404: "No such channel visible to me"},
+        schemas={200: ChannelView},
     ),
     Route(
         "POST",
@@ -135,6 +177,7 @@ ROUTES: tuple[Route, ...] = (
         "Join a public channel",
         "channels",
         responses={200: "Joined (or already in it)", 404: "No such channel visible to me"},
+        schemas={200: ChannelView},
     ),
     Route(
         "POST",
@@ -151,6 +194,7 @@ ROUTES: tuple[Route, ...] = (
         "List a channel's members",
         "channels",
         responses={200: "OK", 404: "No such channel visible to me"},
+        schemas={200: ChannelMembers},
     ),
     Route(
         "POST",
@@ -165,6 +209,7 @@ ROUTES: tuple[Route, ...] = (
             403: "I am not in the channel",
             404: "No such channel visible to me, or no such member of the workspace",
         },
+        schemas={201: ChannelMember, 200: ChannelMember},
     ),
     Route(
         "DELETE",

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from echora_server.accounts.shapes import user_json
-from echora_server.db.records import Channel, ChannelMember, ChannelView
+from echora_server.accounts.shapes import User, user_json
+from echora_server.core.shapes import Shape
+from echora_server.db import records
 
 
-def channel_json(channel: Channel) -> dict[str, Any]:
+class Channel(Shape):
+    """A channel as every viewer sees it (events carry this shape)."""
+
+    id: int
+    workspace_id: int
+    name: str
+    topic: str
+    private: bool
+    created_by: int | None
+    created_at: dt.datetime
+
+
+class ChannelView(Channel):
+    """A channel, and whether I am in it."""
+
+    joined: bool
+
+
+class ChannelMember(User):
+    joined_at: dt.datetime
+
+
+def channel_json(channel: records.Channel) -> dict[str, Any]:
     """A channel as every viewer sees it (events carry this shape)."""
     return {
         "id": channel.id,
@@ -21,9 +45,9 @@ def channel_json(channel: Channel) -> dict[str, Any]:
     }
 
 
-def channel_view_json(view: ChannelView) -> dict[str, Any]:
+def channel_view_json(view: records.ChannelView) -> dict[str, Any]:
     return {**channel_json(view.channel), "joined": view.joined}
 
 
-def channel_member_json(member: ChannelMember) -> dict[str, Any]:
+def channel_member_json(member: records.ChannelMember) -> dict[str, Any]:
     return {**user_json(member.user), "joined_at": member.joined_at.isoformat()}

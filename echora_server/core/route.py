@@ -20,6 +20,8 @@ class RequestContent:
 
     description: str
     content: dict[str, dict[str, Any]]
+    # False where no body at all is a body too (on the wire it is an empty one).
+    required: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class Route:
     authenticated: bool = True
     # Status codes and what they mean, beyond the common error responses.
     responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
+    # The JSON body of a status, when it is not the error shape (``core.shapes``).
+    schemas: dict[int, type[BaseModel]] = field(default_factory=dict)
     content_type: str = "application/json"
     # Path parameters that are not integer ids, as OpenAPI schemas.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -9,6 +9,12 @@ from echora_server.db.records import User
 _COLUMNS = "id, username, display_name, created_at"
 
 
+def _storable(text: str) -> bool:
+    """PostgreSQL text holds no NUL: no username has one, and asking for one would fail
+    in the driver (a 500) rather than find nobody."""
+    return "\x00" not in text
+
+
 def to_user(row: asyncpg.Record) -> User:
     return User(row["id"], row["username"], row["display_name"], row["created_at"])
 
@@ -39,6 +45,8 @@ SELECT_USER_BY_NAME = f"SELECT {_COLUMNS} FROM users WHERE username = $1"
 
 
 async def select_user_by_username(conn: asyncpg.Connection, username: str) -> User | None:
+    if not _storable(username):
+        return None
     row = await conn.fetchrow(SELECT_USER_BY_NAME, username)
     return to_user(row) if row else None
 
@@ -47,6 +55,8 @@ SELECT_LOGIN = f"SELECT {_COLUMNS}, password_hash FROM users WHERE username = $1
 
 
 async def select_login(conn: asyncpg.Connection, username: str) -> tuple[User, str | None] | None:
+    if not _storable(username):
+        return None
     row = await conn.fetchrow(SELECT_LOGIN, username)
     return (to_user(row), row["password_hash"]) if row else None
 

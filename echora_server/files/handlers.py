@@ -8,14 +8,20 @@ from typing import Any
 from aiohttp import web
 
 from echora_server.auth.identity import require_identity
+from echora_server.config import Config
 from echora_server.core.route import RequestContent, Route
-from echora_server.core.validation import read_query
+from echora_server.core.shapes import Shape
+from echora_server.core.validation import MAX_ID, read_query
 from echora_server.db.pool import POOL
 from echora_server.files import downloads
-from echora_server.files.shapes import attachment_json
+from echora_server.files.shapes import Attachment, attachment_json
 from echora_server.files.upload_body import UploadBody, UploadQuery, refuse_before_body
 from echora_server.files.uploads import UPLOADS
 from echora_server.storage.factory import STORAGE
+
+
+class Uploaded(Shape):
+    attachments: list[Attachment]
 
 
 async def upload_files(request: web.Request) -> web.Response:
@@ -63,6 +69,15 @@ async def download_thumbnail(request: web.Request) -> web.StreamResponse:
     return await downloads.serve(request, request.app[STORAGE], downloads.thumbnail(attachment))
 
 
+# The document states the default limit; a deployment may allow more.
+_MAX_FILES = Config.model_fields["max_files_per_upload"].default
+
+# Any bytes are a file, a JSON text too: no JSON type to state.
+FILE_SCHEMA: dict[str, Any] = {"contentMediaType": "application/octet-stream"}
+# Form parts named "file", one per file. No "type": "array" either: on the wire one part
+# is a list of one, whatever JSON value it was made from.
+FILE_PARTS: dict[str, Any] = {"items": FILE_SCHEMA}
+
 UPLOAD_CONTENT = RequestContent(
     "One or more files as multipart/form-data (optional channel_id / workspace_id fields "
     "first), or one file as the raw body of any other type, named by ?filename=. "
@@ -73,17 +88,21 @@ UPLOAD_CONTENT = RequestContent(
                 "type": "object",
                 "required": ["file"],
                 "properties": {
-                    "channel_id": {"type": "integer", "minimum": 1},
-                    "workspace_id": {"type": "integer", "minimum": 1},
+                    "channel_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                    "workspace_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                     "file": {
-                        "type": "array",
-                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                        **FILE_PARTS,
+                        "minItems": 1,
+                        "maxItems": _MAX_FILES,
+                        "description": f"At most ECHORA_MAX_FILES_PER_UPLOAD ({_MAX_FILES}) parts",
                     },
                 },
+                "additionalProperties": False,
             },
         },
-        "*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
+        "*/*": {"schema": FILE_SCHEMA},
     },
+    required=False,  # no body: an empty file
 )
 _UPLOAD_RESPONSES = {
     201: "Stored: every file, or none",
@@ -116,6 +135,7 @@ ROUTES: tuple[Route, ...] = (
         request_content=UPLOAD_CONTENT,
         responses=_UPLOAD_RESPONSES,
         expect=refuse_upload_early,
+        schemas={201: Uploaded},
     ),
     Route(
         "PUT",
@@ -127,6 +147,7 @@ ROUTES: tuple[Route, ...] = (
         request_content=UPLOAD_CONTENT,
         responses=_UPLOAD_RESPONSES,
         expect=refuse_upload_early,
+        schemas={201: Uploaded},
     ),
     Route(
         "GET",
@@ -135,7 +156,7 @@ ROUTES: tuple[Route, ...] = (
         "Download a file (Range, If-None-Match; the name in the URL is cosmetic)",
         "files",
         responses=_DOWNLOAD_RESPONSES,
-        content_type="application/octet-stream",
+        content_type="*/*",  # the file's own type
         path_params={
             "attachment_id": _ATTACHMENT_ID,
             "filename": {"type": "string", "description": "Any name; headers use the stored one"},

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
-from echora_server.db.records import Attachment
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
+
+from echora_server.core.shapes import Shape
+from echora_server.db import records
 
 
-def attachment_url(attachment: Attachment) -> str:
+class Attachment(Shape):
+    id: str
+    filename: str
+    size: int
+    mime_type: str = Field(description="What the bytes are, when known; else the type served.")
+    sha256: str
+    created_at: dt.datetime
+    url: str
+    # Images only (absent otherwise, never null).
+    width: int | SkipJsonSchema[None] = None
+    height: int | SkipJsonSchema[None] = None
+    thumbnail_url: str | SkipJsonSchema[None] = None
+
+
+def attachment_url(attachment: records.Attachment) -> str:
     return f"/api/files/{attachment.id}/{quote(attachment.filename, safe='')}"
 
 
-def attachment_json(attachment: Attachment) -> dict[str, Any]:
+def attachment_json(attachment: records.Attachment) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": attachment.id,
         "filename": attachment.filename,

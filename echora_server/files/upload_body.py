@@ -81,8 +81,10 @@ class UploadQuery(Query):
     workspace_id: int | None = Field(
         None, ge=1, le=MAX_ID, description="The workspace, when no channel is named"
     )
+    # Short enough that any name, percent-encoded (12 bytes a character at worst), fits
+    # aiohttp's 8190-byte request line; names are cut to 100 characters anyway.
     filename: str | None = Field(
-        None, max_length=1000, description="The file's name, for a raw-body upload"
+        None, max_length=255, description="The file's name, for a raw-body upload"
     )
 
 

@@ -12,7 +12,14 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field
 
 from echora_server.core.errors import InvalidRequest
-from echora_server.core.validation import Body, check_text
+from echora_server.core.validation import (
+    BIDI_CONTROLS,
+    CONTROLS,
+    SPACES,
+    Body,
+    check_text,
+    text_pattern,
+)
 from echora_server.db.records import Link
 
 MAX_CONTENT = 4000
@@ -27,32 +34,69 @@ MAX_ATTACHMENT_ID = 64
 _CLIENT_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_CLIENT_ID}}}")
 
 AttachmentId = Annotated[str, Field(min_length=1, max_length=MAX_ATTACHMENT_ID)]
+CLIENT_ID_PATTERN = f"^{_CLIENT_ID.pattern}$"
+# _check_link's rule: http(s), a host, no credentials, no space or control anywhere; nor,
+# in the host, a character NFKC turns into a delimiter (urlsplit refuses those, "\uff0f").
+_NFKC_DELIMITERS = (
+    r"\u2047\u2048\u2049\u2100\u2101\u2105\u2106\u2a74\ufe13\ufe16\ufe55\ufe56\ufe5f\ufe6b"
+    r"\uff03\uff0f\uff1a\uff1f\uff20"
+)
+_NOT_IN_URL = CONTROLS + BIDI_CONTROLS + SPACES
+_NOT_IN_HOST = _NOT_IN_URL + _NFKC_DELIMITERS + "/?#@\\[\\]"
+URL_PATTERN = (
+    f"^[{SPACES}]*[Hh][Tt][Tt][Pp][Ss]?://[^{_NOT_IN_HOST}:][^{_NOT_IN_HOST}]*"
+    f"(?:[/?#][^{_NOT_IN_URL}]*)?[{SPACES}]*$"
+)
 
 
 class LinkIn(Body):
     """A link a message carries."""
 
-    url: str = Field(max_length=MAX_URL, description="An http or https URL")
-    title: str = Field("", max_length=MAX_LINK_TITLE)
+    url: str = Field(
+        max_length=MAX_URL,
+        description="An http or https URL",
+        json_schema_extra={"pattern": URL_PATTERN},
+    )
+    title: str = Field("", max_length=MAX_LINK_TITLE, json_schema_extra={"pattern": text_pattern()})
 
 
 class NewMessage(Body):
     # Whitespace is content (indented code, blank lines): never strip it.
-    model_config = ConfigDict(str_strip_whitespace=False)
+    model_config = ConfigDict(
+        str_strip_whitespace=False,
+        # Some text, or something else to show.
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["content"],
+                    "properties": {
+                        "content": {"pattern": text_pattern(multiline=True, blank=False)}
+                    },
+                },
+                {"required": ["attachment_ids"], "properties": {"attachment_ids": {"minItems": 1}}},
+                {"required": ["links"], "properties": {"links": {"minItems": 1}}},
+            ]
+        },
+    )
 
     content: str = Field(
-        "", max_length=MAX_CONTENT, description="May be empty with attachments or links."
+        "",
+        max_length=MAX_CONTENT,
+        description="May be empty with attachments or links.",
+        json_schema_extra={"pattern": text_pattern(multiline=True)},
     )
     client_id: str | None = Field(
         None,
         min_length=1,
         max_length=MAX_CLIENT_ID,
         description="Chosen by the client; a retry with the same value posts nothing new.",
+        json_schema_extra={"pattern": CLIENT_ID_PATTERN},
     )
     attachment_ids: list[AttachmentId] = Field(
         default_factory=list,
         max_length=MAX_ATTACHMENTS,
         description="My unlinked uploads (POST /api/upload), in the order to show them.",
+        json_schema_extra={"uniqueItems": True},
     )
     links: list[LinkIn] = Field(default_factory=list, max_length=MAX_LINKS)
 

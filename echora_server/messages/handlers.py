@@ -8,11 +8,21 @@ from pydantic import ConfigDict, Field
 from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.core.route import RequestContent, Route
-from echora_server.core.validation import MAX_ID, Body, Query, path_id, read_json, read_query
-from echora_server.files.handlers import refuse_upload_early
+from echora_server.core.shapes import Shape
+from echora_server.core.validation import (
+    MAX_ID,
+    Body,
+    Query,
+    path_id,
+    read_json,
+    read_query,
+    text_pattern,
+)
+from echora_server.files.handlers import FILE_PARTS, refuse_upload_early
 from echora_server.files.upload_body import BodyTooLarge
 from echora_server.files.uploads import UPLOADS
 from echora_server.messages.drafts import (
+    CLIENT_ID_PATTERN,
     MAX_ATTACHMENTS,
     MAX_CLIENT_ID,
     MAX_CONTENT,
@@ -20,7 +30,7 @@ from echora_server.messages.drafts import (
 )
 from echora_server.messages.one_shot import post_message_with_files
 from echora_server.messages.service import DEFAULT_PAGE, MAX_PAGE, MESSAGE_NOT_FOUND, MESSAGES
-from echora_server.messages.shapes import message_json
+from echora_server.messages.shapes import Message, message_json
 
 
 class PostMessageBody(NewMessage):
@@ -30,17 +40,32 @@ class PostMessageBody(NewMessage):
 class EditMessageBody(Body):
     model_config = ConfigDict(str_strip_whitespace=False)  # whitespace is content
 
-    content: str = Field(max_length=MAX_CONTENT)
+    content: str = Field(
+        max_length=MAX_CONTENT,
+        description="May be empty if the message has attachments or links.",
+        json_schema_extra={"pattern": text_pattern(multiline=True)},
+    )
 
 
 class MessagesQuery(Query):
     before: int | None = Field(
-        None, ge=0, le=MAX_ID, description="Messages with smaller ids, newest first."
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="Messages with smaller ids, newest first (not with after).",
     )
     after: int | None = Field(
-        None, ge=0, le=MAX_ID, description="Messages with larger ids, oldest first."
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="Messages with larger ids, oldest first (not with before).",
     )
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
+
+
+class MessagePage(Shape):
+    messages: list[Message]
+    has_more: bool = Field(description="More messages lie beyond this page.")
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -104,14 +129,30 @@ ONE_SHOT_CONTENT = RequestContent(
             "schema": {
                 "type": "object",
                 "properties": {
-                    "content": {"type": "string", "maxLength": MAX_CONTENT},
-                    "client_id": {"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_ID},
-                    "file": {
-                        "type": "array",
-                        "maxItems": MAX_ATTACHMENTS,
-                        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    "content": {
+                        "type": "string",
+                        "maxLength": MAX_CONTENT,
+                        "pattern": text_pattern(multiline=True),
                     },
+                    "client_id": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_CLIENT_ID,
+                        "pattern": CLIENT_ID_PATTERN,
+                    },
+                    "file": {**FILE_PARTS, "maxItems": MAX_ATTACHMENTS},
                 },
+                "additionalProperties": False,
+                # Some text, or a file.
+                "anyOf": [
+                    {
+                        "required": ["content"],
+                        "properties": {
+                            "content": {"pattern": text_pattern(multiline=True, blank=False)}
+                        },
+                    },
+                    {"required": ["file"], "properties": {"file": {"minItems": 1}}},
+                ],
             },
         },
     },
@@ -142,6 +183,7 @@ ROUTES: tuple[Route, ...] = (
             429: "Sending too fast (Retry-After)",
         },
         expect=refuse_post_early,
+        schemas={201: Message, 200: Message},
     ),
     Route(
         "GET",
@@ -150,7 +192,12 @@ ROUTES: tuple[Route, ...] = (
         "A page of history: newest first (before / latest), oldest first (after)",
         "messages",
         query=MessagesQuery,
-        responses={200: "OK", 404: "No such channel visible to me", 422: "Invalid query"},
+        responses={
+            200: "OK",
+            404: "No such channel visible to me",
+            422: "Invalid query, or both before and after",
+        },
+        schemas={200: MessagePage},
     ),
     Route(
         "PATCH",
@@ -165,6 +212,7 @@ ROUTES: tuple[Route, ...] = (
             404: "No such message visible to me",
             429: "Sending too fast (Retry-After)",
         },
+        schemas={200: Message},
     ),
     Route(
         "DELETE",

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from echora_server.accounts.shapes import user_json
-from echora_server.db.records import Message
-from echora_server.files.shapes import attachment_json
+from echora_server.accounts.shapes import User, user_json
+from echora_server.core.shapes import Shape
+from echora_server.db import records
+from echora_server.files.shapes import Attachment, attachment_json
 
 
-def message_json(message: Message) -> dict[str, Any]:
+class LinkOut(Shape):
+    """A link a message carries."""
+
+    url: str
+    title: str
+
+
+class Message(Shape):
+    id: int
+    channel_id: int
+    workspace_id: int
+    author: User
+    content: str
+    client_id: str | None
+    created_at: dt.datetime
+    edited_at: dt.datetime | None
+    attachments: list[Attachment]
+    links: list[LinkOut]
+
+
+def message_json(message: records.Message) -> dict[str, Any]:
     return {
         "id": message.id,
         "channel_id": message.channel_id,

@@ -16,7 +16,7 @@ from echora_server.auth.identity import require_identity
 from echora_server.channels.service import CHANNELS
 from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, error_body, unavailable
 from echora_server.core.route import Route
-from echora_server.core.validation import Body, validation_details
+from echora_server.core.validation import MAX_ID, Body, loads, validation_details
 from echora_server.messages.drafts import NewMessage
 from echora_server.messages.service import MESSAGES, MessageService
 from echora_server.messages.shapes import message_json
@@ -32,13 +32,13 @@ RESUME_LIMIT = 1000
 
 class SendFrame(NewMessage):
     type: Literal["message.send"]
-    channel_id: int = Field(ge=1)
+    channel_id: int = Field(ge=1, le=MAX_ID)
     ref: str | int | None = None
 
 
 class ResumeFrame(Body):
     type: Literal["resume"]
-    after_id: int = Field(ge=0)
+    after_id: int = Field(ge=0, le=MAX_ID)
 
 
 def _frame(body: dict[str, Any]) -> str:
@@ -81,8 +81,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"database unavailable")
             return ws
         hub.attach(subscriber, channels, _hello)
-        if "after_id" in request.query and request.query["after_id"].isdigit():
-            await _resume(messages, subscriber, int(request.query["after_id"]))
+        after_id = request.query.get("after_id", "")
+        if after_id.isdigit() and int(after_id) <= MAX_ID:  # else not a message id: no gap
+            await _resume(messages, subscriber, int(after_id))
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await _handle(messages, subscriber, msg.data)
@@ -115,7 +116,7 @@ async def _resume(messages: MessageService, subscriber: Subscriber, after_id: in
 
 async def _handle(messages: MessageService, subscriber: Subscriber, data: str) -> None:
     try:
-        raw = json.loads(data)
+        raw = loads(data)
     except ValueError:
         await subscriber.reply(
             _error_frame(ApiError("The frame is not valid JSON.", code="invalid_json"))

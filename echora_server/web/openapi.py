@@ -6,12 +6,14 @@ import copy
 import re
 from collections.abc import Iterable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from echora_server.core.route import Route
+from echora_server.core.shapes import Shape
 
 # A path parameter, with aiohttp's optional ``:regex``.
 _PARAM = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
@@ -28,8 +30,10 @@ ERROR_SCHEMA: dict[str, Any] = {
                 "message": {"type": "string"},
                 "details": {},
             },
+            "additionalProperties": False,
         }
     },
+    "additionalProperties": False,
 }
 
 
@@ -38,6 +42,24 @@ def _error(description: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+
+
+def _component(
+    model: type[BaseModel], schemas: dict[str, Any], mode: JsonSchemaMode = "validation"
+) -> dict[str, Any]:
+    """A ``$ref`` to the model, added with the models it uses to ``schemas``."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    found = {**schema.pop("$defs", {}), model.__name__: schema}
+    if mode == "serialization":
+        for item in found.values():
+            for prop in item.get("properties", {}).values():
+                # A key a response may leave out is absent, not null: no default to state.
+                if prop.get("default", 0) is None:
+                    del prop["default"]
+    for name, item in found.items():
+        # Two models of one name would silently document only one of them.
+        assert schemas.setdefault(name, item) == item, f"two schemas named {name}"
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -82,26 +104,31 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     if params:
         op["parameters"] = params
     if route.body is not None:
-        name = route.body.__name__
-        schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[name] = schema
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+            "content": {"application/json": {"schema": _component(route.body, schemas)}},
         }
     if route.request_content is not None:
         # Beside a JSON body (a route taking either), else on its own.
         json_body = op.get("requestBody", {}).get("content", {})
         op["requestBody"] = {
-            "required": True,
+            "required": route.request_content.required,
             "description": route.request_content.description,
             "content": {**json_body, **copy.deepcopy(route.request_content.content)},
         }
     for status, description in route.responses.items():
-        if status >= 400:
+        if status in route.schemas:
+            op["responses"][str(status)] = {
+                "description": description,
+                "content": {
+                    "application/json": {
+                        "schema": _component(route.schemas[status], schemas, "serialization")
+                    }
+                },
+            }
+        elif status >= 400:
             op["responses"][str(status)] = _error(description)
-        elif status in (204, 304):
+        elif status in (101, 204, 304):  # no body
             op["responses"][str(status)] = {"description": description}
         else:
             op["responses"][str(status)] = {
@@ -115,6 +142,10 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         malformed = "Malformed JSON" if route.body is not None else "Malformed body"
         op["responses"].setdefault("400", _error(malformed))
         op["responses"].setdefault("422", _error("Invalid data"))
+    if route.body is not None:
+        # What read_json and aiohttp refuse before the body is parsed.
+        op["responses"].setdefault("413", _error("The body is too large (details.limit_bytes)"))
+        op["responses"].setdefault("415", _error("The body is not application/json"))
     op["responses"].setdefault("503", _error("Database or storage unavailable"))
     return op
 
@@ -146,6 +177,15 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
 OPENAPI = web.AppKey("openapi", dict)
 
 
+class OpenApiDocument(Shape):
+    """An OpenAPI 3.1 document (this one)."""
+
+    openapi: Literal["3.1.0"]
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
@@ -158,5 +198,6 @@ ROUTES: tuple[Route, ...] = (
         "This OpenAPI document",
         "ops",
         authenticated=False,
+        schemas={200: OpenApiDocument},
     ),
 )

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from typing import Literal
 
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
+from pydantic import Field
 
 from echora_server.config import CONFIG
 from echora_server.core.errors import NotFound, Unauthorized
 from echora_server.core.metrics import METRICS
 from echora_server.core.route import Route
+from echora_server.core.shapes import Shape
 from echora_server.db.migrations import status as migration_status
 from echora_server.db.pool import POOL, ping
 from echora_server.storage.factory import STORAGE
@@ -28,6 +31,21 @@ class Lifecycle:
 
 
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+
+
+class Liveness(Shape):
+    status: Literal["ok"]
+
+
+class Checks(Shape):
+    database: str = Field(description='"ok", or what is wrong')
+    migrations: str
+    storage: str
+
+
+class Readiness(Shape):
+    status: Literal["ready", "unavailable", "draining"]
+    checks: Checks
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -71,8 +89,12 @@ async def _run(check: object) -> str:
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers with the current schema and storage answers."""
     if request.app[LIFECYCLE].draining:
+        skipped = "not checked: shutting down"
         return web.json_response(
-            {"status": "draining", "checks": {}},
+            {
+                "status": "draining",
+                "checks": {"database": skipped, "migrations": skipped, "storage": skipped},
+            },
             status=503,
             headers={"Cache-Control": "no-store"},
         )
@@ -109,7 +131,9 @@ METRICS_LISTENER = web.RequestKey("metrics_listener", bool)
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", healthz, "Liveness", "ops", authenticated=False),
+    Route(
+        "GET", "/healthz", healthz, "Liveness", "ops", authenticated=False, schemas={200: Liveness}
+    ),
     Route(
         "GET",
         "/readyz",
@@ -118,6 +142,7 @@ ROUTES: tuple[Route, ...] = (
         "ops",
         authenticated=False,
         responses={200: "Ready", 503: "A dependency is down, or the server is shutting down"},
+        schemas={200: Readiness, 503: Readiness},
     ),
     Route(
         "GET",

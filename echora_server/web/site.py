@@ -59,7 +59,7 @@ ROUTES: tuple[Route, ...] = (
         "client",
         authenticated=False,
         responses={200: "The file", 404: "No such file"},
-        content_type="application/octet-stream",
+        content_type="*/*",  # the file's own type
         path_params={"filename": {"type": "string"}},
         allow_head=True,
     ),

@@ -5,20 +5,32 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import Field
 
-from echora_server.accounts.shapes import user_json
+from echora_server.accounts.service import USERNAME_PATTERN
+from echora_server.accounts.shapes import User, user_json
 from echora_server.auth.access import WORKSPACE_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.channels.service import MEMBER_NOT_FOUND
 from echora_server.core.route import Route
+from echora_server.core.shapes import Shape
 from echora_server.core.validation import Body, path_id, read_json
 from echora_server.db.records import Role
 from echora_server.workspaces.service import WORKSPACES
-from echora_server.workspaces.shapes import member_json
+from echora_server.workspaces.shapes import WorkspaceMember, member_json
 
 
 class AddMemberBody(Body):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(
+        min_length=1, max_length=64, json_schema_extra={"pattern": USERNAME_PATTERN}
+    )
     role: Role = "member"
+
+
+class Members(Shape):
+    members: list[WorkspaceMember]
+
+
+class AddedMember(User):
+    role: Role
 
 
 async def list_members(request: web.Request) -> web.Response:
@@ -54,6 +66,7 @@ ROUTES: tuple[Route, ...] = (
         "List a workspace's members",
         "workspaces",
         responses={200: "OK", 404: "Not a member"},
+        schemas={200: Members},
     ),
     Route(
         "POST",
@@ -63,6 +76,7 @@ ROUTES: tuple[Route, ...] = (
         "workspaces",
         body=AddMemberBody,
         responses={201: "Added", 403: "Not an owner or admin", 404: "No such workspace or user"},
+        schemas={201: AddedMember},
     ),
     Route(
         "DELETE",

@@ -107,6 +107,35 @@ async def test_someone_elses_token_cannot_be_revoked(client: TestClient, people:
     assert (await client.get("/api/me", headers=headers)).status == 200
 
 
+async def test_token_workspace_beyond_bigint_is_invalid(people: People) -> None:
+    alice = await people.create("alice")
+    response = await alice.post("/api/tokens", json={"name": "x", "workspace_id": 2**63})
+    assert response.status == 422
+    assert await error_code(response) == "invalid_request"
+
+
+async def test_a_username_with_nul_finds_nobody(people: People) -> None:
+    """NUL is valid JSON but no PostgreSQL text: such a name is nobody's, not a 500."""
+    alice = await people.create("alice")
+    login = await alice.post(
+        "/api/auth/login", json={"username": "\u0000alice", "password": PASSWORD}
+    )
+    assert login.status == 401, await login.text()
+    added = await alice.post(
+        f"/api/workspaces/{alice.workspace_id}/members", json={"username": "bob\u0000"}
+    )
+    assert added.status == 404, await added.text()
+
+
+async def test_token_names_follow_the_text_rules(people: People) -> None:
+    alice = await people.create("alice")
+    for name in ("nul\u0000", "line\nbreak", "   "):
+        response = await alice.post("/api/tokens", json={"name": name})
+        assert response.status == 422, (name, await response.text())
+    named = await alice.post("/api/tokens", json={"name": "  laptop  "})
+    assert (await named.json())["name"] == "laptop"
+
+
 async def test_token_from_password_for_curl(client: TestClient, people: People) -> None:
     await people.create("alice")
     response = await client.post(

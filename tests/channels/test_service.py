@@ -79,6 +79,7 @@ async def test_channel_names_are_unique_per_workspace_ignoring_case(
         {"name": "evil\u202egnp.exe"},
         {"name": "ok", "topic": "t" * 251},
         {"name": "ok", "private": "perhaps"},
+        {"name": "ok", "private": 0},  # JSON types are not coerced
         {"name": "ok", "unknown": 1},
     ],
 )
@@ -90,6 +91,34 @@ async def test_invalid_channel_is_refused(
     assert response.status == 422
     assert (await response.json())["error"]["code"] == "invalid_request"
     assert await fetch(client, "SELECT count(*) FROM channels") == 0
+
+
+async def test_ids_in_paths_are_ascii_digits(people: People) -> None:
+    owner = await people.create("olive")
+    await make_channel(owner, "general")
+    for raw in ("\u00b2", "\u0661", "\uff11"):  # superscript two, Arabic-Indic and fullwidth one
+        response = await owner.get(f"/api/channels/{raw}")
+        assert response.status == 404, (raw, await response.text())
+
+
+async def test_json_numbers_are_integers_only_without_a_fraction(people: People) -> None:
+    owner = await people.create("olive")
+    as_text = await owner.post(
+        "/api/channels", json={"workspace_id": str(owner.workspace_id), "name": "a"}
+    )
+    assert as_text.status == 422, await as_text.text()
+    whole = await owner.post(
+        "/api/channels",
+        data=f'{{"workspace_id": {owner.workspace_id}.0, "name": "b"}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert whole.status == 201, await whole.text()  # 1.0 is an integer, as JSON Schema says
+    half = await owner.post(
+        "/api/channels",
+        data=f'{{"workspace_id": {owner.workspace_id}.5, "name": "c"}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert half.status == 422, await half.text()
 
 
 async def test_listing_needs_a_valid_workspace_of_mine(client: TestClient, people: People) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 
 import asyncpg
 import pytest
-from support.postgres import PostgresServer, _admin
+from support.postgres import PostgresServer, admin_execute
 
 from echora_server.app import create_app
 from echora_server.config import Config
@@ -19,10 +19,10 @@ COMPATIBLE = "-- echora: compatible\n"
 @pytest.fixture
 async def empty_database(pg_server: PostgresServer):  # type: ignore[no-untyped-def]
     name = "t_empty_migrations"
-    await _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await _admin(pg_server, f"CREATE DATABASE {name}")
+    await admin_execute(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin_execute(pg_server, f"CREATE DATABASE {name}")
     yield pg_server.uri(name)
-    await _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin_execute(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def test_fresh_database_concurrent_migrate_applies_each_once(empty_database: str) -> None:

@@ -485,6 +485,9 @@ async def test_where_files_go(
     response = await post_parts(alice, [("file", "x.txt", None, b"x"), parts[0]])
     assert (await error_of(response, 422))["code"] == "invalid_request"  # fields first
     assert (await error_of(await post_parts(alice, parts[:1]), 422))["code"] == "no_files"
+    elsewhere = await post_parts(alice, parts, params={"channel_id": channel_id + 1})
+    problem = (await error_of(elsewhere, 422))["details"][0]
+    assert problem == {"field": "channel_id", "problem": "differs from the query string"}
 
     async with client.app[POOL].acquire() as conn:  # alice joins a second workspace
         globex = await workspaces.ensure_workspace(conn, "globex", "Globex")

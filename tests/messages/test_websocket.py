@@ -250,6 +250,22 @@ async def test_bad_frames_get_error_frames_and_others_keep_being_served(room: Ro
     await expect_only_sentinel(ws_bob, sentinel)
 
 
+async def test_ids_beyond_bigint_are_invalid_not_internal_errors(room: Room) -> None:
+    huge = 2**63
+    ws = await room.alice.client.ws_connect(f"/api/ws?after_id={huge}", headers=room.alice.auth)
+    assert (await next_frame(ws))["type"] == "hello"
+    await ws.send_json({"type": "ping", "ref": 1})
+    assert await next_frame(ws) == {"type": "pong", "ref": 1}  # no resume was tried
+    for frame in (
+        {"type": "message.send", "channel_id": huge, "content": "x", "ref": 2},
+        {"type": "resume", "after_id": huge, "ref": 2},
+    ):
+        await ws.send_json(frame)
+        answer = await next_frame(ws)
+        assert answer["error"]["code"] == "invalid_request" and answer["ref"] == 2, answer
+    await ws.close()
+
+
 async def test_duplicate_client_id_creates_no_duplicate(room: Room) -> None:
     ws_alice, ws_bob = await connect(room.alice), await connect(room.bob)
     frame = {"type": "message.send", "channel_id": room.channel_id, "content": "once"}

@@ -33,7 +33,7 @@ class PostgresServer:
         return self.server.get_uri(database)  # type: ignore[attr-defined]
 
 
-async def _admin(server: PostgresServer, sql: str) -> None:
+async def admin_execute(server: PostgresServer, sql: str) -> None:
     conn = await asyncpg.connect(server.uri())
     try:
         await conn.execute(sql)
@@ -42,8 +42,8 @@ async def _admin(server: PostgresServer, sql: str) -> None:
 
 
 async def _make_template(server: PostgresServer) -> None:
-    await _admin(server, f"DROP DATABASE IF EXISTS {TEMPLATE}")
-    await _admin(server, f"CREATE DATABASE {TEMPLATE}")
+    await admin_execute(server, f"DROP DATABASE IF EXISTS {TEMPLATE}")
+    await admin_execute(server, f"CREATE DATABASE {TEMPLATE}")
     conn = await asyncpg.connect(server.uri(TEMPLATE))
     try:
         await migrate(conn)
@@ -73,6 +73,6 @@ def pg_server() -> Iterator[PostgresServer]:
 async def database_url(pg_server: PostgresServer) -> AsyncIterator[str]:
     """A fresh, migrated database for one test; dropped afterwards."""
     name = f"t_{os.getpid()}_{next(_counter)}"
-    await _admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    await admin_execute(pg_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     yield pg_server.uri(name)
-    await _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin_execute(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -39,3 +39,17 @@ async def test_every_operation_documents_errors(client: TestClient) -> None:
             assert errors, (method, path)
             if op.get("requestBody"):
                 assert {"400", "422"} <= set(op["responses"]), (method, path)
+
+
+async def test_every_json_answer_has_a_schema(client: TestClient) -> None:
+    """Success bodies included: the contract fuzz test holds the server to them."""
+    document = await (await client.get("/api/openapi.json")).json()
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                media = response.get("content", {}).get("application/json")
+                if media is not None:
+                    assert media["schema"].get("$ref"), (method, path, status)
+    schemas = document["components"]["schemas"]
+    assert schemas["Error"]["additionalProperties"] is False
+    assert all(s.get("additionalProperties") is False for n, s in schemas.items() if n != "Error")
