@@ -135,7 +135,14 @@ def answer(request: web.Request, exc: Exception) -> web.StreamResponse:
         return error_response(exc.status, code, message, details, headers)
     outage = unavailable(exc)
     if outage is not None:
-        log.warning(outage.code, path=request.path, exc_info=exc)
+        # What failed, not a traceback: an outage is not a bug, and one is rendered per request.
+        cause = exc.__cause__
+        log.warning(
+            outage.code,
+            path=request.path,
+            error=str(exc),
+            cause=f"{type(cause).__name__}: {cause}" if cause else None,
+        )
         return error_response(outage.status, outage.code, outage.message, headers=outage.headers)
     log.error("unhandled_error", path=request.path, method=request.method, exc_info=exc)
     return error_response(500, "internal_error", "Internal server error.")
