@@ -1,0 +1,42 @@
+"""Local storage's leftovers: a temp file a failed write could not remove is removed by name,
+and nothing but a temp file name is accepted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from echora_server.storage.base import PendingUpload
+from echora_server.storage.local.storage import LocalStorage
+from echora_server.storage.local.tempfile import TEMP_DIR
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[LocalStorage]:
+    store = LocalStorage(tmp_path / "files")
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def test_a_leftover_temp_file_is_removed_by_its_name(storage: LocalStorage) -> None:
+    name = f"{secrets.token_hex(16)}.part"
+    left = storage.root / TEMP_DIR / name
+    left.write_bytes(b"half a file")
+    kept = storage.root / TEMP_DIR / f"{secrets.token_hex(16)}.part"
+    kept.write_bytes(b"another upload, still running")
+    await storage.abort_pending_upload(PendingUpload("files/1/x", name, dt.datetime.now(dt.UTC)))
+    assert not left.exists() and kept.exists()
+    await storage.abort_pending_upload(PendingUpload("files/1/x", name, dt.datetime.now(dt.UTC)))
+
+
+@pytest.mark.parametrize("name", ["../files/secret", "x.part", "/etc/passwd", f"{'a' * 32}.txt"])
+async def test_only_a_temp_file_name_is_taken(storage: LocalStorage, name: str) -> None:
+    with pytest.raises(ValueError, match="not a temp file name"):
+        await storage.abort_pending_upload(
+            PendingUpload("files/1/x", name, dt.datetime.now(dt.UTC))
+        )
