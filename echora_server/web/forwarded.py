@@ -71,6 +71,14 @@ def forwarded_middleware(trusted: tuple[Network, ...]) -> Any:
         host = _last(request, hdrs.X_FORWARDED_HOST)
         if host and _HOST.match(host):
             overrides["host"] = host
-        return await handler(request.clone(**overrides) if overrides else request)  # type: ignore[arg-type]
+        if not overrides:
+            return await handler(request)
+        forwarded = request.clone(**overrides)  # type: ignore[arg-type]
+        try:
+            return await handler(forwarded)
+        finally:
+            # clone() copied the state, and aiohttp prepares a returned response with the
+            # original request: what inner layers stored (the request id) must be there.
+            request.update(forwarded)
 
     return middleware

@@ -3,6 +3,7 @@ limits that one address cannot use to lock a user out."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -55,6 +56,16 @@ async def test_a_trusted_proxy_names_the_client(client: TestClient) -> None:
     assert await remote_logged(client, **{"X-Forwarded-For": "10.0.0.7"}) == "10.0.0.7"
     assert await remote_logged(client, **{"X-Forwarded-For": "not an address"}) == "127.0.0.1"
     assert await remote_logged(client) == "127.0.0.1"
+
+
+@pytest.mark.trusted("127.0.0.1")
+async def test_a_forwarded_request_keeps_its_request_id(client: TestClient) -> None:
+    # The proxy's id, or Echora's own, is on the answer to a request whose address it took.
+    via = {"X-Forwarded-For": "203.0.113.9"}
+    given = await client.get("/healthz", headers={**via, "X-Request-ID": "from-the-proxy.1"})
+    assert given.headers["X-Request-ID"] == "from-the-proxy.1"
+    made = await client.get("/healthz", headers=via)
+    assert re.fullmatch("[0-9a-f]{32}", made.headers["X-Request-ID"])
 
 
 @pytest.mark.trusted("127.0.0.1")
