@@ -412,3 +412,30 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context() -> None
     }
     for required in (".git", ".venv", "data", ".env", ".pytest_cache"):
         assert required in entries, f".dockerignore should list {required}"
+
+
+# ---------------------------------------------------------------- documentation links
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_relative_links_in_the_docs_resolve(doc: Path) -> None:
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
+    local = [link for link in links if not urlsplit(link).scheme]
+    missing = [link for link in local if not (doc.parent / link).exists()]
+    assert missing == []
+
+
+def test_the_readme_links_every_shipped_deployment_file() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deployment\n") :]
+    section = section[: section.index("\n## ", 1)]
+    shipped = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "deploy").iterdir())
+    assert shipped == [
+        "docs/deploy/Caddyfile",
+        "docs/deploy/echora@.service",
+        "docs/deploy/nginx.conf",
+    ]
+    for path in shipped:
+        assert f"]({path})" in section, path
