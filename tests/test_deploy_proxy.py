@@ -134,7 +134,19 @@ CADDY_GLOBAL = """\
 class Backend:
     port: int
     log: Path
-    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as stderr:  # the child keeps its own descriptor
+            self.process = start_echora(
+                "serve", env=self.env, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+
+    @property
+    def running(self) -> subprocess.Popen[bytes]:
+        assert self.process is not None
+        return self.process
 
     def log_events(self) -> list[dict[str, Any]]:
         events = []
@@ -192,7 +204,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> No
 
 
 def _wait_ready(backend: Backend) -> None:
-    _wait_for_port(backend.port, backend.process, f"echora on {backend.port}")
+    _wait_for_port(backend.port, backend.running, f"echora on {backend.port}")
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -316,10 +328,9 @@ def stack(request: pytest.FixtureRequest, pg_server: PostgresServer) -> Iterator
     try:
         for port in backend_ports:
             log = root / f"echora-{port}.log"
-            env = {**base_env, "ECHORA_LISTEN": f"127.0.0.1:{port}"}
-            with log.open("wb") as stderr:  # the child keeps its own descriptor
-                process = start_echora("serve", env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-            backends.append(Backend(port, log, process))
+            backend = Backend(port, log, {**base_env, "ECHORA_LISTEN": f"127.0.0.1:{port}"})
+            backend.start()
+            backends.append(backend)
         _make_certificate(root / "tls")
         created = run_echora(
             "create-user", "-w", "acme", "alice", env=base_env, stdin=PASSWORD + "\n"
@@ -339,7 +350,8 @@ def stack(request: pytest.FixtureRequest, pg_server: PostgresServer) -> Iterator
         if stack is not None and stack.process is not None:
             stop(stack.process)
         for backend in backends:
-            stop(backend.process)
+            if backend.process is not None:
+                stop(backend.process)
         asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         shutil.rmtree(root, ignore_errors=True)
 
@@ -584,6 +596,44 @@ async def test_metrics_is_not_public(stack: Stack) -> None:
                 assert "echora_" not in await response.text(), path
 
 
+async def test_a_stopped_backend_closes_its_websockets_with_1001_through_the_proxy(
+    stack: Stack,
+) -> None:
+    async with stack.session() as http:
+        sockets = [await http.ws_connect("/api/ws", headers=stack.bearer) for _ in range(40)]
+        for ws in sockets:
+            await _next_event(ws, "hello")
+        stopped = stack.backends[1]
+        stopped.running.send_signal(signal.SIGTERM)
+
+        async def close_of(ws: aiohttp.ClientWebSocketResponse) -> tuple[Any, Any]:
+            while (msg := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+                pass  # events still in flight
+            return msg.type, msg.data
+
+        pending = {asyncio.ensure_future(close_of(ws)) for ws in sockets}
+        done: set[asyncio.Future[tuple[Any, Any]]] = set()
+        deadline = time.monotonic() + 10
+        while len(done) < 20 and time.monotonic() < deadline:
+            finished, pending = await asyncio.wait(
+                pending, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED
+            )
+            done |= finished
+        finished, pending = await asyncio.wait(pending, timeout=1)  # and no more than 20
+        done |= finished
+        # least_conn spread them evenly; each on the stopped process got a clean going-away
+        # close (1001), relayed by the proxy, and none an abnormal one (1006).
+        assert [task.result() for task in done] == [(aiohttp.WSMsgType.CLOSE, 1001)] * 20
+        assert len(pending) == 20
+        for task in pending:
+            task.cancel()
+        for ws in sockets:
+            await ws.close()
+    assert await asyncio.to_thread(stopped.running.wait, 30) == 0
+    stopped.start()  # back for the next test
+    _wait_ready(stopped)
+
+
 # Last: it kills one of the two processes.
 async def test_a_killed_backend_is_skipped_and_websockets_reconnect(stack: Stack) -> None:
     async with stack.session() as http:
@@ -592,8 +642,8 @@ async def test_a_killed_backend_is_skipped_and_websockets_reconnect(stack: Stack
         for ws in sockets:
             await _next_event(ws, "hello")
         victim = stack.backends[0]
-        victim.process.send_signal(signal.SIGKILL)
-        victim.process.wait()
+        victim.running.send_signal(signal.SIGKILL)
+        victim.running.wait()
 
         # least_conn put one socket on each process: exactly one goes down with it. Frames
         # still in flight (the channel's member_added) may come first; they are kept.
