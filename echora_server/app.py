@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from echora_server.accounts.service import accounts_ctx
+from echora_server.agents.bots import bots_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
 from echora_server.core.metrics import METRICS, Metrics
@@ -65,6 +66,7 @@ def create_app(config: Config) -> web.Application:
             workspaces_ctx,
             uploads_ctx,
             messages_ctx,
+            bots_ctx,
             sweeper_ctx,  # stopped first
         ]
     )

@@ -136,3 +136,16 @@ class Attachment:
     thumbnail_key: str | None
     created_at: dt.datetime
     linked_at: dt.datetime | None
+
+
+Delivery = Literal["websocket", "push", "poll"]
+DELIVERIES: tuple[Delivery, ...] = ("websocket", "push", "poll")
+
+
+@dataclass(frozen=True, slots=True)
+class Bot:
+    user: User
+    workspace_id: int
+    delivery: Delivery
+    callback_url: str | None
+    created_at: dt.datetime

@@ -36,6 +36,7 @@ from support.processes import echora_env, free_port, start_echora, stop
 from support.seaweed import S3Server, s3_config_kwargs
 
 from echora_server.accounts import service as accounts
+from echora_server.agents import bots
 from echora_server.web.openapi import build_document
 from echora_server.web.route_table import ROUTES
 
@@ -74,6 +75,7 @@ class Seeded:
     # hooks also run at collection, for the coverage phase's cases); the fixture checks them.
     user_id: int = 1
     bob_id: int = 2
+    bot_id: int = 3  # a bot in poll mode, a member of the seeded channel
     workspace_id: int = 1
     token_id: int = 1
     channel_id: int = 1
@@ -81,6 +83,7 @@ class Seeded:
     # Known once seeded.
     url: str = ""
     token: str = ""
+    bot_token: str = ""
     attachment_id: str = ""
     filename: str = ""
     # Requests sent, by operation and status: the test's own evidence that it reached things.
@@ -115,7 +118,7 @@ def _label(case: schemathesis.Case) -> str:
 # parameters they must not name: the token in use, the seeded message, channel and people.
 def _spares_the_seed(path: dict[str, Any]) -> dict[str, bool]:
     ids = {name: _id(value) for name, value in path.items()}
-    people = (SEEDED.user_id, SEEDED.bob_id)
+    people = (SEEDED.user_id, SEEDED.bob_id, SEEDED.bot_id)
     return {
         "DELETE /api/tokens/{token_id}": ids.get("token_id") != SEEDED.token_id,
         "DELETE /api/messages/{message_id}": ids.get("message_id") != SEEDED.message_id,
@@ -168,6 +171,7 @@ def reach_the_seed(context: schemathesis.HookContext, case: schemathesis.Case) -
         "channel_id": SEEDED.channel_id,
         "message_id": SEEDED.message_id,
         "user_id": SEEDED.bob_id,
+        "bot_id": SEEDED.bot_id,
         "filename": "app.css" if case.path.startswith("/static/") else SEEDED.filename,
         "attachment_id": SEEDED.attachment_id,
     }
@@ -231,11 +235,14 @@ async def _seed_people(url: str) -> None:
             conn, workspace_slug="acme", username="bob", password=None
         )
         token, secret = await accounts.issue_api_token(conn, user.id, "fuzz")
+        bot, SEEDED.bot_token = await bots.create_bot(
+            conn, workspace_id=workspace.id, username="helper", delivery="poll"
+        )
     finally:
         await conn.close()
     SEEDED.token = secret
-    known = (SEEDED.user_id, SEEDED.bob_id, SEEDED.workspace_id, SEEDED.token_id)
-    assert (user.id, bob.id, workspace.id, token.id) == known
+    known = (SEEDED.user_id, SEEDED.bob_id, SEEDED.bot_id, SEEDED.workspace_id, SEEDED.token_id)
+    assert (user.id, bob.id, bot.user.id, workspace.id, token.id) == known
 
 
 def _seed_chat(url: str) -> None:
@@ -251,7 +258,8 @@ def _seed_chat(url: str) -> None:
         "POST", "/api/channels", 201, json={"workspace_id": SEEDED.workspace_id, "name": "general"}
     )
     assert channel["id"] == SEEDED.channel_id
-    call("POST", f"/api/channels/{SEEDED.channel_id}/members", 201, json={"user_id": SEEDED.bob_id})
+    for member in (SEEDED.bob_id, SEEDED.bot_id):
+        call("POST", f"/api/channels/{SEEDED.channel_id}/members", 201, json={"user_id": member})
     stored = call(
         "POST",
         "/api/upload",
