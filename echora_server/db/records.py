@@ -140,6 +140,8 @@ class Attachment:
 
 Delivery = Literal["websocket", "push", "poll"]
 DELIVERIES: tuple[Delivery, ...] = ("websocket", "push", "poll")
+# The modes whose bots get every event in their inbox as well.
+INBOX_DELIVERIES: tuple[Delivery, ...] = ("push", "poll")
 
 
 @dataclass(frozen=True, slots=True)
