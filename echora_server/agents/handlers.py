@@ -1,9 +1,9 @@
-"""Bots over REST: owners and admins create them and set their delivery (the rules:
-``agents.bots``)."""
+"""Bots (owners and admins create them and set their delivery) and the inbox (bots poll and
+acknowledge) over REST. The rules: ``agents.bots`` and ``agents.inbox``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import ConfigDict, Field
@@ -11,15 +11,19 @@ from pydantic import ConfigDict, Field
 from echora_server.accounts.service import USERNAME_PATTERN
 from echora_server.agents.bots import BOT_NOT_FOUND, BOTS, MAX_DISPLAY_NAME
 from echora_server.agents.callbacks import CALLBACK_URL_PATTERN, MAX_CALLBACK_URL
-from echora_server.agents.shapes import Bot, bot_json
+from echora_server.agents.inbox import INBOX, MAX_BATCH, MAX_WAIT
+from echora_server.agents.shapes import Bot, InboxEntry, bot_json, entry_json
 from echora_server.auth.access import WORKSPACE_NOT_FOUND
 from echora_server.auth.identity import require_identity
 from echora_server.core.route import Route
 from echora_server.core.shapes import Shape
 from echora_server.core.validation import (
+    MAX_ID,
     Body,
+    Query,
     path_id,
     read_json,
+    read_query,
     text_pattern,
 )
 from echora_server.db.records import Delivery
@@ -60,6 +64,17 @@ class DeliveryBody(Body):
     callback_url: str | None = _CALLBACK_URL
 
 
+class InboxQuery(Query):
+    limit: int = Field(10, ge=1, le=MAX_BATCH, description="Most entries to return.")
+    wait: int = Field(
+        0, ge=0, le=MAX_WAIT, description="Seconds to wait for an entry when there is none."
+    )
+
+
+class AckBody(Body):
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 class NewBot(Shape):
     bot: Bot
     token: str = Field(description="The bot's API token, shown only here.")
@@ -67,6 +82,14 @@ class NewBot(Shape):
 
 class Bots(Shape):
     bots: list[Bot]
+
+
+class Inbox(Shape):
+    entries: list[InboxEntry] = Field(description="Oldest first, leased.")
+
+
+class Acked(Shape):
+    acked: list[int]
 
 
 async def create_bot(request: web.Request) -> web.Response:
@@ -97,6 +120,20 @@ async def set_bot_delivery(request: web.Request) -> web.Response:
     body = await read_json(request, DeliveryBody)
     bot = await request.app[BOTS].set_delivery(identity, bot_id, body.delivery, body.callback_url)
     return web.json_response(bot_json(bot))
+
+
+async def poll_inbox(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    query = read_query(request, InboxQuery)
+    entries = await request.app[INBOX].poll(identity, query.limit, query.wait)
+    return web.json_response({"entries": [entry_json(entry) for entry in entries]})
+
+
+async def ack_inbox(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    body = await read_json(request, AckBody)
+    acked = await request.app[INBOX].ack(identity, body.ids)
+    return web.json_response({"acked": acked})
 
 
 _NOT_A_MANAGER = "Not an owner or admin of the workspace"
@@ -140,5 +177,33 @@ ROUTES: tuple[Route, ...] = (
             422: "Invalid data; push without a callback_url (callback_url_required)",
         },
         schemas={200: Bot},
+    ),
+    Route(
+        "GET",
+        "/api/inbox",
+        poll_inbox,
+        "Poll my inbox (bots): the oldest unacknowledged entries, leased; long-polls with wait",
+        "bots",
+        query=InboxQuery,
+        responses={
+            200: "OK (no entries when wait ran out)",
+            403: "Not a bot",
+            422: "Invalid query",
+        },
+        schemas={200: Inbox},
+    ),
+    Route(
+        "POST",
+        "/api/inbox/ack",
+        ack_inbox,
+        "Acknowledge inbox entries (bots); all or nothing, twice is fine",
+        "bots",
+        body=AckBody,
+        responses={
+            200: "Acknowledged",
+            403: "Not a bot",
+            404: "An id is no live entry of mine (details.ids); nothing was acknowledged",
+        },
+        schemas={200: Acked},
     ),
 )

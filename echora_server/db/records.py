@@ -151,3 +151,17 @@ class Bot:
     delivery: Delivery
     callback_url: str | None
     created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    bot_id: int
+    id: int  # increasing per bot
+    type: str
+    body: str  # JSON text, as stored
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    leased_until: dt.datetime | None
+    fetched_at: dt.datetime | None
+    acked_at: dt.datetime | None
+    attempts: int

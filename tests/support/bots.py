@@ -20,3 +20,14 @@ async def make_bot(
     created = await response.json()
     bot = created["bot"]
     return Person(owner.client, bot["id"], bot["username"], owner.workspace_id, created["token"])
+
+
+async def poll(bot: Person, **query: Any) -> list[dict[str, Any]]:
+    """GET /api/inbox; the entries it leased."""
+    response = await bot.get("/api/inbox", params={k: str(v) for k, v in query.items()})
+    assert response.status == 200, await response.text()
+    return (await response.json())["entries"]  # type: ignore[no-any-return]
+
+
+async def ack(bot: Person, *ids: int) -> Any:
+    return await bot.post("/api/inbox/ack", json={"ids": list(ids)})
