@@ -5,6 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from echora_server.accounts.service import accounts_ctx
+from echora_server.agents.bots import bots_ctx
+from echora_server.agents.inbox import inbox_ctx
+from echora_server.agents.sweeper import inbox_sweeper_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
 from echora_server.core.metrics import METRICS, Metrics
@@ -60,11 +63,14 @@ def create_app(config: Config) -> web.Application:
             tasks_ctx,  # drained before storage closes
             hub_ctx,
             bus_ctx,
+            inbox_ctx,  # before any service that writes: every write stages bots' entries
             accounts_ctx,
             channels_ctx,
             workspaces_ctx,
             uploads_ctx,
             messages_ctx,
+            bots_ctx,
+            inbox_sweeper_ctx,
             sweeper_ctx,  # stopped first
         ]
     )

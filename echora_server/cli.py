@@ -20,6 +20,7 @@ import structlog
 from pydantic import SecretStr
 
 from echora_server.accounts import service as accounts
+from echora_server.agents import bots
 from echora_server.config import (
     Config,
     ConfigError,
@@ -32,7 +33,7 @@ from echora_server.core.logs import configure_logging
 from echora_server.db import users, workspaces
 from echora_server.db.embedded import embedded_postgres
 from echora_server.db.migrations import MigrationError, migrate
-from echora_server.db.records import Role
+from echora_server.db.records import DELIVERIES, Delivery, Role
 from echora_server.web.server import serve as serve_app
 
 
@@ -209,6 +210,43 @@ def create_user(username: str, workspace: str, admin: bool, bot: bool, display_n
     with _database(config) as resolved:
         user, ws = _run_db(resolved, work)
     click.echo(f"Created user {user.username} (id {user.id}) in workspace {ws.slug}.")
+
+
+@main.command("create-bot")
+@click.argument("username")
+@click.option("--workspace", "-w", required=True, help="Workspace slug (must exist).")
+@click.option(
+    "--delivery",
+    type=click.Choice(DELIVERIES),
+    default="websocket",
+    show_default=True,
+    help="How the bot gets events: its WebSocket, push to --callback-url, or polling.",
+)
+@click.option("--callback-url", default=None, help="Where push delivery POSTs (http or https).")
+@click.option("--display-name", default="", help="Name shown to others.")
+def create_bot(
+    username: str, workspace: str, delivery: Delivery, callback_url: str | None, display_name: str
+) -> None:
+    """Create a bot account in a workspace and print its API token (shown only once)."""
+    config = _load()
+
+    async def work(conn: asyncpg.Connection) -> str:
+        workspace_id = await workspaces.select_workspace_id(conn, workspace.strip().lower())
+        if workspace_id is None:
+            raise click.ClickException(f"no workspace {workspace!r}")
+        _, secret = await bots.create_bot(
+            conn,
+            workspace_id=workspace_id,
+            username=username,
+            display_name=display_name,
+            delivery=delivery,
+            callback_url=callback_url,
+        )
+        return secret
+
+    with _database(config) as resolved:
+        secret = _run_db(resolved, work)
+    click.echo(secret)
 
 
 @main.command("create-token")

@@ -134,6 +134,17 @@ class Config(BaseModel):
         300.0, description="Time between cleanup sweeps; 0: none in this process."
     )
 
+    inbox_ttl: Annotated[Duration, within(60, 30 * 86400)] = Field(
+        24 * 3600.0,
+        description="How long a bot's inbox entry lives from its creation, whatever its "
+        "state (fetched, acknowledged or not).",
+    )
+    inbox_lease: Annotated[Duration, within(1, 3600)] = Field(
+        60.0,
+        description="How long an entry a poll returned stays hidden from other polls; "
+        "unacknowledged by then, it is returned again.",
+    )
+
     session_ttl: Annotated[Duration, within(60, 365 * 86400)] = Field(
         14 * 86400.0, description="Browser session lifetime."
     )

@@ -136,3 +136,32 @@ class Attachment:
     thumbnail_key: str | None
     created_at: dt.datetime
     linked_at: dt.datetime | None
+
+
+Delivery = Literal["websocket", "push", "poll"]
+DELIVERIES: tuple[Delivery, ...] = ("websocket", "push", "poll")
+# The modes whose bots get every event in their inbox as well.
+INBOX_DELIVERIES: tuple[Delivery, ...] = ("push", "poll")
+
+
+@dataclass(frozen=True, slots=True)
+class Bot:
+    user: User
+    workspace_id: int
+    delivery: Delivery
+    callback_url: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    bot_id: int
+    id: int  # increasing per bot
+    type: str
+    body: str  # JSON text, as stored
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    leased_until: dt.datetime | None
+    fetched_at: dt.datetime | None
+    acked_at: dt.datetime | None
+    attempts: int

@@ -106,3 +106,11 @@ LOCK_WORKSPACE = "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE"
 
 async def lock_workspace(conn: asyncpg.Connection, workspace_id: int) -> None:
     await conn.execute(LOCK_WORKSPACE, workspace_id)
+
+
+SELECT_WORKSPACE_ID = "SELECT id FROM workspaces WHERE slug = $1"
+
+
+async def select_workspace_id(conn: asyncpg.Connection, slug: str) -> int | None:
+    value: int | None = await conn.fetchval(SELECT_WORKSPACE_ID, slug)
+    return value

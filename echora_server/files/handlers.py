@@ -56,7 +56,10 @@ async def put_file(request: web.Request) -> web.Response:
 async def download_file(request: web.Request) -> web.StreamResponse:
     identity = await require_identity(request)
     attachment = await downloads.readable_attachment(
-        request.app[POOL], identity, request.match_info["attachment_id"]
+        request.app[POOL],
+        identity,
+        request.match_info["attachment_id"],
+        fetching=request.method == "GET",
     )
     return await downloads.serve(request, request.app[STORAGE], downloads.original(attachment))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import asyncpg
 import structlog
@@ -14,7 +15,7 @@ from aiohttp import web
 from echora_server.config import CONFIG, Config
 from echora_server.db.pool import POOL, database_dsn
 from echora_server.realtime.events import Event
-from echora_server.realtime.fanout.base import Fanout
+from echora_server.realtime.fanout.base import Deliver, Fanout
 from echora_server.realtime.fanout.memory import MemoryFanout
 from echora_server.realtime.fanout.postgres import PostgresFanout
 from echora_server.realtime.hub import HUB
@@ -22,9 +23,33 @@ from echora_server.realtime.hub import HUB
 log = structlog.get_logger("echora.events")
 
 
+class Sink(Protocol):
+    async def stage(self, conn: asyncpg.Connection, events: list[Event]) -> None:
+        """Write what the events imply inside their transaction; may append internal events."""
+
+
 class EventBus:
-    def __init__(self, fanout: Fanout) -> None:
+    def __init__(self, fanout: Fanout, deliver: Deliver) -> None:
         self.fanout = fanout
+        self._deliver = deliver
+        self._sinks: list[Sink] = []
+        self._listeners: list[Deliver] = []
+
+    def add_sink(self, sink: Sink) -> None:
+        """A feature that records events durably (the bots' inbox), in the same transaction."""
+        self._sinks.append(sink)
+
+    def add_listener(self, listener: Deliver) -> None:
+        """Called with every event the fan-out delivers to this process, after the hub."""
+        self._listeners.append(listener)
+
+    async def deliver(self, event: Event) -> None:
+        await self._deliver(event)
+        for listener in self._listeners:
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("event_listener_failed", type=event.type)
 
     async def publish(self, *events: Event) -> None:
         """After the commit; a failure is logged, not raised: clients catch up with ``resume``."""
@@ -44,6 +69,8 @@ class EventBus:
 
     async def stage(self, conn: asyncpg.Connection, events: list[Event]) -> None:
         if events:
+            for sink in self._sinks:
+                await sink.stage(conn, events)
             await self.fanout.stage(conn, events)
 
     async def committed(self, events: list[Event]) -> None:
@@ -66,8 +93,8 @@ BUS = web.AppKey("bus", EventBus)
 
 async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
     fanout = create_fanout(app[CONFIG], app[POOL])
-    await fanout.start(app[HUB].deliver)
-    app[BUS] = EventBus(fanout)
+    bus = app[BUS] = EventBus(fanout, app[HUB].deliver)
+    await fanout.start(bus.deliver)
     try:
         yield
     finally:

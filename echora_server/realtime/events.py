@@ -15,7 +15,21 @@ WORKSPACE_MEMBER_REMOVED = "workspace.member_removed"
 # Internal to the hubs (never sent to clients): a token was revoked or a session ended,
 # so sockets opened with it close. ``data`` holds "token_id" or "session" (digest, hex).
 CREDENTIAL_REVOKED = "credential.revoked"
+# Internal too: inbox entries were staged for these bots (``data["bot_ids"]``), so every
+# process wakes its long polls of them.
+INBOX_STAGED = "inbox.staged"
 NO_WORKSPACE = 0
+# What a client may be sent, and so what a bot's inbox records.
+CLIENT_EVENTS = frozenset(
+    {
+        MESSAGE_CREATED,
+        MESSAGE_UPDATED,
+        MESSAGE_DELETED,
+        CHANNEL_MEMBER_ADDED,
+        CHANNEL_MEMBER_REMOVED,
+        WORKSPACE_MEMBER_REMOVED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

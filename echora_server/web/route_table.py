@@ -9,6 +9,7 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
 from echora_server.accounts import handlers as accounts
+from echora_server.agents import handlers as agents
 from echora_server.channels import handlers as channels
 from echora_server.core.route import Check, Route
 from echora_server.files import handlers as files
@@ -27,6 +28,7 @@ ROUTES: tuple[Route, ...] = (
     *messages.ROUTES,
     *websocket.ROUTES,
     *files.ROUTES,
+    *agents.ROUTES,
     *site.ROUTES,
 )
 

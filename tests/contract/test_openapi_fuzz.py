@@ -36,6 +36,7 @@ from support.processes import echora_env, free_port, start_echora, stop
 from support.seaweed import S3Server, s3_config_kwargs
 
 from echora_server.accounts import service as accounts
+from echora_server.agents import bots
 from echora_server.web.openapi import build_document
 from echora_server.web.route_table import ROUTES
 
@@ -74,6 +75,7 @@ class Seeded:
     # hooks also run at collection, for the coverage phase's cases); the fixture checks them.
     user_id: int = 1
     bob_id: int = 2
+    bot_id: int = 3  # a bot in poll mode, a member of the seeded channel
     workspace_id: int = 1
     token_id: int = 1
     channel_id: int = 1
@@ -81,6 +83,7 @@ class Seeded:
     # Known once seeded.
     url: str = ""
     token: str = ""
+    bot_token: str = ""
     attachment_id: str = ""
     filename: str = ""
     # Requests sent, by operation and status: the test's own evidence that it reached things.
@@ -93,10 +96,11 @@ SEEDED = Seeded()
 @schema.auth()
 class Bearer:
     """The seeded user's token, given the way the document says (so the ignored-auth check
-    can take it away and try without it, or with an invalid one)."""
+    can take it away and try without it, or with an invalid one); the seeded bot's for the
+    inbox, which only bots have."""
 
     def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str:
-        return SEEDED.token
+        return SEEDED.bot_token if case.path.startswith("/api/inbox") else SEEDED.token
 
     def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -115,7 +119,7 @@ def _label(case: schemathesis.Case) -> str:
 # parameters they must not name: the token in use, the seeded message, channel and people.
 def _spares_the_seed(path: dict[str, Any]) -> dict[str, bool]:
     ids = {name: _id(value) for name, value in path.items()}
-    people = (SEEDED.user_id, SEEDED.bob_id)
+    people = (SEEDED.user_id, SEEDED.bob_id, SEEDED.bot_id)
     return {
         "DELETE /api/tokens/{token_id}": ids.get("token_id") != SEEDED.token_id,
         "DELETE /api/messages/{message_id}": ids.get("message_id") != SEEDED.message_id,
@@ -153,6 +157,7 @@ _turn = itertools.count()
 def reach_the_seed(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
     """Every other valid case names what was seeded: random ids, attachment ids and names
     are almost never ones that exist, so only these get past the 404s and 401s."""
+    _without_long_polls(case)
     if not _positive(case):
         return case
     _within_unwritten_rules(case)
@@ -163,11 +168,14 @@ def reach_the_seed(context: schemathesis.HookContext, case: schemathesis.Case) -
         case.body = {"username": "fuzzer", "password": PASSWORD}
     if label == "POST /api/workspaces/{workspace_id}/members" and isinstance(case.body, dict):
         case.body = {**case.body, "username": "bob"}
+    if label == "POST /api/inbox/ack":
+        case.body = {"ids": [1]}  # the seeded bot's first entry (its joining the channel)
     seeded = {
         "workspace_id": SEEDED.workspace_id,
         "channel_id": SEEDED.channel_id,
         "message_id": SEEDED.message_id,
         "user_id": SEEDED.bob_id,
+        "bot_id": SEEDED.bot_id,
         "filename": "app.css" if case.path.startswith("/static/") else SEEDED.filename,
         "attachment_id": SEEDED.attachment_id,
     }
@@ -178,6 +186,18 @@ def reach_the_seed(context: schemathesis.HookContext, case: schemathesis.Case) -
             name: seeded.get(name, value) for name, value in case.path_parameters.items()
         }
     return case
+
+
+def _without_long_polls(case: schemathesis.Case) -> None:
+    """A long poll of an empty inbox takes its whole wait (tests/agents/test_inbox.py)."""
+    query = dict(case.query or {})
+    if _label(case) == "GET /api/inbox" and "wait" in query:
+        try:
+            waits = 0 < float(query["wait"]) <= 30
+        except (TypeError, ValueError):
+            waits = False
+        if waits:
+            case.query = {**query, "wait": 0}
 
 
 def _within_unwritten_rules(case: schemathesis.Case) -> None:
@@ -231,11 +251,14 @@ async def _seed_people(url: str) -> None:
             conn, workspace_slug="acme", username="bob", password=None
         )
         token, secret = await accounts.issue_api_token(conn, user.id, "fuzz")
+        bot, SEEDED.bot_token = await bots.create_bot(
+            conn, workspace_id=workspace.id, username="helper", delivery="poll"
+        )
     finally:
         await conn.close()
     SEEDED.token = secret
-    known = (SEEDED.user_id, SEEDED.bob_id, SEEDED.workspace_id, SEEDED.token_id)
-    assert (user.id, bob.id, workspace.id, token.id) == known
+    known = (SEEDED.user_id, SEEDED.bob_id, SEEDED.bot_id, SEEDED.workspace_id, SEEDED.token_id)
+    assert (user.id, bob.id, bot.user.id, workspace.id, token.id) == known
 
 
 def _seed_chat(url: str) -> None:
@@ -251,7 +274,8 @@ def _seed_chat(url: str) -> None:
         "POST", "/api/channels", 201, json={"workspace_id": SEEDED.workspace_id, "name": "general"}
     )
     assert channel["id"] == SEEDED.channel_id
-    call("POST", f"/api/channels/{SEEDED.channel_id}/members", 201, json={"user_id": SEEDED.bob_id})
+    for member in (SEEDED.bob_id, SEEDED.bot_id):
+        call("POST", f"/api/channels/{SEEDED.channel_id}/members", 201, json={"user_id": member})
     stored = call(
         "POST",
         "/api/upload",

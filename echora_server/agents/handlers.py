@@ -1,0 +1,209 @@
+"""Bots (owners and admins create them and set their delivery) and the inbox (bots poll and
+acknowledge) over REST. The rules: ``agents.bots`` and ``agents.inbox``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import ConfigDict, Field
+
+from echora_server.accounts.service import USERNAME_PATTERN
+from echora_server.agents.bots import BOT_NOT_FOUND, BOTS, MAX_DISPLAY_NAME
+from echora_server.agents.callbacks import CALLBACK_URL_PATTERN, MAX_CALLBACK_URL
+from echora_server.agents.inbox import INBOX, MAX_BATCH, MAX_WAIT
+from echora_server.agents.shapes import Bot, InboxEntry, bot_json, entry_json
+from echora_server.auth.access import WORKSPACE_NOT_FOUND
+from echora_server.auth.identity import require_identity
+from echora_server.core.route import Route
+from echora_server.core.shapes import Shape
+from echora_server.core.validation import (
+    MAX_ID,
+    Body,
+    Query,
+    path_id,
+    read_json,
+    read_query,
+    text_pattern,
+)
+from echora_server.db.records import Delivery
+
+# Push needs a callback URL: the document says so, and the server refuses it otherwise
+# (422 callback_url_required).
+_PUSH_NEEDS_URL: dict[str, Any] = {
+    "anyOf": [
+        {"properties": {"delivery": {"enum": ["websocket", "poll"]}}},
+        {"required": ["callback_url"], "properties": {"callback_url": {"type": "string"}}},
+    ]
+}
+_CALLBACK_URL = Field(
+    None,
+    max_length=MAX_CALLBACK_URL,
+    json_schema_extra={"pattern": CALLBACK_URL_PATTERN},
+    description="Where push delivery POSTs entries: http(s), no user name or password.",
+)
+
+
+class CreateBotBody(Body):
+    model_config = ConfigDict(json_schema_extra=_PUSH_NEEDS_URL)
+
+    username: str = Field(
+        min_length=1, max_length=64, json_schema_extra={"pattern": USERNAME_PATTERN}
+    )
+    display_name: str = Field(
+        "", max_length=MAX_DISPLAY_NAME, json_schema_extra={"pattern": text_pattern()}
+    )
+    delivery: Delivery = "websocket"
+    callback_url: str | None = _CALLBACK_URL
+
+
+class DeliveryBody(Body):
+    model_config = ConfigDict(json_schema_extra=_PUSH_NEEDS_URL)
+
+    delivery: Delivery
+    callback_url: str | None = _CALLBACK_URL
+
+
+class InboxQuery(Query):
+    limit: int = Field(10, ge=1, le=MAX_BATCH, description="Most entries to return.")
+    wait: int = Field(
+        0, ge=0, le=MAX_WAIT, description="Seconds to wait for an entry when there is none."
+    )
+
+
+class AckBody(Body):
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class NewBot(Shape):
+    bot: Bot
+    token: str = Field(description="The bot's API token, shown only here.")
+
+
+class Bots(Shape):
+    bots: list[Bot]
+
+
+class Inbox(Shape):
+    entries: list[InboxEntry] = Field(description="Oldest first, leased.")
+
+
+class Acked(Shape):
+    acked: list[int]
+
+
+async def create_bot(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
+    body = await read_json(request, CreateBotBody)
+    bot, secret = await request.app[BOTS].create(
+        identity,
+        workspace_id,
+        body.username,
+        display_name=body.display_name,
+        delivery=body.delivery,
+        callback_url=body.callback_url,
+    )
+    return web.json_response({"bot": bot_json(bot), "token": secret}, status=201)
+
+
+async def list_bots(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
+    found = await request.app[BOTS].list(identity, workspace_id)
+    return web.json_response({"bots": [bot_json(bot) for bot in found]})
+
+
+async def set_bot_delivery(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    bot_id = path_id(request, "bot_id", BOT_NOT_FOUND)
+    body = await read_json(request, DeliveryBody)
+    bot = await request.app[BOTS].set_delivery(identity, bot_id, body.delivery, body.callback_url)
+    return web.json_response(bot_json(bot))
+
+
+async def poll_inbox(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    query = read_query(request, InboxQuery)
+    entries = await request.app[INBOX].poll(identity, query.limit, query.wait)
+    return web.json_response({"entries": [entry_json(entry) for entry in entries]})
+
+
+async def ack_inbox(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    body = await read_json(request, AckBody)
+    acked = await request.app[INBOX].ack(identity, body.ids)
+    return web.json_response({"acked": acked})
+
+
+_NOT_A_MANAGER = "Not an owner or admin of the workspace"
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/workspaces/{workspace_id}/bots",
+        create_bot,
+        "Create a bot account (owners and admins); its token is shown once",
+        "bots",
+        body=CreateBotBody,
+        responses={
+            201: "Created",
+            403: _NOT_A_MANAGER,
+            404: "No such workspace of mine",
+            409: "Username taken",
+            422: "Invalid data; push without a callback_url (callback_url_required)",
+        },
+        schemas={201: NewBot},
+    ),
+    Route(
+        "GET",
+        "/api/workspaces/{workspace_id}/bots",
+        list_bots,
+        "List a workspace's bots (owners and admins)",
+        "bots",
+        responses={200: "OK", 403: _NOT_A_MANAGER, 404: "No such workspace of mine"},
+        schemas={200: Bots},
+    ),
+    Route(
+        "PATCH",
+        "/api/bots/{bot_id}",
+        set_bot_delivery,
+        "Set a bot's delivery mode (owners and admins of its workspace)",
+        "bots",
+        body=DeliveryBody,
+        responses={
+            200: "Updated",
+            403: _NOT_A_MANAGER,
+            404: "No such bot in a workspace of mine",
+            422: "Invalid data; push without a callback_url (callback_url_required)",
+        },
+        schemas={200: Bot},
+    ),
+    Route(
+        "GET",
+        "/api/inbox",
+        poll_inbox,
+        "Poll my inbox (bots): the oldest unacknowledged entries, leased; long-polls with wait",
+        "bots",
+        query=InboxQuery,
+        responses={
+            200: "OK (no entries when wait ran out)",
+            403: "Not a bot",
+            422: "Invalid query",
+        },
+        schemas={200: Inbox},
+    ),
+    Route(
+        "POST",
+        "/api/inbox/ack",
+        ack_inbox,
+        "Acknowledge inbox entries (bots); all or nothing, twice is fine",
+        "bots",
+        body=AckBody,
+        responses={
+            200: "Acknowledged",
+            403: "Not a bot",
+            404: "An id is no live entry of mine (details.ids); nothing was acknowledged",
+        },
+        schemas={200: Acked},
+    ),
+)

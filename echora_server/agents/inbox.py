@@ -1,0 +1,140 @@
+"""A bot's inbox: poll (long-polling, leasing what it returns) and acknowledge. Entries are
+delivered at least once: one not acknowledged within its lease is returned again, and an
+acknowledged or expired one never is. No connection is held while a poll waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from echora_server.agents.staging import InboxSink
+from echora_server.auth.identity import Identity
+from echora_server.config import CONFIG
+from echora_server.core.errors import Forbidden, NotFound
+from echora_server.db import bots, inbox
+from echora_server.db.pool import POOL
+from echora_server.db.records import InboxEntry
+from echora_server.realtime.bus import BUS
+from echora_server.realtime.events import INBOX_STAGED, Event
+
+log = structlog.get_logger("echora.inbox")
+
+MAX_WAIT = 30
+MAX_BATCH = 100
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class InboxWaiters:
+    """The long polls waiting in this process, by bot; woken by the fan-out's INBOX_STAGED."""
+
+    def __init__(self) -> None:
+        self._waiting: defaultdict[int, set[asyncio.Event]] = defaultdict(set)
+
+    @contextlib.contextmanager
+    def watch(self, bot_id: int) -> Iterator[asyncio.Event]:
+        woken = asyncio.Event()
+        self._waiting[bot_id].add(woken)
+        try:
+            yield woken
+        finally:
+            waiting = self._waiting.get(bot_id)
+            if waiting is not None:
+                waiting.discard(woken)
+                if not waiting:
+                    del self._waiting[bot_id]
+
+    async def on_event(self, event: Event) -> None:
+        if event.type != INBOX_STAGED:
+            return
+        for bot_id in event.data.get("bot_ids", ()):
+            for woken in self._waiting.get(bot_id, ()):
+                woken.set()
+
+
+class InboxService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        waiters: InboxWaiters,
+        lease_seconds: float,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._pool = pool
+        self._waiters = waiters
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+
+    async def poll(self, identity: Identity, limit: int, wait: float) -> list[InboxEntry]:
+        """The oldest visible entries (at most ``limit``), leased; waits up to ``wait``
+        seconds for one when there are none."""
+        bot_id = await self._bot_id(identity)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, MAX_WAIT)
+        # Watching before each look: an entry staged during the query still wakes us.
+        with self._waiters.watch(bot_id) as woken:
+            while True:
+                woken.clear()
+                now = self._clock()
+                async with self._pool.acquire() as conn:
+                    entries = await inbox.lease_entries(
+                        conn, bot_id, now, limit, self.lease_seconds
+                    )
+                    lease_end = None if entries else await inbox.next_lease_end(conn, bot_id, now)
+                remaining = deadline - loop.time()
+                if entries or remaining <= 0:
+                    break
+                if lease_end is not None:  # a lease running out makes its entry visible
+                    remaining = min(remaining, (lease_end - now).total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(remaining, 0.0)):
+                        await woken.wait()
+        for entry in entries:
+            log.info("inbox_leased", bot_id=bot_id, entry_id=entry.id, attempts=entry.attempts)
+        return entries
+
+    async def ack(self, identity: Identity, ids: Sequence[int]) -> list[int]:
+        """All or nothing: any id that is no live entry of this bot is 404 and nothing changes.
+        Acknowledging twice is fine."""
+        bot_id = await self._bot_id(identity)
+        async with self._pool.acquire() as conn, conn.transaction():
+            missing = await inbox.ack_entries(conn, bot_id, ids, self._clock())
+        if missing:
+            raise NotFound(
+                "No such inbox entry (unknown, expired or not yours); nothing was acknowledged.",
+                code="entry_not_found",
+                details={"ids": sorted(missing)},
+            )
+        acked = sorted(set(ids))
+        log.info("inbox_acknowledged", bot_id=bot_id, entry_ids=acked)
+        return acked
+
+    async def _bot_id(self, identity: Identity) -> int:
+        async with self._pool.acquire() as conn:
+            bot = await bots.select_bot(conn, identity.user.id)
+        if bot is None or not identity.may_use_workspace(bot.workspace_id):
+            raise Forbidden("Only bot accounts have an inbox.", code="bot_only")
+        return bot.user.id
+
+
+INBOX = web.AppKey("inbox", InboxService)
+
+
+async def inbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After the bus, before any service that writes: every write then stages entries."""
+    config = app[CONFIG]
+    waiters = InboxWaiters()
+    app[BUS].add_sink(InboxSink(config.inbox_ttl))
+    app[BUS].add_listener(waiters.on_event)
+    app[INBOX] = InboxService(app[POOL], waiters, config.inbox_lease)
+    yield

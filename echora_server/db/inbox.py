@@ -1,0 +1,167 @@
+"""Bot inbox entries: staged in the transaction of the write that caused them, leased by polls
+(``FOR UPDATE SKIP LOCKED``: two polls never take one entry), acknowledged, swept at expiry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import asyncpg
+
+from echora_server.db.records import INBOX_DELIVERIES, InboxEntry
+
+# The bots owed an event: push- and poll-mode bots of the workspace that are in the event's
+# channel now (inside the write's transaction), or that the event is about (a bot just
+# removed from a channel is told so, as its socket would be). Their rows are locked in id
+# order (no deadlock between two writes) until the commit, so per-bot ids follow commit order.
+STAGE_ENTRIES = """
+WITH owed AS (
+    SELECT b.user_id FROM bots b
+    WHERE b.workspace_id = $1 AND b.delivery = ANY($8::text[])
+      AND (b.user_id = $3 OR EXISTS (
+          SELECT 1 FROM channel_members m WHERE m.channel_id = $2 AND m.user_id = b.user_id))
+    ORDER BY b.user_id
+    FOR UPDATE OF b
+), numbered AS (
+    UPDATE bots b SET last_entry_id = b.last_entry_id + 1
+    FROM owed WHERE b.user_id = owed.user_id
+    RETURNING b.user_id, b.last_entry_id
+)
+INSERT INTO inbox_entries
+    (bot_id, id, workspace_id, channel_id, type, body, attachment_ids, expires_at)
+SELECT user_id, last_entry_id, $1, $2, $4, $5::jsonb, $6::text[],
+       now() + make_interval(secs => $7)
+FROM numbered
+RETURNING bot_id
+"""
+
+
+async def stage_entries(
+    conn: asyncpg.Connection,
+    *,
+    workspace_id: int,
+    channel_id: int | None,
+    subject_id: int | None,
+    type: str,
+    body: str,
+    attachment_ids: Sequence[str],
+    ttl_seconds: float,
+) -> list[int]:
+    """The ids of the bots an entry was staged for."""
+    rows = await conn.fetch(
+        STAGE_ENTRIES,
+        workspace_id,
+        channel_id,
+        subject_id,
+        type,
+        body,
+        list(attachment_ids),
+        ttl_seconds,
+        list(INBOX_DELIVERIES),
+    )
+    return [row["bot_id"] for row in rows]
+
+
+def to_entry(row: asyncpg.Record) -> InboxEntry:
+    return InboxEntry(
+        row["bot_id"],
+        row["id"],
+        row["type"],
+        row["body"],
+        row["created_at"],
+        row["expires_at"],
+        row["leased_until"],
+        row["fetched_at"],
+        row["acked_at"],
+        row["attempts"],
+    )
+
+
+# Visible: live, not acknowledged, not under another poll's lease. Rows another poll is
+# leasing right now are skipped, not waited for.
+LEASE_ENTRIES = """
+WITH picked AS (
+    SELECT bot_id, id FROM inbox_entries
+    WHERE bot_id = $1 AND acked_at IS NULL AND expires_at > $2
+      AND (leased_until IS NULL OR leased_until <= $2)
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE inbox_entries e
+SET leased_until = $2 + make_interval(secs => $4), attempts = e.attempts + 1
+FROM picked WHERE e.bot_id = picked.bot_id AND e.id = picked.id
+RETURNING e.bot_id, e.id, e.type, e.body::text AS body, e.created_at, e.expires_at,
+          e.leased_until, e.fetched_at, e.acked_at, e.attempts
+"""
+
+
+async def lease_entries(
+    conn: asyncpg.Connection, bot_id: int, now: dt.datetime, limit: int, lease_seconds: float
+) -> list[InboxEntry]:
+    """The oldest visible entries, leased until ``now`` + ``lease_seconds``; oldest first."""
+    rows = await conn.fetch(LEASE_ENTRIES, bot_id, now, limit, lease_seconds)
+    return sorted((to_entry(row) for row in rows), key=lambda entry: entry.id)
+
+
+NEXT_LEASE_END = """
+SELECT min(leased_until) FROM inbox_entries
+WHERE bot_id = $1 AND acked_at IS NULL AND expires_at > $2 AND leased_until > $2
+"""
+
+
+async def next_lease_end(
+    conn: asyncpg.Connection, bot_id: int, now: dt.datetime
+) -> dt.datetime | None:
+    """When the first entry leased now becomes visible again (None: none is leased)."""
+    value: dt.datetime | None = await conn.fetchval(NEXT_LEASE_END, bot_id, now)
+    return value
+
+
+LOCK_LIVE_ENTRIES = """
+SELECT id FROM inbox_entries
+WHERE bot_id = $1 AND id = ANY($2::bigint[]) AND expires_at > $3
+FOR UPDATE
+"""
+ACK_ENTRIES = """
+UPDATE inbox_entries SET acked_at = $3, leased_until = NULL
+WHERE bot_id = $1 AND id = ANY($2::bigint[]) AND acked_at IS NULL
+"""
+
+
+async def ack_entries(
+    conn: asyncpg.Connection, bot_id: int, ids: Sequence[int], now: dt.datetime
+) -> set[int]:
+    """In the caller's transaction: acknowledge every id if each is a live entry of this bot
+    (acknowledged already is fine); returns the ids that are not (then nothing was changed)."""
+    live = {row["id"] for row in await conn.fetch(LOCK_LIVE_ENTRIES, bot_id, list(ids), now)}
+    missing = set(ids) - live
+    if not missing:
+        await conn.execute(ACK_ENTRIES, bot_id, list(ids), now)
+    return missing
+
+
+STAMP_FETCHED = """
+UPDATE inbox_entries SET fetched_at = now()
+WHERE bot_id = $1 AND $2 = ANY(attachment_ids) AND fetched_at IS NULL AND expires_at > now()
+"""
+
+
+async def stamp_fetched(conn: asyncpg.Connection, bot_id: int, attachment_id: str) -> int:
+    """A download by a bot: its live entries carrying that file are fetched now (first time)."""
+    status = await conn.execute(STAMP_FETCHED, bot_id, attachment_id)
+    return int(status.split()[-1])
+
+
+DELETE_EXPIRED = """
+DELETE FROM inbox_entries e USING (
+    SELECT bot_id, id FROM inbox_entries WHERE expires_at <= $1
+    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+) old
+WHERE e.bot_id = old.bot_id AND e.id = old.id
+"""
+
+
+async def delete_expired(conn: asyncpg.Connection, now: dt.datetime, batch: int) -> int:
+    status = await conn.execute(DELETE_EXPIRED, now, batch)
+    return int(status.split()[-1])
