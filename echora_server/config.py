@@ -106,6 +106,16 @@ class Config(BaseModel):
     storage_idle_timeout: Annotated[Duration, within(0, 300, inclusive_low=False)] = Field(
         20.0, description="Longest the store may stay silent while a body streams."
     )
+    s3_public_url: str | None = Field(
+        None,
+        description="The store as clients reach it, for presigned uploads (default: "
+        "ECHORA_S3_ENDPOINT_URL).",
+    )
+    upload_direct: bool = Field(
+        False,
+        description="Upload tickets send the bytes straight to the store by a presigned "
+        "POST (S3 only, when the store passes the probe at start; else through Echora).",
+    )
     s3_zero_copy: bool = Field(
         True,
         description="Splice big downloads from a plain-HTTP endpoint to the client in the "

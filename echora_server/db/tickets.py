@@ -139,7 +139,7 @@ async def select_ticket(
 # by another PUT; it holds the ticket until ``$3`` (its longest possible duration).
 HOLD_FOR_SENDING = f"""
 UPDATE upload_tickets t SET sending_until = $4
-WHERE t.id = $1 AND t.token_hash = $2 AND t.expires_at > $3
+WHERE t.id = $1 AND t.token_hash = $2 AND t.expires_at > $3 AND t.method = 'put'
   AND t.finalized_at IS NULL AND t.received_at IS NULL
   AND (t.sending_until IS NULL OR t.sending_until <= $3)
 RETURNING {_TICKET}

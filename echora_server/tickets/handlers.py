@@ -34,7 +34,7 @@ async def create_upload(request: web.Request) -> web.Response:
             TargetFields(asked.channel_id, asked.workspace_id),
         ),
     )
-    return web.json_response(issued_json(issued.ticket, issued.token), status=201)
+    return web.json_response(issued_json(issued.ticket, issued.token, issued.post), status=201)
 
 
 async def send_upload(request: web.Request) -> web.Response:

@@ -36,7 +36,7 @@ from echora_server.files.mediatypes import OCTET_STREAM, normalize_declared, typ
 from echora_server.files.meter import FileMeter
 from echora_server.files.upload_body import ChunkReader, TargetFields
 from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, UploadService
-from echora_server.storage.base import ObjectTooLarge, new_key
+from echora_server.storage.base import ObjectTooLarge, PresignedPost, new_key
 from echora_server.tickets.checks import ObjectCheck, check_object, discard_refused
 
 Clock = Callable[[], dt.datetime]
@@ -77,6 +77,7 @@ class Receipt:
 class IssuedTicket:
     ticket: Ticket
     token: str
+    post: PresignedPost | None  # method "post": the form that sends the bytes to the store
 
 
 def _utcnow() -> dt.datetime:
@@ -112,17 +113,21 @@ class TicketService:
         target = await self.uploads.target(identity, asked.target)
         token = new_secret(UPLOAD_TICKET_PREFIX)
         now = self.clock()
+        key = new_key(FILES_KIND, target.workspace_id)
+        post = await self.storage.presign_post(
+            key, content_type=declared, size=asked.size, expires_in=int(self.ttl.total_seconds())
+        )
         new = NewTicket(
             id=secrets.token_urlsafe(16),
             token_hash=digest(token),
             workspace_id=target.workspace_id,
             owner_id=identity.user.id,
             channel_id=target.channel_id,
-            storage_key=new_key(FILES_KIND, target.workspace_id),
+            storage_key=key,
             filename=filename,
             declared_type=declared,
             size=asked.size,
-            method="put",
+            method="post" if post else "put",
             created_at=now,
             expires_at=now + self.ttl,
             finalize_before=now + self.ttl + self.horizon,
@@ -134,7 +139,7 @@ class TicketService:
             ticket = await tickets.select_ticket(conn, new.id, new.token_hash)
         if ticket is None:  # deleted with its channel a moment after it was made
             raise NotFound(NOT_FOUND)
-        return IssuedTicket(ticket, token)
+        return IssuedTicket(ticket, token, post)
 
     def _too_many(self, frees_at: dt.datetime | None, now: dt.datetime) -> TooManyRequests:
         wait = max(1, math.ceil((frees_at - now).total_seconds())) if frees_at else 1
@@ -197,6 +202,10 @@ class TicketService:
             return Conflict("The bytes were sent already.", code="upload_already_sent")
         if ticket.expires_at <= now:
             return UploadExpired()
+        if ticket.method != "put":
+            return Conflict(
+                "Send this ticket's bytes to the store's URL.", code="upload_goes_to_store"
+            )
         return Conflict("Another request is sending the bytes.", code="upload_in_progress")
 
     async def finalize(self, identity: Identity, ticket_id: str, token: str) -> Attachment:

@@ -6,10 +6,12 @@ import datetime as dt
 from typing import Any, Literal
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from echora_server.core.shapes import Shape
 from echora_server.core.validation import MAX_ID, Body
 from echora_server.db.tickets import Ticket
+from echora_server.storage.base import PresignedPost
 
 
 class CreateTicket(Body):
@@ -30,8 +32,13 @@ class FinalizeTicket(Body):
 
 class SendBytes(Shape):
     method: Literal["PUT", "POST"]
-    url: str
+    url: str = Field(description="PUT: this server's path; POST: the store's absolute URL")
     headers: dict[str, str] = Field(description="Send these headers with the bytes")
+    fields: dict[str, str] | SkipJsonSchema[None] = Field(
+        None,
+        description="POST only: form fields to send, in order, before the file "
+        "(multipart/form-data, the file's field last, named file)",
+    )
 
 
 class IssuedTicket(Shape):
@@ -55,7 +62,14 @@ def ticket_path(ticket: Ticket) -> str:
     return f"/api/uploads/{ticket.id}"
 
 
-def issued_json(ticket: Ticket, token: str) -> dict[str, Any]:
+def issued_json(ticket: Ticket, token: str, post: PresignedPost | None) -> dict[str, Any]:
+    upload: dict[str, Any] = {
+        "method": "PUT",
+        "url": ticket_path(ticket),
+        "headers": {"Authorization": f"Bearer {token}"},
+    }
+    if post is not None:
+        upload = {"method": "POST", "url": post.url, "headers": {}, "fields": post.fields}
     return {
         "id": ticket.id,
         "token": token,
@@ -64,9 +78,5 @@ def issued_json(ticket: Ticket, token: str) -> dict[str, Any]:
         "content_type": ticket.declared_type,
         "expires_at": ticket.expires_at.isoformat(),
         "finalize_before": ticket.finalize_before.isoformat(),
-        "upload": {
-            "method": "PUT",
-            "url": ticket_path(ticket),
-            "headers": {"Authorization": f"Bearer {token}"},
-        },
+        "upload": upload,
     }
