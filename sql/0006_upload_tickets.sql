@@ -25,9 +25,13 @@ CREATE TABLE upload_tickets (
     finalize_before timestamptz NOT NULL,
     -- A PUT in progress holds the ticket until this time, so two PUTs never race.
     sending_until  timestamptz,
-    -- Set by a completed PUT: the bytes' digest, so finalize need not read them again.
+    -- Set by a completed PUT, which counted, hashed and typed the bytes on their way:
+    -- finalize need not read them again.
     received_at    timestamptz,
     sha256         bytea CHECK (length(sha256) = 32),
+    detected_type  text CHECK (length(detected_type) <= 255),
+    width          integer CHECK (width > 0),
+    height         integer CHECK (height > 0),
     -- A finalize in progress holds the ticket until this time.
     finalizing_until timestamptz,
     finalized_at   timestamptz,

@@ -46,6 +46,9 @@ class Ticket:
     finalize_before: dt.datetime
     received_at: dt.datetime | None
     sha256: bytes | None
+    detected_type: str | None
+    width: int | None
+    height: int | None
     finalized_at: dt.datetime | None
     attachment_id: str | None
 
@@ -53,7 +56,7 @@ class Ticket:
 _TICKET = """
 t.id, t.workspace_id, t.owner_id, t.channel_id, t.storage_key, t.filename, t.declared_type,
 t.size, t.method, t.created_at, t.expires_at, t.finalize_before, t.received_at, t.sha256,
-t.finalized_at, t.attachment_id
+t.detected_type, t.width, t.height, t.finalized_at, t.attachment_id
 """
 
 
@@ -166,16 +169,34 @@ async def release_sending(conn: asyncpg.Connection, ticket_id: str) -> None:
 
 
 MARK_RECEIVED = """
-UPDATE upload_tickets SET received_at = $2, sha256 = $3, sending_until = NULL
+UPDATE upload_tickets
+SET received_at = $2, sha256 = $3, detected_type = $4, width = $5, height = $6,
+    sending_until = NULL
 WHERE id = $1 AND finalized_at IS NULL
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    sha256: bytes
+    detected_type: str | None
+    width: int | None
+    height: int | None
+
+
 async def mark_received(
-    conn: asyncpg.Connection, ticket_id: str, now: dt.datetime, sha256: bytes
+    conn: asyncpg.Connection, ticket_id: str, now: dt.datetime, received: Received
 ) -> bool:
     """False when the ticket is gone (swept or deleted with its channel) or finalized."""
-    status: str = await conn.execute(MARK_RECEIVED, ticket_id, now, sha256)
+    status: str = await conn.execute(
+        MARK_RECEIVED,
+        ticket_id,
+        now,
+        received.sha256,
+        received.detected_type,
+        received.width,
+        received.height,
+    )
     return status == "UPDATE 1"
 
 

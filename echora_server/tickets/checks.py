@@ -23,7 +23,7 @@ from echora_server.files.images import THUMBNAIL_TYPE, decodable, read_dimension
 from echora_server.files.mediatypes import MediaType, classify
 from echora_server.files.meter import HEAD_BYTES
 from echora_server.files.uploads import THUMBNAIL_SUFFIX, UploadService
-from echora_server.storage.base import Storage
+from echora_server.storage.base import InvalidRange, ObjectNotFound, Storage
 
 log = structlog.get_logger("echora.tickets")
 
@@ -56,22 +56,24 @@ class ObjectCheck:
 
 async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> Attachment:
     ticket = check.ticket
-    info = await check.storage.stat(ticket.storage_key)
-    if info is None:
-        raise NotReceived()
-    if info.size != ticket.size:
-        await _refuse(
-            check,
-            StoredSizeMismatch(details={"declared_bytes": ticket.size, "stored_bytes": info.size}),
-        )
-    head = await _read_head(check.storage, ticket)
+    if ticket.received_at is not None:
+        # A PUT through Echora counted, hashed and typed these bytes, in a key nobody else
+        # can write: nothing to read again.
+        media = MediaType(ticket.declared_type, ticket.detected_type)
+        size = (ticket.width, ticket.height) if ticket.width and ticket.height else None
+        if ticket.sha256 is None:
+            raise RuntimeError("a received ticket has its digest (sql/0006)")
+        sha256 = ticket.sha256
+    else:
+        head, head_digest = await _read_head(check)
+        try:
+            media = classify(ticket.declared_type, ticket.filename, head)
+        except ApiError as refusal:
+            await _refuse(check, refusal)
+        size = read_dimensions(head, media.detected) if media.detected else None
+        sha256 = head_digest or await _digest(check.storage, ticket)
     try:
-        media = classify(ticket.declared_type, ticket.filename, head)
-    except ApiError as refusal:
-        await _refuse(check, refusal)
-    sha256 = ticket.sha256 or await _digest(check.storage, ticket)
-    try:
-        new = await _attachment(check, media, head, sha256)
+        new = await _attachment(check, media, size, sha256)
         async with check.pool.acquire() as conn, conn.transaction():
             rows = await attachments.insert_attachments(
                 conn, ticket.workspace_id, ticket.owner_id, ticket.channel_id, [new]
@@ -88,14 +90,34 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
         raise
 
 
-async def _read_head(storage: Storage, ticket: Ticket) -> bytes:
+async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
+    """The object's first bytes by one ranged GET, whose answer also tells its whole size
+    (no HEAD); and its SHA-256 when those bytes are all of it."""
+    ticket = check.ticket
     if ticket.size == 0:
-        return b""
+        info = await check.storage.stat(ticket.storage_key)
+        if info is None:
+            raise NotReceived()
+        if info.size != 0:
+            await _refuse(check, _size_mismatch(ticket, info.size))
+        return b"", hashlib.sha256().digest()
     chunks: list[bytes] = []
-    async with await storage.open(ticket.storage_key, 0, min(ticket.size, HEAD_BYTES) - 1) as r:
-        async for chunk in r.chunks():
+    end = min(ticket.size, HEAD_BYTES) - 1
+    try:
+        reader = await check.storage.open(ticket.storage_key, 0, end)
+    except (ObjectNotFound, InvalidRange):
+        raise NotReceived() from None  # InvalidRange: an empty object where bytes were due
+    async with reader:
+        if reader.size != ticket.size:
+            await _refuse(check, _size_mismatch(ticket, reader.size))
+        async for chunk in reader.chunks():
             chunks.append(chunk)
-    return b"".join(chunks)
+    head = b"".join(chunks)
+    return head, hashlib.sha256(head).digest() if len(head) == ticket.size else None
+
+
+def _size_mismatch(ticket: Ticket, stored: int) -> StoredSizeMismatch:
+    return StoredSizeMismatch(details={"declared_bytes": ticket.size, "stored_bytes": stored})
 
 
 async def _digest(storage: Storage, ticket: Ticket) -> bytes:
@@ -111,10 +133,9 @@ async def _digest(storage: Storage, ticket: Ticket) -> bytes:
 
 
 async def _attachment(
-    check: ObjectCheck, media: MediaType, head: bytes, sha256: bytes
+    check: ObjectCheck, media: MediaType, size: tuple[int, int] | None, sha256: bytes
 ) -> NewAttachment:
     ticket = check.ticket
-    size = read_dimensions(head, media.detected) if media.detected else None
     if media.detected is not None and decodable(media.detected):
         thumbnail = await check.uploads.thumbnailer.make(
             check.storage, ticket.storage_key, ticket.size, media.detected

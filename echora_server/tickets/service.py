@@ -32,7 +32,13 @@ from echora_server.db.pool import POOL
 from echora_server.db.records import Attachment
 from echora_server.db.tickets import NewTicket, Ticket
 from echora_server.files.filenames import sanitize_filename
-from echora_server.files.mediatypes import OCTET_STREAM, normalize_declared, type_from_name
+from echora_server.files.images import read_dimensions
+from echora_server.files.mediatypes import (
+    classify,
+    normalize_declared,
+    served_type,
+    type_from_name,
+)
 from echora_server.files.meter import FileMeter
 from echora_server.files.upload_body import ChunkReader, TargetFields
 from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, UploadService
@@ -168,16 +174,23 @@ class TicketService:
                 deadline=asyncio.get_running_loop().time() + self.uploads.limits.max_seconds,
             )
             try:
+                head = await meter.read_head()
+                # The upload type rules, before a byte is stored (finalize trusts them).
+                media = classify(ticket.declared_type, ticket.filename, head)
                 put = await self.storage.put_stream(
-                    ticket.storage_key, meter.chunks(), content_type=OCTET_STREAM
+                    ticket.storage_key, meter.chunks(), content_type=served_type(media.detected)
                 )
             except ObjectTooLarge:
                 raise SizeMismatch(details={"declared_bytes": ticket.size}) from None
             stored = True
             if put.size != ticket.size:
                 raise SizeMismatch(details={"declared_bytes": ticket.size, "sent_bytes": put.size})
+            size = read_dimensions(head, media.detected) if media.detected else None
+            received = tickets.Received(
+                meter.sha256, media.detected, *(size if size else (None, None))
+            )
             async with self.pool.acquire() as conn:
-                if not await tickets.mark_received(conn, ticket.id, self.clock(), meter.sha256):
+                if not await tickets.mark_received(conn, ticket.id, self.clock(), received):
                     raise NotFound(NOT_FOUND)  # gone meanwhile (its channel was deleted)
         except BaseException:
             await self.uploads.tasks.run(self._release_sending(ticket, stored))

@@ -4,6 +4,7 @@ then finalize's checks of what the store kept."""
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,7 +32,9 @@ async def post_form(ticket: dict[str, Any], data: bytes) -> int:
     form = aiohttp.FormData()
     for name, value in upload["fields"].items():
         form.add_field(name, value)
-    form.add_field("file", data, filename="x", content_type=upload["fields"]["Content-Type"])
+    form.add_field(
+        "file", io.BytesIO(data), filename="x", content_type=upload["fields"]["Content-Type"]
+    )
     async with (
         aiohttp.ClientSession() as session,
         session.post(upload["url"], data=form, allow_redirects=False) as response,
@@ -114,3 +117,30 @@ async def test_an_object_of_another_size_is_refused_at_finalize_and_deleted(
     assert await store_keys(s3_server, config) == []
     left = await stored(client)
     assert (left["tickets"], left["attachments"], left["queued"]) == (0, 0, 0)
+
+
+async def test_bytes_contradicting_their_type_are_refused_at_finalize_and_deleted(
+    client: TestClient, people: People, probed: None, s3_server: S3Server, config: Config
+) -> None:
+    alice = await people.create("alice")
+    fake = b"<html><script>alert(1)</script></html>" + b" " * 100
+    ticket = await ticket_for(alice, len(fake), content_type="image/png")
+    assert await post_form(ticket, fake) in (200, 201, 204)
+    assert len(await store_keys(s3_server, config)) == 1
+    error = await error_of(await finalize(alice, ticket), 415)
+    assert error["code"] == "type_mismatch"
+    assert await store_keys(s3_server, config) == []
+    left = await stored(client)
+    assert (left["tickets"], left["attachments"], left["queued"]) == (0, 0, 0)
+    assert (await error_of(await finalize(alice, ticket), 404))["code"] == "upload_not_found"
+
+
+async def test_a_big_object_is_read_once_for_its_digest(
+    client: TestClient, people: People, probed: None
+) -> None:
+    alice = await people.create("alice")
+    data = random.Random(7).randbytes(3 * 1024 * KiB)
+    ticket = await ticket_for(alice, len(data), content_type="application/zip")
+    assert await post_form(ticket, data) in (200, 201, 204)
+    [attachment] = (await (await finalize(alice, ticket)).json())["attachments"]
+    assert attachment["sha256"] == hashlib.sha256(data).hexdigest()

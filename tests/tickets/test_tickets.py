@@ -188,19 +188,23 @@ async def test_outsiders_get_no_ticket(client: TestClient, people: People) -> No
     assert (await stored(client))["tickets"] == 0
 
 
-async def test_bytes_contradicting_their_type_are_refused_and_deleted(
+async def test_bytes_contradicting_their_type_are_refused_before_they_are_stored(
     client: TestClient, people: People
 ) -> None:
     alice = await people.create("alice")
     fake = b"<html><script>alert(1)</script></html>" + b" " * 100
     ticket = await ticket_for(alice, len(fake), content_type="image/png")
-    assert (await send(client, ticket, fake)).status == 200
-    assert len((await stored(client))["objects"]) == 1
-    error = await error_of(await finalize(alice, ticket), 415)
-    assert error["code"] == "type_mismatch"
+    assert (await error_of(await send(client, ticket, fake), 415))["code"] == "type_mismatch"
     left = await stored(client)
-    assert (left["tickets"], left["attachments"], left["objects"], left["queued"]) == (0, 0, [], 0)
-    assert (await error_of(await finalize(alice, ticket), 404))["code"] == "upload_not_found"
+    assert (left["open_tickets"], left["attachments"], left["objects"], left["queued"]) == (
+        1,
+        0,
+        [],
+        0,
+    )
+    assert (await error_of(await finalize(alice, ticket), 409))["code"] == "upload_not_received"
+    image = b"\x89PNG\r\n\x1a\n" + b"\0" * (len(fake) - 8)  # PNG magic: what it declared
+    assert (await send(client, ticket, image)).status == 200
 
 
 async def test_expiry_by_the_services_clock(client: TestClient, people: People) -> None:
