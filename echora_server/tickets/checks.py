@@ -1,7 +1,8 @@
-"""Finalize's checks of a ticket's stored object, whoever wrote it (a PUT through Echora or a
-presigned POST straight to the store): it exists (a HEAD) with the declared size, its first
-bytes pass the rules uploads apply, its SHA-256 is known; then the attachment is created in
-the transaction that marks the ticket finalized. A refused object is deleted at once."""
+"""Finalize: the attachment is created in the transaction that marks its ticket finalized.
+Bytes a PUT brought through Echora were counted, hashed and typed on their way in; bytes a
+presigned POST sent straight to the store are checked here: the size and first bytes by one
+ranged read (its answer gives the whole size), the digest by reading them once. A refused
+object is deleted at once."""
 
 from __future__ import annotations
 

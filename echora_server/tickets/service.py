@@ -1,8 +1,7 @@
 """Upload tickets: ask, send the bytes, finalize. A ticket is created under the owner's
-open-ticket limit; a PUT holds it while it streams the bytes into the ticket's own key; a
-finalize holds it while it checks the stored object (size, type, digest) and then creates
-the attachment in the transaction that marks the ticket finalized. Anything refused or never
-finalized is deleted with its object (the ticket table's trigger queues it)."""
+open-ticket limit; a PUT holds it while it streams, counts, hashes and types the bytes into
+the ticket's own key; a finalize holds it while it creates the attachment (``checks``).
+Anything refused or never finalized is deleted with its object (a trigger queues it)."""
 
 from __future__ import annotations
 
