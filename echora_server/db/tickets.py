@@ -1,4 +1,4 @@
-"""Upload tickets (sql/0006): created under the owner's open-ticket limit, held by one PUT or
+"""Upload tickets (sql/0007): created under the owner's open-ticket limit, held by one PUT or
 one finalize at a time, finalized together with their attachment row. Times come from the
 caller's clock (tests fix it), never the database's."""
 

@@ -63,7 +63,7 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
         media = MediaType(ticket.declared_type, ticket.detected_type)
         size = (ticket.width, ticket.height) if ticket.width and ticket.height else None
         if ticket.sha256 is None:
-            raise RuntimeError("a received ticket has its digest (sql/0006)")
+            raise RuntimeError("a received ticket has its digest (sql/0007)")
         sha256 = ticket.sha256
     else:
         head, head_digest = await _read_head(check)
