@@ -19,6 +19,7 @@ from echora_server.messages.service import messages_ctx
 from echora_server.realtime.bus import bus_ctx
 from echora_server.realtime.hub import close_websockets, hub_ctx
 from echora_server.storage.factory import storage_ctx
+from echora_server.tickets.service import tickets_ctx
 from echora_server.web.forwarded import forwarded_middleware, parse_networks
 from echora_server.web.middlewares import (
     add_request_id,
@@ -68,6 +69,7 @@ def create_app(config: Config) -> web.Application:
             channels_ctx,
             workspaces_ctx,
             uploads_ctx,
+            tickets_ctx,
             messages_ctx,
             bots_ctx,
             inbox_sweeper_ctx,

@@ -171,6 +171,8 @@ async def _reach(config: Config) -> dict[str, str]:
         await storage.start()
         await storage.ping()
         found["storage"] = "ok"
+        problem = storage.direct_upload_problem
+        click.echo(f"direct uploads: {'off: ' + problem if problem else 'on'}", err=True)
     except Exception as exc:
         found["storage"] = f"unreachable: {type(exc).__name__}: {exc}"
     finally:

@@ -106,6 +106,16 @@ class Config(BaseModel):
     storage_idle_timeout: Annotated[Duration, within(0, 300, inclusive_low=False)] = Field(
         20.0, description="Longest the store may stay silent while a body streams."
     )
+    s3_public_url: str | None = Field(
+        None,
+        description="The store as clients reach it, for presigned uploads (default: "
+        "ECHORA_S3_ENDPOINT_URL).",
+    )
+    upload_direct: bool = Field(
+        False,
+        description="Upload tickets send the bytes straight to the store by a presigned "
+        "POST (S3 only, when the store passes the probe at start; else through Echora).",
+    )
     s3_zero_copy: bool = Field(
         True,
         description="Splice big downloads from a plain-HTTP endpoint to the client in the "
@@ -122,6 +132,15 @@ class Config(BaseModel):
     # The sweeper's thresholds rest on this bound: see upload_horizon_seconds.
     max_upload_time: Annotated[Duration, within(1, 7 * 86400)] = Field(
         3600.0, description="Longest one upload request may take."
+    )
+
+    upload_ticket_ttl: Annotated[Duration, within(10, 7 * 86400)] = Field(
+        900.0,
+        description="How long an upload ticket's URL takes the first byte; finalize is "
+        "possible for the longest upload after that.",
+    )
+    max_open_tickets: int = Field(
+        50, ge=1, le=10_000, description="Unfinalized upload tickets one user or bot may hold."
     )
 
     unlinked_ttl: Annotated[Duration, within(1, 365 * 86400)] = Field(
@@ -228,6 +247,13 @@ class Config(BaseModel):
                 f"({format_duration(self.upload_horizon_seconds)}: ECHORA_MAX_UPLOAD_TIME + "
                 "ECHORA_UPLOAD_IDLE_TIMEOUT + 5m)"
             )
+        # A ticket's object waits for its finalize as long as the ticket lives.
+        if self.orphan_grace <= self.ticket_life_seconds:
+            raise ValueError(
+                "ECHORA_ORPHAN_GRACE: must exceed an upload ticket's life "
+                f"({format_duration(self.ticket_life_seconds)}: ECHORA_UPLOAD_TICKET_TTL + "
+                "the longest upload)"
+            )
         return self
 
     @property
@@ -241,6 +267,11 @@ class Config(BaseModel):
         """How long after it started an upload may still write: its deadline, one idle
         timeout, and slack for the last part, thumbnail, commit and clock skew."""
         return self.max_upload_time + self.upload_idle_timeout + UPLOAD_SLACK_SECONDS
+
+    @property
+    def ticket_life_seconds(self) -> float:
+        """From a ticket's creation to the end of its finalize window."""
+        return self.upload_ticket_ttl + self.upload_horizon_seconds
 
     @property
     def listen_host(self) -> str:

@@ -12,6 +12,7 @@ for Caddy, a global options block moves its ports and turns its admin endpoint o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -178,13 +179,18 @@ class Stack:
     def access_log(self) -> Path:
         return self.root / "logs" / "echora.access.log"
 
-    def session(self, **kwargs: Any) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
+    @contextlib.asynccontextmanager
+    async def session(self, **kwargs: Any) -> AsyncIterator[aiohttp.ClientSession]:
+        async with aiohttp.ClientSession(
             self.origin,
             connector=aiohttp.TCPConnector(ssl=self.tls, local_addr=(CLIENT_ADDRESS, 0)),
             cookie_jar=aiohttp.CookieJar(unsafe=True),  # cookies for an IP address
             **kwargs,
-        )
+        ) as http:
+            yield http
+        # A TLS connection's socket closes after its shutdown, a moment after the session
+        # (aiohttp's docs, graceful shutdown): else it may be collected unclosed.
+        await asyncio.sleep(0.25)
 
     @property
     def bearer(self) -> dict[str, str]:

@@ -9,6 +9,8 @@ import secrets
 
 SESSION_PREFIX = "echs_"
 API_TOKEN_PREFIX = "echt_"
+# Single-use: one upload ticket's bytes and finalize.
+UPLOAD_TICKET_PREFIX = "echu_"
 _SHAPE = re.compile(r"^ech[a-z]_[A-Za-z0-9_-]{43}$")
 
 

@@ -76,6 +76,7 @@ SELECT k.key FROM unnest($1::text[]) AS k(key)
 WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.storage_key = k.key)
   AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.thumbnail_key = k.key)
   AND NOT EXISTS (SELECT 1 FROM storage_deletions d WHERE d.key = k.key)
+  AND NOT EXISTS (SELECT 1 FROM upload_tickets t WHERE t.storage_key = k.key)
 """
 
 

@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from echora_server.config import Config
-from echora_server.db import credentials, deletions, sweeps
+from echora_server.db import credentials, deletions, sweeps, tickets
 from echora_server.files.deletion import delete_objects, discard
 from echora_server.files.uploads import FILES_KIND
 from echora_server.storage.base import PendingUpload, Storage
@@ -44,6 +44,7 @@ class SweepResult:
     orphan_objects: int = 0
     temp_files: int = 0
     expired_sessions: int = 0
+    expired_upload_tickets: int = 0
     errors: int = 0
 
     def counts(self) -> dict[str, int]:
@@ -113,6 +114,7 @@ class _Sweep:
     async def run(self) -> None:
         phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("expire_unlinked", self.expire_unlinked),
+            ("expire_tickets", self.expire_tickets),
             ("drain_deletions", self.drain_deletions),
             ("abort_stale_uploads", self.abort_stale_uploads),
             ("remove_orphans", self.remove_orphans),
@@ -140,6 +142,21 @@ class _Sweep:
                 deleted = await sweeps.delete_expired_unlinked(conn, cutoff, self.now, BATCH)
             self.counts["expired_unlinked_attachments"] += deleted
             if deleted < BATCH:
+                return
+
+    async def expire_tickets(self) -> None:
+        """Tickets past their finalize window; the unfinalized queue their objects, due now."""
+        if self.dry_run:
+            async with self.pool.acquire() as conn:
+                self.counts["expired_upload_tickets"] += await tickets.count_dead_tickets(
+                    conn, self.now
+                )
+            return
+        while True:
+            async with self.pool.acquire() as conn:
+                swept = await tickets.delete_dead_tickets(conn, self.now, BATCH)
+            self.counts["expired_upload_tickets"] += swept.unfinalized
+            if swept.finalized + swept.unfinalized < BATCH:
                 return
 
     async def drain_deletions(self) -> None:

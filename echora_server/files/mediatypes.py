@@ -152,11 +152,16 @@ def _is_plain_text(head: bytes) -> bool:
     return bool(stripped) and not stripped.startswith("<")
 
 
+def type_from_name(filename: str) -> str | None:
+    """What the extension says, or None when it says nothing known."""
+    guessed, _ = _EXTENSIONS.guess_type(f"x{split_extension(filename)[1].lower()}", strict=False)
+    return _ALIASES.get(guessed, guessed) if guessed else None
+
+
 def expected_type(declared: str, filename: str) -> str:
     if declared not in _UNINFORMATIVE:
         return declared
-    guessed, _ = _EXTENSIONS.guess_type(f"x{split_extension(filename)[1].lower()}", strict=False)
-    return _ALIASES.get(guessed, guessed) if guessed else OCTET_STREAM
+    return type_from_name(filename) or OCTET_STREAM
 
 
 def _same(expected: str, detected: str) -> bool:

@@ -175,6 +175,19 @@ class UploadBody:
             ).with_status(415)
         return body
 
+    @classmethod
+    def raw(cls, request: web.Request, idle_timeout: float) -> ChunkReader:
+        """The whole body as one file's bytes, whatever its Content-Type says."""
+        _check_encoding(request.headers)
+        return ChunkReader(
+            cls(
+                request,
+                UploadQuery(channel_id=None, workspace_id=None, filename=None),
+                idle_timeout,
+            ),
+            None,
+        )
+
     async def client(self, read: Awaitable[T]) -> T:
         timeout = asyncio.timeout(self._idle_timeout)
         try:

@@ -82,6 +82,14 @@ class PendingUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class PresignedPost:
+    """A form a client sends straight to the store: ``fields`` first, then the file."""
+
+    url: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Leftover:
     """What a failed write could not clean up (the store was down): ``key``'s object, if it
     may exist, and ``upload_id``'s pending upload, if any. A later cleanup pass removes both."""
@@ -157,6 +165,8 @@ class Storage(Protocol):
     name: str
     leftovers: LeftoverSink | None
     availability: Availability
+    # Why ``presign_post`` offers nothing (None: it offers forms), known after ``start``.
+    direct_upload_problem: str | None
 
     async def start(self) -> None:
         """Open clients; create the bucket/directory if configured to."""
@@ -178,6 +188,12 @@ class Storage(Protocol):
         raises InvalidRange, except ``(0, None)``). ``zero_copy``: caller uses ``socket_body``."""
 
     async def stat(self, key: str) -> ObjectInfo | None: ...
+
+    async def presign_post(
+        self, key: str, *, content_type: str, size: int, expires_in: int
+    ) -> PresignedPost | None:
+        """A form for exactly ``size`` bytes of ``content_type`` into ``key``; None when this
+        store takes no direct uploads."""
 
     async def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key succeeds."""

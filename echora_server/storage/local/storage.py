@@ -22,6 +22,7 @@ from echora_server.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     PendingUpload,
+    PresignedPost,
     StorageError,
     StoredObject,
     check_key,
@@ -125,6 +126,13 @@ class LocalStorage:
             raise
         self.availability.succeeded()
         return reader
+
+    direct_upload_problem: str | None = "the local store takes no direct uploads"
+
+    async def presign_post(
+        self, key: str, *, content_type: str, size: int, expires_in: int
+    ) -> PresignedPost | None:
+        return None  # the bytes come through Echora
 
     async def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)

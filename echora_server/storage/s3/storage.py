@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
@@ -20,6 +21,7 @@ from echora_server.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     PendingUpload,
+    PresignedPost,
     StorageError,
     StoredObject,
     check_key,
@@ -27,9 +29,12 @@ from echora_server.storage.base import (
     check_range,
 )
 from echora_server.storage.s3.errors import bounded, error_code, translated
+from echora_server.storage.s3.presigned import presign_post, probe_post_policy
 from echora_server.storage.s3.reader import S3Reader
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
 from echora_server.storage.s3.upload import S3Uploader, abort_upload
+
+log = structlog.get_logger("echora.storage")
 
 # An open reader holds a pooled connection until closed (minutes for a slow client) and
 # aiohttp waits without limit for a free one: keep the pool far above concurrent downloads.
@@ -87,6 +92,8 @@ class S3Storage:
         self._stack: contextlib.AsyncExitStack | None = None
         self._s3: Any = None
         self._cleanups = OwnedTasks()
+        # Why presigned POSTs are not offered (None: they are), known after start().
+        self.direct_upload_problem: str | None = "not probed"
 
     @property
     def prefix(self) -> str:
@@ -118,6 +125,10 @@ class S3Storage:
             )
             if config.s3_create_bucket:
                 await self._create_bucket()
+            if config.upload_direct:
+                await self._probe_direct_uploads()
+            else:
+                self.direct_upload_problem = "ECHORA_UPLOAD_DIRECT is off"
         except BaseException:
             self._s3 = None
             await stack.aclose()
@@ -138,6 +149,30 @@ class S3Storage:
                 and error_code(cause) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
             ):
                 raise
+
+    async def _probe_direct_uploads(self) -> None:
+        problem = await probe_post_policy(self._client, self._bucket, self._prefix, self._timeout)
+        self.direct_upload_problem = problem and f"the store {problem}"
+        if problem:
+            log.warning("direct_uploads_off", store=self.direct_upload_problem)
+        else:
+            log.info("direct_uploads_on")
+
+    async def presign_post(
+        self, key: str, *, content_type: str, size: int, expires_in: int
+    ) -> PresignedPost | None:
+        if self.direct_upload_problem is not None:
+            return None
+        with translated("PresignPost", key):
+            return await presign_post(
+                self._client,
+                self._bucket,
+                self._s3_key(key),
+                content_type=content_type,
+                size=size,
+                expires_in=expires_in,
+                public_url=self._config.s3_public_url,
+            )
 
     async def close(self) -> None:
         await self._cleanups.drain()  # aborts of failed writes still need the client

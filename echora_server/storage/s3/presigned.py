@@ -1,0 +1,91 @@
+"""Presigned POSTs: a browser form the store takes straight, its policy pinning the key, the
+content type and the exact length. Stores differ in how they keep a policy (SeaweedFS checks
+the length only after the whole body, and answers 307 instead of 403), so one probe at start
+says whether this store refuses what breaks the policy; finalize checks every object anyway."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from echora_server.storage.base import PresignedPost
+
+log = structlog.get_logger("echora.storage")
+
+# Under the swept prefix, so a probe object whose delete failed is removed as an orphan.
+PROBE_KEY = "files/0/probes/"
+
+
+async def presign_post(
+    client: Any,
+    bucket: str,
+    s3_key: str,
+    *,
+    content_type: str,
+    size: int,
+    expires_in: int,
+    public_url: str | None,
+) -> PresignedPost:
+    conditions: list[Any] = [
+        {"Content-Type": content_type},
+        ["content-length-range", size, size],
+    ]
+    post = await client.generate_presigned_post(
+        Bucket=bucket,
+        Key=s3_key,
+        Fields={"Content-Type": content_type},
+        Conditions=conditions,
+        ExpiresIn=expires_in,
+    )
+    url = str(post["url"])
+    if public_url:  # the policy's signature covers no host: clients may reach another name
+        url = str(URL(public_url).join(URL(URL(url).path.lstrip("/"))))
+    return PresignedPost(url, {k: str(v) for k, v in post["fields"].items()})
+
+
+async def _send(session: aiohttp.ClientSession, post: PresignedPost, body: bytes) -> int:
+    form = aiohttp.FormData()
+    for name, value in post.fields.items():
+        form.add_field(name, value)
+    form.add_field("file", body, filename="probe", content_type=post.fields["Content-Type"])
+    async with session.post(post.url, data=form, allow_redirects=False) as response:
+        await response.read()
+        return response.status
+
+
+async def probe_post_policy(client: Any, bucket: str, prefix: str, seconds: float) -> str | None:
+    """None when the store keeps POST policies (takes a conforming form, refuses a longer
+    body); else what it did instead. Leaves nothing behind."""
+    key = f"{prefix}{PROBE_KEY}{secrets.token_urlsafe(12)}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session:
+            post = await presign_post(
+                client,
+                bucket,
+                key,
+                content_type="text/plain",
+                size=4,
+                expires_in=60,
+                public_url=None,
+            )
+            status = await _send(session, post, b"12345")
+            if 200 <= status < 300:
+                return f"took a body longer than its policy allows ({status})"
+            status = await _send(session, post, b"1234")
+            if not 200 <= status < 300:
+                return f"refused a form that keeps its policy ({status})"
+            head = await client.head_object(Bucket=bucket, Key=key)
+            if int(head["ContentLength"]) != 4:
+                return "stored another size than it was sent"
+            return None
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+    finally:
+        try:
+            await client.delete_object(Bucket=bucket, Key=key)
+        except Exception:
+            log.warning("post_probe_not_deleted", key=key, exc_info=True)

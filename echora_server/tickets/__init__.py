@@ -1,0 +1,1 @@
+"""Upload tickets: ask for an upload, send the bytes, finalize."""

@@ -1,0 +1,187 @@
+"""Finalize: the attachment is created in the transaction that marks its ticket finalized.
+Bytes a PUT brought through Echora were counted, hashed and typed on their way in; bytes a
+presigned POST sent straight to the store are checked here: the size and first bytes by one
+ranged read (its answer gives the whole size), the digest by reading them once. A refused
+object is deleted at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import NoReturn
+
+import asyncpg
+import structlog
+
+from echora_server.core.errors import ApiError, Conflict, NotFound
+from echora_server.db import attachments, tickets
+from echora_server.db.attachments import NewAttachment
+from echora_server.db.records import Attachment
+from echora_server.db.tickets import Ticket
+from echora_server.files.deletion import delete_queued, discard
+from echora_server.files.images import THUMBNAIL_TYPE, decodable, read_dimensions
+from echora_server.files.mediatypes import MediaType, classify
+from echora_server.files.meter import HEAD_BYTES
+from echora_server.files.uploads import THUMBNAIL_SUFFIX, UploadService
+from echora_server.storage.base import InvalidRange, ObjectNotFound, Storage
+
+log = structlog.get_logger("echora.tickets")
+
+
+class NotReceived(ApiError):
+    status = 409
+    code = "upload_not_received"
+    message = "No bytes were stored for this upload ticket yet."
+
+
+class StoredSizeMismatch(ApiError):
+    status = 422
+    code = "upload_size_mismatch"
+    message = "The stored object is not the size the ticket declared; it was deleted."
+
+
+class ObjectCheck:
+    """One finalize's state: ``settled`` once the ticket is finalized or refused."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, storage: Storage, uploads: UploadService, ticket: Ticket
+    ) -> None:
+        self.pool = pool
+        self.storage = storage
+        self.uploads = uploads
+        self.ticket = ticket
+        self.settled = False
+        self.thumbnail_key: str | None = None
+
+
+async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> Attachment:
+    ticket = check.ticket
+    if ticket.received_at is not None:
+        # A PUT through Echora counted, hashed and typed these bytes, in a key nobody else
+        # can write: nothing to read again.
+        media = MediaType(ticket.declared_type, ticket.detected_type)
+        size = (ticket.width, ticket.height) if ticket.width and ticket.height else None
+        if ticket.sha256 is None:
+            raise RuntimeError("a received ticket has its digest (sql/0007)")
+        sha256 = ticket.sha256
+    else:
+        head, head_digest = await _read_head(check)
+        try:
+            media = classify(ticket.declared_type, ticket.filename, head)
+        except ApiError as refusal:
+            await _refuse(check, refusal)
+        size = read_dimensions(head, media.detected) if media.detected else None
+        sha256 = head_digest or await _digest(check.storage, ticket)
+    try:
+        new = await _attachment(check, media, size, sha256)
+        async with check.pool.acquire() as conn, conn.transaction():
+            rows = await attachments.insert_attachments(
+                conn, ticket.workspace_id, ticket.owner_id, ticket.channel_id, [new]
+            )
+            if not rows:  # the owner left the channel or workspace since
+                raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
+            if not await tickets.mark_finalized(conn, ticket.id, clock()):
+                raise Conflict("The upload is finalized already.", code="upload_finalized")
+        check.settled = True
+        return rows[0]
+    except BaseException:
+        if check.thumbnail_key is not None:
+            await discard(check.pool, check.storage, [check.thumbnail_key])
+        raise
+
+
+async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
+    """The object's first bytes by one ranged GET, whose answer also tells its whole size
+    (no HEAD); and its SHA-256 when those bytes are all of it."""
+    ticket = check.ticket
+    if ticket.size == 0:
+        info = await check.storage.stat(ticket.storage_key)
+        if info is None:
+            raise NotReceived()
+        if info.size != 0:
+            await _refuse(check, _size_mismatch(ticket, info.size))
+        return b"", hashlib.sha256().digest()
+    chunks: list[bytes] = []
+    end = min(ticket.size, HEAD_BYTES) - 1
+    try:
+        reader = await check.storage.open(ticket.storage_key, 0, end)
+    except (ObjectNotFound, InvalidRange):
+        raise NotReceived() from None  # InvalidRange: an empty object where bytes were due
+    async with reader:
+        if reader.size != ticket.size:
+            await _refuse(check, _size_mismatch(ticket, reader.size))
+        async for chunk in reader.chunks():
+            chunks.append(chunk)
+    head = b"".join(chunks)
+    return head, hashlib.sha256(head).digest() if len(head) == ticket.size else None
+
+
+def _size_mismatch(ticket: Ticket, stored: int) -> StoredSizeMismatch:
+    return StoredSizeMismatch(details={"declared_bytes": ticket.size, "stored_bytes": stored})
+
+
+async def _digest(storage: Storage, ticket: Ticket) -> bytes:
+    """For bytes that did not come through Echora: read them once, never more than declared."""
+    sha256, seen = hashlib.sha256(), 0
+    async with await storage.open(ticket.storage_key) as reader:
+        async for chunk in reader.chunks():
+            seen += len(chunk)
+            if seen > ticket.size:
+                break
+            sha256.update(chunk)
+    return sha256.digest()
+
+
+async def _attachment(
+    check: ObjectCheck, media: MediaType, size: tuple[int, int] | None, sha256: bytes
+) -> NewAttachment:
+    ticket = check.ticket
+    if media.detected is not None and decodable(media.detected):
+        thumbnail = await check.uploads.thumbnailer.make(
+            check.storage, ticket.storage_key, ticket.size, media.detected
+        )
+        if thumbnail is not None:
+            key = f"{ticket.storage_key}{THUMBNAIL_SUFFIX}"
+            await check.storage.put_stream(
+                key, _single(thumbnail.data), content_type=THUMBNAIL_TYPE
+            )
+            check.thumbnail_key = key
+            size = size or (thumbnail.source_width, thumbnail.source_height)
+    return NewAttachment(
+        id=ticket.id,
+        storage_key=ticket.storage_key,
+        filename=ticket.filename,
+        size=ticket.size,
+        declared_type=media.declared,
+        detected_type=media.detected,
+        sha256=sha256,
+        width=size[0] if size else None,
+        height=size[1] if size else None,
+        thumbnail_key=check.thumbnail_key,
+    )
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _refuse(check: ObjectCheck, refusal: ApiError) -> NoReturn:
+    """Delete the ticket (its trigger queues the object), then the object, then say why."""
+    async with check.pool.acquire() as conn:
+        deleted = await tickets.delete_ticket(conn, check.ticket.id)
+    check.settled = True
+    if deleted:
+        await delete_queued(check.pool, check.storage, [check.ticket.storage_key])
+    log.info("upload_refused", ticket=check.ticket.id, code=refusal.code)
+    raise refusal
+
+
+async def discard_refused(pool: asyncpg.Pool, storage: Storage, keys: Sequence[str]) -> None:
+    """Bytes of a PUT that failed while its ticket lives: deleted now if the store lets us;
+    else they wait, claimed by the ticket, which queues them when it is swept."""
+    for key in keys:
+        try:
+            await storage.delete(key)
+        except Exception:
+            log.warning("ticket_object_delete_failed", key=key, exc_info=True)

@@ -1,0 +1,272 @@
+"""Upload tickets: ask, send the bytes, finalize. A ticket is created under the owner's
+open-ticket limit; a PUT holds it while it streams, counts, hashes and types the bytes into
+the ticket's own key; a finalize holds it while it creates the attachment (``checks``).
+Anything refused or never finalized is deleted with its object (a trigger queues it)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from echora_server.auth.identity import Identity
+from echora_server.auth.secrets import UPLOAD_TICKET_PREFIX, digest, new_secret, well_formed
+from echora_server.config import CONFIG, Config
+from echora_server.core.errors import (
+    ApiError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
+from echora_server.db import tickets
+from echora_server.db.pool import POOL
+from echora_server.db.records import Attachment
+from echora_server.db.tickets import NewTicket, Ticket
+from echora_server.files.filenames import sanitize_filename
+from echora_server.files.images import read_dimensions
+from echora_server.files.mediatypes import (
+    classify,
+    normalize_declared,
+    served_type,
+    type_from_name,
+)
+from echora_server.files.meter import FileMeter
+from echora_server.files.upload_body import ChunkReader, TargetFields
+from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, UploadService
+from echora_server.storage.base import ObjectTooLarge, PresignedPost, new_key
+from echora_server.tickets.checks import ObjectCheck, check_object, discard_refused
+
+Clock = Callable[[], dt.datetime]
+# A finalize reads the object's head and maybe all of it: no holder waits longer.
+FINALIZE_HOLD = dt.timedelta(minutes=10)
+
+NOT_FOUND = "No such upload ticket, or not yours."
+
+
+class UploadExpired(ApiError):
+    status = 410
+    code = "upload_expired"
+    message = "The upload ticket has expired; ask for a new one."
+
+
+class SizeMismatch(ApiError):
+    status = 400
+    code = "size_mismatch"
+    message = "The bytes sent are not the size the ticket declared."
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRequest:
+    filename: str
+    size: int
+    content_type: str | None
+    target: TargetFields
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    ticket_id: str
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTicket:
+    ticket: Ticket
+    token: str
+    post: PresignedPost | None  # method "post": the form that sends the bytes to the store
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class TicketService:
+    def __init__(
+        self, pool: asyncpg.Pool, uploads: UploadService, config: Config, clock: Clock = _utcnow
+    ) -> None:
+        self.pool = pool
+        self.uploads = uploads
+        self.storage = uploads.storage
+        self.ttl = dt.timedelta(seconds=config.upload_ticket_ttl)
+        self.horizon = dt.timedelta(seconds=config.upload_horizon_seconds)
+        self.max_open = config.max_open_tickets
+        self.clock = clock
+
+    async def create(self, identity: Identity, asked: TicketRequest) -> IssuedTicket:
+        limit = self.uploads.limits.max_bytes
+        if asked.size > limit:
+            raise FileTooLarge(details={"limit_bytes": limit})
+        filename = sanitize_filename(asked.filename)
+        declared = normalize_declared(asked.content_type)
+        if asked.content_type is None:
+            named = type_from_name(filename)
+            if named is None:
+                raise InvalidRequest(
+                    "Say the file's content_type: its name does not tell it.",
+                    code="content_type_required",
+                )
+            declared = named
+        target = await self.uploads.target(identity, asked.target)
+        token = new_secret(UPLOAD_TICKET_PREFIX)
+        now = self.clock()
+        key = new_key(FILES_KIND, target.workspace_id)
+        post = await self.storage.presign_post(
+            key, content_type=declared, size=asked.size, expires_in=int(self.ttl.total_seconds())
+        )
+        new = NewTicket(
+            id=secrets.token_urlsafe(16),
+            token_hash=digest(token),
+            workspace_id=target.workspace_id,
+            owner_id=identity.user.id,
+            channel_id=target.channel_id,
+            storage_key=key,
+            filename=filename,
+            declared_type=declared,
+            size=asked.size,
+            method="post" if post else "put",
+            created_at=now,
+            expires_at=now + self.ttl,
+            finalize_before=now + self.ttl + self.horizon,
+        )
+        async with self.pool.acquire() as conn:
+            opened = await tickets.insert_ticket(conn, new, self.max_open)
+            if opened.count >= self.max_open:
+                raise self._too_many(opened.first_frees_at, now)
+            ticket = await tickets.select_ticket(conn, new.id, new.token_hash)
+        if ticket is None:  # deleted with its channel a moment after it was made
+            raise NotFound(NOT_FOUND)
+        return IssuedTicket(ticket, token, post)
+
+    def _too_many(self, frees_at: dt.datetime | None, now: dt.datetime) -> TooManyRequests:
+        wait = max(1, math.ceil((frees_at - now).total_seconds())) if frees_at else 1
+        return TooManyRequests(
+            "Too many open upload tickets: finalize or let some expire.",
+            code="too_many_tickets",
+            details={"limit_tickets": self.max_open},
+            headers={"Retry-After": str(wait)},
+        )
+
+    async def receive(self, ticket_id: str, token: str | None, reader: ChunkReader) -> Receipt:
+        """Stream a PUT's body into the ticket's key; all of it, exactly the declared size."""
+        token_hash = _token_hash(token)
+        now = self.clock()
+        until = now + dt.timedelta(seconds=self.uploads.limits.max_seconds) + self.horizon
+        async with self.pool.acquire() as conn:
+            ticket = await tickets.hold_for_sending(conn, ticket_id, token_hash, now, until)
+            if ticket is None:
+                raise await self._why_not_sending(conn, ticket_id, token_hash, now)
+        stored = False
+        try:
+            meter = FileMeter(
+                reader,
+                max_bytes=ticket.size,
+                max_seconds=self.uploads.limits.max_seconds,
+                deadline=asyncio.get_running_loop().time() + self.uploads.limits.max_seconds,
+            )
+            try:
+                head = await meter.read_head()
+                # The upload type rules, before a byte is stored (finalize trusts them).
+                media = classify(ticket.declared_type, ticket.filename, head)
+                put = await self.storage.put_stream(
+                    ticket.storage_key, meter.chunks(), content_type=served_type(media.detected)
+                )
+            except ObjectTooLarge:
+                raise SizeMismatch(details={"declared_bytes": ticket.size}) from None
+            stored = True
+            if put.size != ticket.size:
+                raise SizeMismatch(details={"declared_bytes": ticket.size, "sent_bytes": put.size})
+            size = read_dimensions(head, media.detected) if media.detected else None
+            received = tickets.Received(
+                meter.sha256, media.detected, *(size if size else (None, None))
+            )
+            async with self.pool.acquire() as conn:
+                if not await tickets.mark_received(conn, ticket.id, self.clock(), received):
+                    raise NotFound(NOT_FOUND)  # gone meanwhile (its channel was deleted)
+        except BaseException:
+            await self.uploads.tasks.run(self._release_sending(ticket, stored))
+            raise
+        return Receipt(ticket.id, put.size, meter.sha256)
+
+    async def _release_sending(self, ticket: Ticket, stored: bool) -> None:
+        if stored:  # no row claims these bytes: nothing else may see them
+            await discard_refused(self.pool, self.storage, [ticket.storage_key])
+        async with self.pool.acquire() as conn:
+            await tickets.release_sending(conn, ticket.id)
+
+    async def _why_not_sending(
+        self, conn: asyncpg.Connection, ticket_id: str, token_hash: bytes, now: dt.datetime
+    ) -> ApiError:
+        ticket = await tickets.select_ticket(conn, ticket_id, token_hash)
+        if ticket is None:
+            return NotFound(NOT_FOUND, code="upload_not_found")
+        if ticket.finalized_at is not None:
+            return Conflict("The upload is finalized already.", code="upload_finalized")
+        if ticket.received_at is not None:
+            return Conflict("The bytes were sent already.", code="upload_already_sent")
+        if ticket.expires_at <= now:
+            return UploadExpired()
+        if ticket.method != "put":
+            return Conflict(
+                "Send this ticket's bytes to the store's URL.", code="upload_goes_to_store"
+            )
+        return Conflict("Another request is sending the bytes.", code="upload_in_progress")
+
+    async def finalize(self, identity: Identity, ticket_id: str, token: str) -> Attachment:
+        token_hash = _token_hash(token)
+        now = self.clock()
+        async with self.pool.acquire() as conn:
+            ticket = await tickets.hold_for_finalize(
+                conn, ticket_id, token_hash, identity.user.id, now, now + FINALIZE_HOLD
+            )
+            if ticket is None:
+                raise await self._why_not_finalizing(conn, identity, ticket_id, token_hash, now)
+        check = ObjectCheck(self.pool, self.storage, self.uploads, ticket)
+        try:
+            return await self.uploads.tasks.run(check_object(check, self.clock))
+        finally:
+            if not check.settled:
+                await self.uploads.tasks.run(self._release_finalize(ticket))
+
+    async def _release_finalize(self, ticket: Ticket) -> None:
+        async with self.pool.acquire() as conn:
+            await tickets.release_finalize(conn, ticket.id)
+
+    async def _why_not_finalizing(
+        self,
+        conn: asyncpg.Connection,
+        identity: Identity,
+        ticket_id: str,
+        token_hash: bytes,
+        now: dt.datetime,
+    ) -> ApiError:
+        ticket = await tickets.select_ticket(conn, ticket_id, token_hash)
+        if ticket is None or ticket.owner_id != identity.user.id:
+            return NotFound(NOT_FOUND, code="upload_not_found")
+        if ticket.finalized_at is not None:
+            return Conflict("The upload is finalized already.", code="upload_finalized")
+        if ticket.finalize_before <= now:
+            return UploadExpired()
+        return Conflict("The bytes are still being sent or checked.", code="upload_in_progress")
+
+
+def _token_hash(token: str | None) -> bytes:
+    if token is None or not well_formed(token, UPLOAD_TICKET_PREFIX):
+        raise Unauthorized("Send the upload ticket's token.", code="invalid_upload_token")
+    return digest(token)
+
+
+TICKETS = web.AppKey("tickets", TicketService)
+
+
+async def tickets_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[TICKETS] = TicketService(app[POOL], app[UPLOADS], app[CONFIG])
+    yield
