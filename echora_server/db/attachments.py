@@ -148,6 +148,28 @@ async def select_attachment_for_reader(
     return to_attachment(row) if row else None
 
 
+# The same, for a download: a bot's live inbox entries carrying the file are stamped fetched
+# (the first time), in the same statement, so a download stays one round trip. For anyone
+# else the UPDATE finds nothing by the primary key's first column.
+SELECT_ATTACHMENT_FOR_FETCH = f"""
+WITH found AS ({SELECT_ATTACHMENT_FOR_READER}), stamped AS (
+    UPDATE inbox_entries e SET fetched_at = now()
+    WHERE e.bot_id = $2 AND $1 = ANY(e.attachment_ids) AND e.fetched_at IS NULL
+      AND e.expires_at > now() AND EXISTS (SELECT 1 FROM found)
+    RETURNING 1
+)
+SELECT * FROM found
+"""
+
+
+async def select_attachment_for_fetch(
+    conn: asyncpg.Connection, attachment_id: str, user_id: int
+) -> Attachment | None:
+    """As ``select_attachment_for_reader``, for a download of the bytes."""
+    row = await conn.fetchrow(SELECT_ATTACHMENT_FOR_FETCH, attachment_id, user_id)
+    return to_attachment(row) if row else None
+
+
 # Run in the message's insert transaction. The rule: an attachment is linked once, by its
 # uploader, in its own workspace, into the channel it was uploaded for (if any). A concurrent
 # link waits for the row lock, then re-checks ``message_id IS NULL``: exactly one wins.

@@ -141,18 +141,6 @@ async def ack_entries(
     return missing
 
 
-STAMP_FETCHED = """
-UPDATE inbox_entries SET fetched_at = now()
-WHERE bot_id = $1 AND $2 = ANY(attachment_ids) AND fetched_at IS NULL AND expires_at > now()
-"""
-
-
-async def stamp_fetched(conn: asyncpg.Connection, bot_id: int, attachment_id: str) -> int:
-    """A download by a bot: its live entries carrying that file are fetched now (first time)."""
-    status = await conn.execute(STAMP_FETCHED, bot_id, attachment_id)
-    return int(status.split()[-1])
-
-
 DELETE_EXPIRED = """
 DELETE FROM inbox_entries e USING (
     SELECT bot_id, id FROM inbox_entries WHERE expires_at <= $1

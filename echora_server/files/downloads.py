@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 
 from echora_server.auth.identity import Identity
 from echora_server.core.errors import ApiError, NotFound
-from echora_server.db import attachments, inbox
+from echora_server.db import attachments
 from echora_server.db.records import Attachment
 from echora_server.files import transfer as bodies
 from echora_server.files.filenames import split_extension
@@ -77,12 +77,13 @@ async def readable_attachment(
     are stamped fetched, the first time."""
     found = None
     if _ATTACHMENT_ID.fullmatch(attachment_id):
+        select = (
+            attachments.select_attachment_for_fetch
+            if fetching
+            else attachments.select_attachment_for_reader
+        )
         async with pool.acquire() as conn:
-            found = await attachments.select_attachment_for_reader(
-                conn, attachment_id, identity.user.id
-            )
-            if fetching and found and identity.may_use_workspace(found.workspace_id):
-                await inbox.stamp_fetched(conn, identity.user.id, attachment_id)
+            found = await select(conn, attachment_id, identity.user.id)
     if found is None or not identity.may_use_workspace(found.workspace_id):
         raise NotFound(FILE_NOT_FOUND)
     return found
