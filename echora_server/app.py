@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from echora_server.accounts.service import accounts_ctx
+from echora_server.auth.token_cache import token_cache_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
 from echora_server.core.metrics import METRICS, Metrics
@@ -56,6 +57,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.extend(
         [
             pool_ctx,
+            token_cache_ctx,
             storage_ctx,
             tasks_ctx,  # drained before storage closes
             hub_ctx,
