@@ -159,7 +159,10 @@ class UploadBatch:
             head = await meter.read_head()
             media = classify(incoming.declared_type, filename, head)
             stored = await storage.put_stream(
-                key, meter.chunks(), content_type=served_type(media.detected)
+                key,
+                meter.chunks(),
+                content_type=served_type(media.detected),
+                sha256=lambda: meter.sha256,
             )
         except ObjectTooLarge:
             raise FileTooLarge(
