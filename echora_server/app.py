@@ -8,6 +8,7 @@ from echora_server.accounts.service import accounts_ctx
 from echora_server.agents.bots import bots_ctx
 from echora_server.agents.inbox import inbox_ctx
 from echora_server.agents.sweeper import inbox_sweeper_ctx
+from echora_server.auth.token_cache import token_cache_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
 from echora_server.core.metrics import METRICS, Metrics
@@ -60,6 +61,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.extend(
         [
             pool_ctx,
+            token_cache_ctx,
             storage_ctx,
             tasks_ctx,  # drained before storage closes
             hub_ctx,

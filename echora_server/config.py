@@ -167,6 +167,12 @@ class Config(BaseModel):
     session_ttl: Annotated[Duration, within(60, 365 * 86400)] = Field(
         14 * 86400.0, description="Browser session lifetime."
     )
+    token_cache_ttl: Annotated[Duration, within(0, 60)] = Field(
+        5.0,
+        description="How long a verified API token is reused without a database lookup; "
+        "0: looked up on every request. Revocation still takes effect at once on every "
+        "process (README, Security notes).",
+    )
     cookie_secure: bool | None = Field(None, description="Default: true when public_url is https.")
     login_rate_per_minute: int = Field(10, ge=1)
     message_rate_per_minute: int = Field(

@@ -105,6 +105,7 @@ def test_durations_take_units(value: str, seconds: float) -> None:
         ({"ECHORA_UNLINKED_TTL": "0s"}, "ECHORA_UNLINKED_TTL: must be between 1s and 365d"),
         ({"ECHORA_SESSION_TTL_HOURS": "0"}, "ECHORA_SESSION_TTL_HOURS: must be between 1m and"),
         ({"ECHORA_STORAGE_TIMEOUT": "0"}, "ECHORA_STORAGE_TIMEOUT: must be more than 0s and"),
+        ({"ECHORA_TOKEN_CACHE_TTL": "61s"}, "ECHORA_TOKEN_CACHE_TTL: must be between 0s and 1m"),
         ({"ECHORA_ORPHAN_GRACE": "1h"}, "ECHORA_ORPHAN_GRACE: must exceed the longest upload"),
         (
             {"ECHORA_UNLINKED_TTL": "1h", "ECHORA_UNLINKED_TTL_HOURS": "1"},

@@ -15,6 +15,7 @@ from aiohttp import web
 from echora_server.auth import passwords
 from echora_server.auth.identity import Identity
 from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, hint, new_secret
+from echora_server.auth.token_cache import TOKEN_CACHE, TokenCache
 from echora_server.config import CONFIG
 from echora_server.core.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from echora_server.core.ratelimit import RateLimiter, refuse
@@ -148,9 +149,11 @@ class AccountService:
         bus: EventBus,
         login_limits: LoginLimits,
         session_ttl: dt.timedelta,
+        tokens: TokenCache | None = None,
     ) -> None:
         self._pool = pool
         self._bus = bus
+        self._tokens = tokens if tokens is not None else TokenCache(0)
         self._login_limits = login_limits
         self.session_ttl = session_ttl
 
@@ -212,6 +215,7 @@ class AccountService:
         async with self._pool.acquire() as conn:
             if not await credentials.revoke_token(conn, token_id, identity.user.id):
                 raise NotFound("Token not found.")
+        self._tokens.forget_token(token_id)  # here at once; other processes on the event
         await self._revoked(identity.user.id, {"token_id": token_id})
 
     async def _revoked(self, user_id: int, credential: dict[str, Any]) -> None:
@@ -227,5 +231,5 @@ async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     limiter = LoginLimits(config.login_rate_per_minute)
     ttl = dt.timedelta(seconds=config.session_ttl)
-    app[ACCOUNTS] = AccountService(app[POOL], app[BUS], limiter, ttl)
+    app[ACCOUNTS] = AccountService(app[POOL], app[BUS], limiter, ttl, app[TOKEN_CACHE])
     yield

@@ -1,4 +1,5 @@
-"""The caller (cookie or Bearer token), looked up afresh per request so revocation is immediate."""
+"""The caller (cookie or Bearer token), looked up per request. A token may come from the
+short cache of verified tokens (``auth.token_cache``), which revocations clear everywhere."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from echora_server.auth.csrf import check_csrf
 from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, well_formed
+from echora_server.auth.token_cache import TOKEN_CACHE
 from echora_server.core.errors import Unauthorized
 from echora_server.db import credentials
 from echora_server.db.pool import POOL
@@ -63,12 +65,18 @@ async def _resolve_token(request: web.Request, token: str) -> Identity:
     invalid = Unauthorized("The API token is not valid.", code="invalid_token")
     if not well_formed(token, API_TOKEN_PREFIX):
         raise invalid
-    async with request.app[POOL].acquire() as conn:
-        credential = await credentials.select_token_credential(conn, digest(token))
+    token_digest = digest(token)
+    cache = request.app[TOKEN_CACHE]
+    credential = cache.get(token_digest)
     if credential is None:
-        raise invalid
-    if credential.revoked:
-        raise Unauthorized("The API token was revoked.", code="token_revoked")
+        generation = cache.generation()
+        async with request.app[POOL].acquire() as conn:
+            credential = await credentials.select_token_credential(conn, token_digest)
+        if credential is None:
+            raise invalid
+        if credential.revoked:
+            raise Unauthorized("The API token was revoked.", code="token_revoked")
+        cache.put(token_digest, credential, generation)
     if credential.expires_at is not None and credential.expires_at <= dt.datetime.now(dt.UTC):
         raise Unauthorized("The API token has expired.", code="token_expired")
     return Identity(credential.user, "token", credential.token_id, credential.workspace_id)

@@ -70,3 +70,19 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def ping(conn: asyncpg.Connection) -> None:
     await conn.fetchval("SELECT 1")
+
+
+# Only a backend of ours: same database, role and application name.
+END_BACKEND = """
+SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity
+WHERE pid = $1 AND datname = current_database() AND usename = current_user
+  AND application_name = 'echora'
+"""
+
+
+async def end_backend(conn: asyncpg.Connection, pid: int, timeout_ms: int = 5000) -> bool:
+    """End the server process ``pid`` (one whose client connection was lost) and wait until
+    it has exited: what it was running is then committed or rolled back for good. False if
+    it still runs after ``timeout_ms``."""
+    ended = await conn.fetchval(END_BACKEND, pid, timeout_ms)
+    return ended is not False  # None: already gone

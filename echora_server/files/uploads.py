@@ -1,7 +1,7 @@
-"""Uploads, all or nothing: each file streams into storage, then ONE transaction inserts every
-row; until it commits, a failure deletes what was stored. The commit and cleanups are owned
-tasks (a cancelled handler cannot cut them short), and no connection is held while client
-bytes or storage are awaited."""
+"""Uploads, all or nothing: each file streams into storage, then ONE statement inserts every
+row (no transaction around it unless a message is written with them); until it commits, a
+failure deletes what was stored. The commit and cleanups are owned tasks (a cancelled handler
+cannot cut them short), and no connection is held while client bytes or storage are awaited."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from echora_server.auth.access import (
 )
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
-from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, NotFound
+from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, NotFound, unavailable
 from echora_server.core.tasks import TASKS, OwnedTasks
 from echora_server.db import attachments, workspaces
 from echora_server.db.attachments import NewAttachment
-from echora_server.db.pool import POOL
+from echora_server.db.pool import POOL, end_backend
 from echora_server.db.records import Attachment
 from echora_server.files.deletion import discard, leftover_recorder
 from echora_server.files.filenames import sanitize_filename
@@ -159,7 +159,10 @@ class UploadBatch:
             head = await meter.read_head()
             media = classify(incoming.declared_type, filename, head)
             stored = await storage.put_stream(
-                key, meter.chunks(), content_type=served_type(media.detected)
+                key,
+                meter.chunks(),
+                content_type=served_type(media.detected),
+                sha256=lambda: meter.sha256,
             )
         except ObjectTooLarge:
             raise FileTooLarge(
@@ -200,28 +203,53 @@ class UploadBatch:
         if not self._files:
             raise InvalidRequest("Send at least one file.", code="no_files")
         self._settled = True
-        work = self._commit_or_discard(_rows_only, recover=lambda found: found)
-        return await self._service.tasks.run(work)
+        return await self._service.tasks.run(self._insert_or_discard())
+
+    async def _insert_or_discard(self) -> list[Attachment]:
+        """The rows by one statement, committed on its own: one round trip, not three."""
+        pool, target = self._service.pool, self._target
+        backend: int | None = None  # the server process that ran the statement
+        try:
+            async with pool.acquire() as conn:
+                backend = conn.get_server_pid()
+                rows = await self._insert(conn)
+        except BaseException as exc:
+            # An error the server answered with wrote nothing; a lost answer may have.
+            refused = isinstance(exc, asyncpg.PostgresError) and unavailable(exc) is None
+            if backend is not None and not refused:
+                found = await self._rows_if_committed(backend)
+                if found:
+                    return found  # the rows stand, and so must their objects
+                if found is None:
+                    log.warning("upload_commit_unknown", left_for="orphan sweep")
+                    raise
+            await self._discard()
+            raise
+        if len(rows) != len(self._files):  # membership lost during the upload
+            await self._discard()
+            raise NotFound(CHANNEL_NOT_FOUND if target.channel_id else WORKSPACE_NOT_FOUND)
+        return rows
+
+    async def _insert(self, conn: asyncpg.Connection) -> list[Attachment]:
+        target = self._target
+        return await attachments.insert_attachments(
+            conn, target.workspace_id, self._uploader_id, target.channel_id, self._files
+        )
 
     async def commit_with(self, work: InTransaction[T]) -> T:
         """Insert the rows (maybe none) and run ``work`` in the same transaction. A COMMIT that
         failed yet happened re-raises: the rows stand, and ``work``'s result is the caller's."""
         self._settled = True
-        return await self._service.tasks.run(self._commit_or_discard(work, recover=None))
+        return await self._service.tasks.run(self._commit_or_discard(work))
 
-    async def _commit_or_discard(
-        self,
-        work: InTransaction[T],
-        *,
-        recover: Callable[[list[Attachment]], T] | None,
-    ) -> T:
+    async def _commit_or_discard(self, work: InTransaction[T]) -> T:
         pool, target = self._service.pool, self._target
         committing = False
+        backend: int | None = None
         try:
             async with pool.acquire() as conn, conn.transaction():
-                rows = await attachments.insert_attachments(
-                    conn, target.workspace_id, self._uploader_id, target.channel_id, self._files
-                )
+                backend = conn.get_server_pid()
+                rows = await self._insert(conn)
                 if len(rows) != len(self._files):  # membership lost during the upload
                     raise NotFound(CHANNEL_NOT_FOUND if target.channel_id else WORKSPACE_NOT_FOUND)
                 result = await work(conn, rows)
@@ -229,9 +257,7 @@ class UploadBatch:
             return result
         except BaseException:
             if committing:  # the COMMIT itself failed: it may have happened anyway
-                found = await self._rows_if_committed()
-                if found and recover is not None:
-                    return recover(found)
+                found = await self._rows_if_committed(backend)
                 if found:
                     raise
                 if found is None:  # unknowable now; deleting might leave dangling rows
@@ -240,9 +266,13 @@ class UploadBatch:
             await self._discard()
             raise
 
-    async def _rows_if_committed(self) -> list[Attachment] | None:
+    async def _rows_if_committed(self, backend: int | None = None) -> list[Attachment] | None:
+        """The rows if they were committed; None if that cannot be known now. ``backend``: the
+        server process whose answer was lost, ended first so it cannot commit after we look."""
         try:
             async with self._service.pool.acquire() as conn:
+                if backend is not None and not await end_backend(conn, backend):
+                    return None
                 return await attachments.select_attachments_by_ids(
                     conn, [f.id for f in self._files]
                 )
@@ -252,10 +282,6 @@ class UploadBatch:
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-async def _rows_only(conn: asyncpg.Connection, rows: list[Attachment]) -> list[Attachment]:
-    return rows
 
 
 UPLOADS = web.AppKey("uploads", UploadService)

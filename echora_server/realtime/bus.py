@@ -12,10 +12,11 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from echora_server.auth.token_cache import TOKEN_CACHE, TokenCache, forget_revoked
 from echora_server.config import CONFIG, Config
 from echora_server.db.pool import POOL, database_dsn
-from echora_server.realtime.events import Event
-from echora_server.realtime.fanout.base import Deliver, Fanout
+from echora_server.realtime.events import CREDENTIAL_REVOKED, Event
+from echora_server.realtime.fanout.base import Deliver, Fanout, OnLive
 from echora_server.realtime.fanout.memory import MemoryFanout
 from echora_server.realtime.fanout.postgres import PostgresFanout
 from echora_server.realtime.hub import HUB
@@ -91,10 +92,32 @@ def create_fanout(config: Config, pool: asyncpg.Pool) -> Fanout:
 BUS = web.AppKey("bus", EventBus)
 
 
+def with_token_cache(deliver: Deliver, tokens: TokenCache) -> Deliver:
+    """``deliver``, after telling the token cache of revocations."""
+
+    async def deliver_event(event: Event) -> None:
+        if event.type == CREDENTIAL_REVOKED:
+            forget_revoked(tokens, event.data)
+        await deliver(event)
+
+    return deliver_event
+
+
+def cache_follows(tokens: TokenCache) -> OnLive:
+    def on_live(live: bool) -> None:
+        if live:
+            tokens.events_restored()
+        else:
+            tokens.events_lost()
+
+    return on_live
+
+
 async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
     fanout = create_fanout(app[CONFIG], app[POOL])
-    bus = app[BUS] = EventBus(fanout, app[HUB].deliver)
-    await fanout.start(bus.deliver)
+    tokens = app[TOKEN_CACHE]
+    bus = app[BUS] = EventBus(fanout, with_token_cache(app[HUB].deliver, tokens))
+    await fanout.start(bus.deliver, cache_follows(tokens))
     try:
         yield
     finally:

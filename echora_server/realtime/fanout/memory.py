@@ -8,7 +8,7 @@ import asyncpg
 import structlog
 
 from echora_server.realtime.events import Event
-from echora_server.realtime.fanout.base import Deliver
+from echora_server.realtime.fanout.base import Deliver, OnLive
 
 log = structlog.get_logger("echora.fanout")
 
@@ -17,8 +17,8 @@ class MemoryFanout:
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
 
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+    async def start(self, deliver: Deliver, on_live: OnLive | None = None) -> None:
+        self._deliver = deliver  # in one process nothing is ever missed: no gaps
 
     async def publish(self, event: Event) -> None:
         if self._deliver is not None:

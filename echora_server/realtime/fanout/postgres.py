@@ -16,7 +16,7 @@ import structlog
 
 from echora_server.db import outbox
 from echora_server.realtime.events import Event
-from echora_server.realtime.fanout.base import Deliver
+from echora_server.realtime.fanout.base import Deliver, OnLive
 
 log = structlog.get_logger("echora.fanout")
 
@@ -35,9 +35,11 @@ class PostgresFanout:
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: asyncpg.Connection | None = None
         self._connected = asyncio.Event()
+        self._on_live: OnLive | None = None
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, on_live: OnLive | None = None) -> None:
         self._deliver = deliver
+        self._on_live = on_live
         self._tasks = [
             asyncio.create_task(self._listen_forever(), name="fanout-listen"),
             asyncio.create_task(self._dispatch_forever(), name="fanout-dispatch"),
@@ -87,11 +89,16 @@ class PostgresFanout:
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._listener = conn
                 self._connected.set()
+                if attempt and self._on_live is not None:
+                    self._on_live(True)
                 if attempt:
                     log.info("fanout_listen_restored")
                 attempt = 0
                 await lost.wait()
                 log.warning("fanout_listen_lost")
+                attempt = 1  # restored later, whether or not the first reconnect fails
+                if self._on_live is not None:
+                    self._on_live(False)
             finally:
                 self._listener = None
                 with contextlib.suppress(Exception):

@@ -86,7 +86,12 @@ class LocalStorage:
         return jailed_path(self._started_root, key)
 
     async def put_stream(
-        self, key: str, chunks: AsyncIterator[bytes], *, content_type: str
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        sha256: Callable[[], bytes] | None = None,  # a local file has nobody to prove it to
     ) -> StoredObject:
         check_key(key)
         target = await asyncio.to_thread(self._path, key)

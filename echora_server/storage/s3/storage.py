@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -29,6 +29,7 @@ from echora_server.storage.base import (
     check_range,
 )
 from echora_server.storage.s3.errors import bounded, error_code, translated
+from echora_server.storage.s3.lean import LeanS3
 from echora_server.storage.s3.presigned import presign_post, probe_post_policy
 from echora_server.storage.s3.reader import S3Reader
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
@@ -87,10 +88,13 @@ class S3Storage:
             retries={"total_max_attempts": max_attempts, "mode": "standard"},
             max_pool_connections=max_pool_connections,
         )
+        self._max_attempts = max_attempts
+        self._max_pool_connections = max_pool_connections
         self.leftovers: LeftoverSink | None = None
         self.availability = Availability()
         self._stack: contextlib.AsyncExitStack | None = None
         self._s3: Any = None
+        self._lean: LeanS3 | None = None
         self._cleanups = OwnedTasks()
         # Why presigned POSTs are not offered (None: they are), known after start().
         self.direct_upload_problem: str | None = "not probed"
@@ -104,6 +108,12 @@ class S3Storage:
         if self._s3 is None:
             raise RuntimeError("S3Storage.start() was not awaited")
         return self._s3
+
+    @property
+    def _lean_path(self) -> LeanS3:
+        if self._lean is None:
+            raise RuntimeError("S3Storage.start() was not awaited")
+        return self._lean
 
     def _s3_key(self, key: str) -> str:
         return self._prefix + check_key(key)
@@ -123,6 +133,18 @@ class S3Storage:
                     config=self._aio_config,
                 )
             )
+            lean = LeanS3(
+                self._s3,
+                self._bucket,
+                config.s3_region,
+                max_attempts=self._max_attempts,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                max_connections=self._max_pool_connections,
+            )
+            await lean.start()
+            stack.push_async_callback(lean.close)
+            self._lean = lean
             if config.s3_create_bucket:
                 await self._create_bucket()
             if config.upload_direct:
@@ -130,7 +152,7 @@ class S3Storage:
             else:
                 self.direct_upload_problem = "ECHORA_UPLOAD_DIRECT is off"
         except BaseException:
-            self._s3 = None
+            self._s3 = self._lean = None
             await stack.aclose()
             raise
         self._stack = stack
@@ -176,7 +198,7 @@ class S3Storage:
 
     async def close(self) -> None:
         await self._cleanups.drain()  # aborts of failed writes still need the client
-        stack, self._stack, self._s3 = self._stack, None, None
+        stack, self._stack, self._s3, self._lean = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
@@ -185,11 +207,17 @@ class S3Storage:
             await self._client.head_bucket(Bucket=self._bucket)
 
     async def put_stream(
-        self, key: str, chunks: AsyncIterator[bytes], *, content_type: str
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        sha256: Callable[[], bytes] | None = None,
     ) -> StoredObject:
         s3_key = self._s3_key(key)
         uploader = S3Uploader(
             self._client,
+            self._lean_path,
             self._bucket,
             self._part_size,
             self._cleanups,
@@ -197,7 +225,7 @@ class S3Storage:
             availability=self.availability,
             leftovers=self.leftovers,
         )
-        size = await uploader.upload(key, s3_key, chunks, content_type=content_type)
+        size = await uploader.upload(key, s3_key, chunks, content_type=content_type, sha256=sha256)
         return StoredObject(key=key, size=size)
 
     async def open(
@@ -221,11 +249,10 @@ class S3Storage:
             if reader is not None:
                 return reader
         ranged = (start, end) != (0, None)
-        if ranged:
-            params["Range"] = f"bytes={start}-{'' if end is None else end}"
+        byte_range = f"bytes={start}-{'' if end is None else end}" if ranged else None
         async with bounded("GetObject", self._timeout, self.availability, key):
-            response = await self._client.get_object(**params)
-        return S3Reader.from_response(response, ranged=ranged)
+            response = await self._lean_path.get(params["Key"], byte_range)
+        return S3Reader.from_http(response, ranged=ranged)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:

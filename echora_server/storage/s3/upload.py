@@ -1,13 +1,15 @@
-"""One S3 object from chunks, all or nothing: PutObject below one part, else multipart with a
-part in flight while the next fills; a failure aborts and deletes, shielded and retried."""
+"""One S3 object from chunks, all or nothing: PutObject below one part (on the lean path),
+else multipart with a part in flight while the next fills; a failure aborts and deletes,
+shielded and retried."""
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import hashlib
 import io
 import itertools
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -30,6 +32,7 @@ from echora_server.storage.s3.errors import (
     is_transient,
     may_have_been_written,
 )
+from echora_server.storage.s3.lean import LeanS3
 
 log = structlog.get_logger("echora.storage")
 
@@ -112,6 +115,12 @@ class PartBody(Payload):
     def tell(self) -> int:
         return self._pos
 
+    def sha256(self) -> bytes:
+        digest = hashlib.sha256()
+        for piece in self._pieces:
+            digest.update(piece)
+        return digest.digest()
+
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return b"".join(self._pieces).decode(encoding, errors)
 
@@ -166,6 +175,7 @@ class S3Uploader:
     def __init__(
         self,
         client: Any,
+        lean: LeanS3,
         bucket: str,
         part_size: int,
         cleanups: OwnedTasks,
@@ -175,6 +185,7 @@ class S3Uploader:
         leftovers: LeftoverSink | None,
     ) -> None:
         self._client = client
+        self._lean = lean
         self._bucket = bucket
         self._part_size = part_size
         self._cleanups = cleanups
@@ -183,13 +194,21 @@ class S3Uploader:
         self._leftovers = leftovers
 
     async def upload(
-        self, key: str, s3_key: str, chunks: AsyncIterator[bytes], *, content_type: str
+        self,
+        key: str,
+        s3_key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        sha256: Callable[[], bytes] | None = None,
     ) -> int:
-        """``key`` is the logical key (for leftovers), ``s3_key`` the prefixed one."""
+        """``key`` is the logical key (for leftovers), ``s3_key`` the prefixed one; ``sha256``
+        gives the digest of all chunks once they are exhausted."""
         parts = PartSplitter(aiter(chunks), self._part_size)
         part = await parts.next()
         if parts.drained:  # smaller than one part: a single PutObject
-            await self._put_single(key, s3_key, part, content_type)
+            digest = sha256() if sha256 is not None else part.sha256()
+            await self._put_single(key, s3_key, part, content_type, digest)
             return len(part)
         upload_id: str | None = None
         completing = False
@@ -236,12 +255,13 @@ class S3Uploader:
             )
         return str(created["UploadId"])
 
-    async def _put_single(self, key: str, s3_key: str, data: PartBody, content_type: str) -> None:
+    async def _put_single(
+        self, key: str, s3_key: str, data: PartBody, content_type: str, sha256: bytes
+    ) -> None:
         try:
             async with bounded("PutObject", self._timeout, self._availability):
-                await self._client.put_object(
-                    Bucket=self._bucket, Key=s3_key, Body=data, ContentType=content_type
-                )
+                # No Expect: 100-continue (one round trip); the digest is the upload's own.
+                await self._lean.put(s3_key, data, content_type, sha256)
         except BaseException as exc:
             if may_have_been_written(exc):  # a timeout or cancellation may follow a stored object
                 cleanup = self._clean_up_failed_write(key, s3_key, None, maybe_written=True)

@@ -1,0 +1,158 @@
+"""A lean path for the two requests small files make, one PutObject and one GetObject.
+
+A 10 KiB file is mostly per-request overhead, and aiobotocore's (request model, handlers,
+parsing, body hashing) cost the server several times what the transfer does. Here the
+request is signed by botocore's own SigV4 signer, with the client's credentials and the
+payload's SHA-256 already computed by the upload (a store that checks it, as AWS S3 does,
+still verifies the bytes), and sent on a pooled aiohttp session. Errors become
+``ClientError`` as botocore would raise them, so ``errors.translate`` and every caller see
+the same codes; retries, timeouts, proxies from the environment and the CA bundle follow
+botocore's settings."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import random
+import re
+import ssl
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from aiohttp.payload import Payload
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.utils import get_environ_proxies
+
+from echora_server.storage.s3.errors import S3_ERRORS, is_transient
+
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+MAX_BACKOFF = 20.0
+_ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_ERROR_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+
+
+class _KnownPayloadHash(S3SigV4Auth):  # type: ignore[misc]
+    """SigV4 with the payload's hash given, not computed from the body."""
+
+    def __init__(self, credentials: Any, region: str, payload_hash: str) -> None:
+        super().__init__(credentials, "s3", region)
+        self._payload_hash = payload_hash
+
+    def payload(self, request: AWSRequest) -> str:
+        return self._payload_hash
+
+
+def client_error(status: int, body: bytes, operation: str) -> ClientError:
+    """What botocore raises for an error answer: its code from the XML, else the status."""
+    code = _ERROR_CODE.search(body)
+    message = _ERROR_MESSAGE.search(body)
+    error = {
+        "Code": code.group(1).decode() if code else str(status),
+        "Message": message.group(1).decode() if message else "",
+    }
+    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+
+
+def _ssl_context() -> ssl.SSLContext | None:
+    bundle = os.environ.get("AWS_CA_BUNDLE")  # as botocore reads it
+    return ssl.create_default_context(cafile=bundle) if bundle else None
+
+
+class LeanS3:
+    """``start`` in the storage's start, ``close`` in its close: the session is theirs."""
+
+    def __init__(
+        self,
+        s3_client: Any,
+        bucket: str,
+        region: str,
+        *,
+        max_attempts: int,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int,
+    ) -> None:
+        endpoint = s3_client.meta.endpoint_url.rstrip("/")
+        self._base = f"{endpoint}/{quote(bucket, safe='')}/"  # path-style, as the client
+        # The client's own credentials object (refreshable ones refresh themselves).
+        self._credentials = s3_client._request_signer._credentials
+        self._region = region
+        self._max_attempts = max_attempts
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_read=read_timeout
+        )
+        self._max_connections = max_connections
+        self._proxy = get_environ_proxies(endpoint).get(urlsplit(endpoint).scheme)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=_ssl_context() or True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def put(self, s3_key: str, body: Payload, content_type: str, sha256: bytes) -> None:
+        headers = {"Content-Type": content_type}
+        response = await self._send("PUT", s3_key, headers, sha256.hex(), body, "PutObject")
+        response.release()
+
+    async def get(self, s3_key: str, byte_range: str | None) -> aiohttp.ClientResponse:
+        """The response, its body unread: the caller owns it (``close``)."""
+        headers = {"Range": byte_range} if byte_range else {}
+        return await self._send("GET", s3_key, headers, EMPTY_SHA256, None, "GetObject")
+
+    async def _send(
+        self,
+        method: str,
+        s3_key: str,
+        headers: dict[str, str],
+        payload_hash: str,
+        body: Payload | None,
+        operation: str,
+    ) -> aiohttp.ClientResponse:
+        if self._session is None:
+            raise RuntimeError("LeanS3.start() was not awaited")
+        url = self._base + quote(s3_key, safe="/~")
+        attempt = 1
+        while True:
+            try:
+                signed = await self._sign(method, url, headers, payload_hash)
+                response = await self._session.request(
+                    method, url, headers=signed, data=body, proxy=self._proxy
+                )
+                if response.status >= 300:
+                    try:
+                        raise client_error(response.status, await response.read(), operation)
+                    finally:
+                        response.release()
+                return response
+            except S3_ERRORS as exc:
+                if attempt >= self._max_attempts or not is_transient(exc):
+                    raise
+            # As botocore's standard retry mode: full jitter, exponential, capped.
+            await asyncio.sleep(random.random() * min(MAX_BACKOFF, 2.0 ** (attempt - 1)))
+            attempt += 1
+
+    async def _sign(
+        self, method: str, url: str, headers: dict[str, str], payload_hash: str
+    ) -> dict[str, str]:
+        if self._credentials is None:
+            raise NoCredentialsError()  # as the client raises for s3v4
+        frozen = self._credentials.get_frozen_credentials()
+        if inspect.isawaitable(frozen):
+            frozen = await frozen
+        request = AWSRequest(method=method, url=url, headers=dict(headers))
+        _KnownPayloadHash(frozen, self._region, payload_hash).add_auth(request)
+        return dict(request.headers.items())

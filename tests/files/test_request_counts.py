@@ -1,0 +1,141 @@
+"""What one small upload or download costs on the wire: PostgreSQL round trips and requests to
+the store, counted by taps on real proxies in front of PostgreSQL and SeaweedFS.
+
+Each counted request follows warm-up requests of the same kind, so asyncpg's statements are
+prepared (a first use costs one more round trip per connection) and, unless the test turns
+the cache off, the token is in the verified-token cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from aiohttp.test_utils import TestClient
+from support.faultproxy import FaultProxy
+from support.people import People, Person
+from support.postgres import postgres_socket
+from support.wiretap import HttpRequest, HttpTap, PgTap
+
+from echora_server.app import create_app
+from echora_server.config import Config
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+SMALL = 10 * 1024
+
+
+@contextlib.asynccontextmanager
+async def tapped_app(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    tmp_path: Path,
+    aiohttp_client: ClientFactory,
+    backend: str,
+    **settings: Any,
+) -> AsyncIterator[tuple[TestClient, PgTap, HttpTap]]:
+    pg, store = PgTap(), HttpTap()
+    socket, dbname = postgres_socket(database_url)
+    async with contextlib.AsyncExitStack() as stack:
+        pg_proxy = await stack.enter_async_context(FaultProxy(socket, tap=pg.connection))
+        values: dict[str, Any] = {"storage": "local"}
+        if backend == "s3":
+            values = request.getfixturevalue("s3_config_values")
+            endpoint = urlparse(values["s3_endpoint_url"])
+            assert endpoint.hostname is not None and endpoint.port is not None
+            s3_proxy = await stack.enter_async_context(
+                FaultProxy((endpoint.hostname, endpoint.port), tap=store.connection)
+            )
+            values = {**values, "s3_endpoint_url": s3_proxy.url}
+        config = Config(
+            database_url=f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/{dbname}",
+            data_dir=tmp_path,
+            sweep_interval=0,
+            **{**values, **settings},
+        )
+        client = await aiohttp_client(create_app(config))
+        try:
+            yield client, pg, store
+        finally:
+            await client.close()  # before the proxies it talks through
+
+
+async def upload(person: Person, body: bytes) -> str:
+    response = await person.request(
+        "PUT", f"/api/upload?filename=note-{secrets.token_hex(4)}.bin", data=body
+    )
+    assert response.status == 201, await response.text()
+    return str((await response.json())["attachments"][0]["id"])
+
+
+def only_data_requests(requests: list[HttpRequest]) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in requests]
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+@pytest.mark.parametrize("cache_ttl", [5.0, 0.0])
+async def test_one_part_upload(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    tmp_path: Path,
+    aiohttp_client: ClientFactory,
+    backend: str,
+    cache_ttl: float,
+) -> None:
+    async with tapped_app(
+        request, database_url, tmp_path, aiohttp_client, backend, token_cache_ttl=cache_ttl
+    ) as (client, pg, store):
+        alice = await People(client).create("alice")
+        for _ in range(3):
+            await upload(alice, secrets.token_bytes(SMALL))
+        pg_mark, store_mark = pg.mark(), store.mark()
+        await upload(alice, secrets.token_bytes(SMALL))
+        # The target (membership) check and the INSERT that re-checks it; no BEGIN/COMMIT.
+        # Without the cache the token's lookup comes first.
+        assert pg.round_trips_since(pg_mark) == (2 if cache_ttl else 3)
+        if backend == "s3":
+            sent = store.since(store_mark)
+            assert [r.method for r in sent] == ["PUT"], only_data_requests(sent)
+            assert "uploadId" not in sent[0].target and "partNumber" not in sent[0].target
+            assert "expect" not in sent[0].headers  # one round trip, not two
+            assert sent[0].headers["x-amz-content-sha256"] not in ("UNSIGNED-PAYLOAD", "")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+async def test_small_download_and_304(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    tmp_path: Path,
+    aiohttp_client: ClientFactory,
+    backend: str,
+) -> None:
+    async with tapped_app(request, database_url, tmp_path, aiohttp_client, backend) as (
+        client,
+        pg,
+        store,
+    ):
+        alice = await People(client).create("alice")
+        body = secrets.token_bytes(SMALL)
+        file_id = await upload(alice, body)
+        path = f"/api/files/{file_id}/note.bin"
+        for _ in range(3):
+            assert (await alice.get(path)).status == 200
+        pg_mark, store_mark = pg.mark(), store.mark()
+        response = await alice.get(path)
+        assert response.status == 200 and await response.read() == body
+        assert pg.round_trips_since(pg_mark) == 1  # the attachment and my access, together
+        if backend == "s3":
+            sent = store.since(store_mark)
+            assert only_data_requests(sent) == [("GET", sent[0].path)], only_data_requests(sent)
+            assert "range" not in sent[0].headers
+
+        etag = response.headers["ETag"]
+        pg_mark, store_mark = pg.mark(), store.mark()
+        cached = await alice.get(path, headers={"If-None-Match": etag})
+        assert cached.status == 304
+        assert pg.round_trips_since(pg_mark) == 1
+        assert store.since(store_mark) == []
