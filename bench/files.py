@@ -61,6 +61,7 @@ from files_infra import (
     remove_tree,
     start_echora,
     start_postgres,
+    start_rawserve,
     start_reference,
     start_relay,
     start_seaweedfs,
@@ -79,6 +80,7 @@ from files_report import (
 from files_transfers import (
     DirectS3,
     EchoraClient,
+    RawServedClient,
     ReferenceClient,
     Timed,
     Uploaded,
@@ -126,10 +128,12 @@ class Bench:
         direct: DirectS3,
         reference: ReferenceClient | None,
         relay: DirectS3 | None,
+        raw: RawServedClient | None,
         rss: RssSampler,
         cpu: CpuMeter,
     ) -> None:
         self.args = args
+        self.raw = raw
         self.backend = backend
         self.server = server
         self.client = client
@@ -215,7 +219,10 @@ class Bench:
         log.info("  %-18s %7.1f MB/s", f"{self.result.baseline} up", run.timed.mb_per_s)
         return where, run
 
-    async def _download(self, path: Path_, handle: Any, size: int) -> Run:
+    async def _download(self, path: Path_, handle: Any, size: int) -> list[tuple[Path_, Run]]:
+        """The runs of ``path``'s download: on the local backend the baseline's is the raw
+        read served to this client, and the bare raw read ("disk") follows it."""
+
         async def download() -> tuple[None, Timed]:
             if path == "echora":
                 self._drop_caches(self.server.data_dir / "files")
@@ -229,13 +236,23 @@ class Bench:
                 return None, await self.relay.download(handle, size)
             if isinstance(handle, str):
                 return None, await self.direct.download(handle, size)
+            assert self.raw is not None
+            self._drop_caches(handle)
+            return None, await self.raw.download(handle.name, size)
+
+        async def disk() -> tuple[None, Timed]:
             self._drop_caches(handle)
             return None, await asyncio.to_thread(raw_read, handle)
 
         _, run = await self._measured(download())
         label = self.result.baseline if path == "baseline" else path
         log.info("  %-18s %7.1f MB/s", f"{label} down", run.timed.mb_per_s)
-        return run
+        runs: list[tuple[Path_, Run]] = [(path, run)]
+        if path == "baseline" and self.backend == "local":
+            _, bare = await self._measured(disk())
+            log.info("  %-18s %7.1f MB/s", "raw read (bare)", bare.timed.mb_per_s)
+            runs.append(("disk", bare))
+        return runs
 
     async def _check_served(self, uploaded: Uploaded, source: SourceFile) -> None:
         if await self.client.sha256(uploaded.url) != source.sha256:
@@ -286,10 +303,12 @@ class Bench:
                         if path in handles:
                             await self._discard(path, handles[path])
                         handles[path] = handle
+                        if not warm_up:
+                            sizes.add(direction, path, run)
                     else:
-                        run = await self._download(path, handles[path], source.size)
-                    if not warm_up:
-                        sizes.add(direction, path, run)
+                        for measured, run in await self._download(path, handles[path], source.size):
+                            if not warm_up:
+                                sizes.add(direction, measured, run)
             if direction == "upload":  # what the downloads will fetch, checked once
                 await self._check_served(handles["echora"], source)
         for path, handle in handles.items():
@@ -448,8 +467,11 @@ async def run_backend(
     server = await start_echora(backend, procs, workdir, account, settings, args.server_cmd)
     log.info("echora (%s) ready: pid %d, %s", backend, server.pid, server.base_url)
     cpu.watch("server", lambda: [server.pid])
-    minimal = relay = None
+    minimal = relay = rawserve = None
     try:
+        if backend == "local":  # the local download baseline: the raw read, served
+            rawserve = await start_rawserve(procs, workdir, server.data_dir / "raw")
+            cpu.watch("rawserve", lambda: [rawserve.pid] if rawserve else [])
         if args.reference:
             minimal = await start_reference(backend, procs, workdir, target, server.data_dir)
             cpu.watch("reference", lambda: [minimal.pid] if minimal else [])
@@ -465,8 +487,11 @@ async def run_backend(
                 relayed = await stack.enter_async_context(DirectS3.connect(relay.target, PART_SIZE))
             client = EchoraClient(session, server.base_url, account.token, account.workspace_id)
             reference = ReferenceClient(session, minimal.base_url) if minimal else None
+            raw = RawServedClient(session, rawserve.base_url) if rawserve else None
             with RssSampler(server.pid, interval=args.rss_interval) as rss:
-                bench = Bench(args, backend, server, client, direct, reference, relayed, rss, cpu)
+                bench = Bench(
+                    args, backend, server, client, direct, reference, relayed, raw, rss, cpu
+                )
                 await bench.warm_up_small(small)
                 bench.result.idle_rss = rss.idle(1.0)
                 log.info("%s idle RSS %.1f MB", backend, bench.result.idle_rss / MB)
@@ -481,7 +506,8 @@ async def run_backend(
         cpu.forget("server")
         cpu.forget("reference")
         cpu.forget("relay")
-        for helper in (minimal, relay):
+        cpu.forget("rawserve")
+        for helper in (minimal, relay, rawserve):
             if helper is not None:
                 procs.stop(helper.proc)
         procs.stop(server.proc)

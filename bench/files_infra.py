@@ -209,6 +209,20 @@ async def start_reference(
     return ReferenceServer(f"http://127.0.0.1:{port}", proc)
 
 
+async def start_rawserve(procs: Processes, workdir: Path, root: Path) -> ReferenceServer:
+    """bench/files_rawserve.py as a subprocess, serving the files under ``root``."""
+    port = free_port()
+    script = Path(__file__).resolve().with_name("files_rawserve.py")
+    argv = [sys.executable, str(script), "--port", str(port), "--root", str(root)]
+    log = workdir / "rawserve.log"
+    proc = procs.start(argv, echora_env({}), log, cwd=workdir)
+    try:
+        await wait_listening(port, proc, READY_TIMEOUT)
+    except (RuntimeError, TimeoutError) as exc:
+        raise RuntimeError(f"files_rawserve.py: {exc}\n{log_tail(log)}") from None
+    return ReferenceServer(f"http://127.0.0.1:{port}", proc)
+
+
 @dataclass
 class Relay:
     """bench/files_relay.py in front of SeaweedFS; ``target`` is the store seen through it."""

@@ -154,6 +154,25 @@ class ReferenceClient:
         return Timed(received, seconds)
 
 
+class RawServedClient:
+    """Downloads from bench/files_rawserve.py: the raw read, sent over a loopback socket."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self._base = base_url
+
+    async def download(self, name: str, expected: int) -> Timed:
+        started = time.perf_counter()
+        async with self._session.get(f"{self._base}/{name}") as response:
+            if response.status != 200:
+                raise TransferError(f"raw served {name}: {response.status}")
+            received = await _drain(response.content)
+        seconds = time.perf_counter() - started
+        if received != expected:
+            raise TransferError(f"raw served {name}: {received} of {expected} bytes")
+        return Timed(received, seconds)
+
+
 # --- direct S3 --------------------------------------------------------------------------------
 
 

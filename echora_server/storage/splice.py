@@ -13,9 +13,14 @@ import socket
 
 AVAILABLE = hasattr(os, "splice")  # Linux, Python 3.10+
 
-# Pipe capacity (the most one splice takes): as cheap per byte as 1 MiB, and four times as
-# many fit the per-user pipe budget, past which Linux hands out tiny pipes (only slower).
-PIPE_SIZE = 256 * 1024
+# Pipe capacities to ask for, largest first (the most one splice takes). Past the per-user
+# pipe budget (64 MiB by default: 64 such downloads) Linux refuses the larger ones.
+PIPE_SIZES = (1024 * 1024, 256 * 1024)
+# Wake for the source only once this much is queued (or it ended): every wake-up of this
+# process, and every burst it then sends the client, carries a batch, not one segment.
+BATCH = 1024 * 1024
+# ... but never hold a slower store's bytes back longer than this.
+BATCH_WAIT = 0.05
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
@@ -31,21 +36,16 @@ async def splice(source: socket.socket, target_fd: int, count: int, *, read_time
     pipe_out, pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     target = -1
     try:
-        with contextlib.suppress(OSError):  # a smaller pipe only means more turns
-            fcntl.fcntl(pipe_in, _F_SETPIPE_SZ, PIPE_SIZE)
+        capacity = _grow(pipe_in)
         target = os.dup(target_fd)
         os.set_inheritable(target, False)
         while moved < count:
             if not piped:
                 try:
-                    want = min(count - moved, PIPE_SIZE)
+                    want = min(count - moved, capacity)
                     piped = os.splice(source.fileno(), pipe_in, want, flags=_FLAGS)
                 except BlockingIOError:
-                    try:
-                        async with asyncio.timeout(read_timeout):
-                            await _ready(loop, source.fileno(), write=False)
-                    except TimeoutError:
-                        raise SourceError(f"no bytes for {read_timeout:g} s") from None
+                    await _readable(loop, source, min(count - moved, BATCH), read_timeout)
                     continue
                 except OSError as exc:
                     raise SourceError(str(exc)) from exc
@@ -63,6 +63,36 @@ async def splice(source: socket.socket, target_fd: int, count: int, *, read_time
             if fd >= 0:
                 os.close(fd)
     return moved
+
+
+def _grow(pipe_in: int) -> int:
+    """The pipe's capacity after asking for the largest size Linux grants."""
+    for size in PIPE_SIZES:
+        with contextlib.suppress(OSError):
+            return int(fcntl.fcntl(pipe_in, _F_SETPIPE_SZ, size))
+    return 64 * 1024  # the default; a smaller pipe only means more turns
+
+
+async def _readable(
+    loop: asyncio.AbstractEventLoop, source: socket.socket, batch: int, read_timeout: float
+) -> None:
+    """Until ``batch`` bytes are queued, or (after BATCH_WAIT) any; SourceError after
+    ``read_timeout`` of silence. An end or an error of the source also wakes it."""
+    batch_wait = BATCH_WAIT if read_timeout > BATCH_WAIT else 0.0
+    if batch_wait:
+        source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, batch)
+        try:
+            async with asyncio.timeout(batch_wait):
+                await _ready(loop, source.fileno(), write=False)
+                return
+        except TimeoutError:
+            pass  # a slow store: take what it has sent so far
+    source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+    try:
+        async with asyncio.timeout(read_timeout - batch_wait):
+            await _ready(loop, source.fileno(), write=False)
+    except TimeoutError:
+        raise SourceError(f"no bytes for {read_timeout:g} s") from None
 
 
 async def wait_readable(sock: socket.socket) -> None:

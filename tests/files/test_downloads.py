@@ -529,6 +529,34 @@ async def _partial_download(
     return reader, writer
 
 
+def open_fds() -> dict[str, str]:
+    """What a download could leak in this process: its descriptors (TCP sockets, splice
+    pipes, files) and what each is open on; not Unix sockets, the database pool's, which
+    grows on demand with concurrent requests."""
+    with open("/proc/net/unix") as table:
+        unix = {f"socket:[{line.split()[6]}]" for line in list(table)[1:]}
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone already
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target not in unix:
+                found[fd] = target
+    return found
+
+
+async def fds_back_to(before: dict[str, str], timeout: float = 5.0) -> None:
+    """Wait until this process holds exactly the descriptors of ``before``."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while open_fds() != before:
+                await asyncio.sleep(0.02)
+    now = open_fds()
+    assert now == before, {
+        "opened": {k: v for k, v in now.items() if before.get(k) != v},
+        "closed": {k: v for k, v in before.items() if now.get(k) != v},
+    }
+
+
 def open_files_under(root: Path) -> list[str]:
     """Files under ``root`` this process holds open (none for S3)."""
     found = []
@@ -568,6 +596,9 @@ async def test_clients_that_leave_release_their_reads(
         auth = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession(f"http://{host}:{port}", headers=auth) as session:
             url = await _upload_big(session, data)
+            async with session.get(url) as response:  # every pool and connection in place
+                assert len(await response.read()) == len(data)
+            before = open_fds()
             spy = spy_on(app[STORAGE], monkeypatch)
             for _ in range(3):  # 3 x the pool: a leak would exhaust it twice over
                 started = await asyncio.gather(
@@ -577,6 +608,9 @@ async def test_clients_that_leave_release_their_reads(
                 for _, writer in started:
                     writer.transport.abort()
                 await spy.wait_all_closed()
+            # The server's side of every left connection, its store sockets, pipes and
+            # files are closed: this process (server and client) holds what it held.
+            await fds_back_to(before)
             async with asyncio.timeout(10):  # a leaked pool would wait here forever
                 async with session.get(url) as response:
                     assert response.status == 200

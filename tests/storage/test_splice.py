@@ -104,6 +104,46 @@ async def test_a_stalled_source_raises_after_the_read_timeout() -> None:
         assert await loop.sock_recv(sink, 4096) == b"x" * 1000
 
 
+async def test_a_slow_source_is_relayed_without_waiting_for_a_batch() -> None:
+    """Bytes short of a batch still reach the target at once, not after the read timeout."""
+    data = payload(3 * MiB)
+    loop = asyncio.get_running_loop()
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+        task = asyncio.create_task(
+            splice.splice(source, target.fileno(), len(data), read_timeout=30)
+        )
+        await loop.sock_sendall(feeder, data[:1000])
+        started = loop.time()
+        async with asyncio.timeout(5):
+            first = await loop.sock_recv(sink, 4096)
+        assert first == data[: len(first)] and loop.time() - started < 1
+        await send_and_close(feeder, data[1000:])
+        assert await task == len(data)
+        target.shutdown(socket.SHUT_WR)
+        assert first + await receive_all(sink) == data
+
+
+async def test_a_trickling_source_is_not_silent() -> None:
+    """A store sending less than a batch per read timeout, but never silent that long."""
+    pieces = [payload(100, seed=n) for n in range(12)]
+    loop = asyncio.get_running_loop()
+    with tcp_pair() as (feeder, source), tcp_pair() as (target, sink):
+
+        async def trickle() -> None:
+            for piece in pieces:
+                await loop.sock_sendall(feeder, piece)
+                await asyncio.sleep(0.1)
+            feeder.shutdown(socket.SHUT_WR)
+
+        sending = asyncio.create_task(trickle())
+        receiving = asyncio.create_task(receive_all(sink))
+        moved = await splice.splice(source, target.fileno(), MiB, read_timeout=0.3)
+        target.shutdown(socket.SHUT_WR)
+        await sending
+        assert moved == 1200
+        assert await receiving == b"".join(pieces)
+
+
 async def test_a_reset_source_raises_source_error() -> None:
     with tcp_pair() as (feeder, source), tcp_pair() as (target, _sink):
         feeder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
