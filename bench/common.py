@@ -341,6 +341,17 @@ def system_busy_seconds() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
+def listen_drops() -> int:
+    """Connects the kernel dropped because a listen queue was full, machine-wide so far
+    (TcpExt ListenOverflows and ListenDrops)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))
+            return fields.get("ListenOverflows", 0) + fields.get("ListenDrops", 0)
+    return 0
+
+
 def percentile(ordered: Sequence[float], q: float) -> float:
     """The nearest-rank percentile of an already sorted sequence."""
     if not ordered:

@@ -57,6 +57,7 @@ from common import (
     cpu_seconds,
     cpu_used,
     free_port,
+    listen_drops,
     open_ws,
     postgres_pids,
     setup_cli,
@@ -188,10 +189,13 @@ async def connect_subscribers(
     fixture: Fixture,
     clients: list[ClientProcess],
     args: argparse.Namespace,
+    pids: dict[str, list[int]],
 ) -> ConnectResult:
     """Every client process connects its share at once; the time runs from the first connect
     to the last ``hello`` (CLOCK_MONOTONIC in every process)."""
     tokens, shares = fixture.tokens, len(clients)
+    drops_before = listen_drops()
+    cpu_before = {name: cpu_seconds(group) for name, group in pids.items()}
     per = -(-len(tokens) // shares)
     answers = await asyncio.gather(
         *(
@@ -208,10 +212,14 @@ async def connect_subscribers(
             for i, client in enumerate(clients)
         )
     )
+    cpu = {name: cpu_used(cpu_before[name], cpu_seconds(group)) for name, group in pids.items()}
     return ConnectResult(
         seconds=max(a["last_hello"] for a in answers) - min(a["first_start"] for a in answers),
         slowest=max(a["slowest"] for a in answers),
         over_1s=sum(a["over_1s"] for a in answers),
+        listen_drops=listen_drops() - drops_before,
+        server_ms=1000 * cpu["server"] / len(tokens),
+        postgres_ms=1000 * cpu["postgres"] / len(tokens) if "postgres" in cpu else float("nan"),
     )
 
 
@@ -366,6 +374,22 @@ def start_profiler(
     return procs.start(argv, dict(os.environ), log_dir / f"{out.stem}.py-spy.log")
 
 
+def start_profilers(
+    procs: Processes,
+    servers: list[tuple[int, subprocess.Popen[bytes], Path]],
+    args: argparse.Namespace,
+    workdir: Path,
+    name: str,
+) -> list[subprocess.Popen[bytes]]:
+    started = []
+    for index, (_, proc, _) in enumerate(servers):
+        out = args.profile / f"{name}-{index}.{args.profile_format}"
+        profiler = start_profiler(procs, proc.pid, out, workdir)
+        if profiler is not None:
+            started.append(profiler)
+    return started
+
+
 def stop_profiler(procs: Processes, profiler: subprocess.Popen[bytes]) -> None:
     profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
     try:
@@ -402,13 +426,19 @@ async def run_scenario(
         # The sender first: the servers have served a socket before the baseline is taken.
         sender = await open_sender(scenario, ports[0], fixture)
         rss_before = await settled_rss(server_pids, args.settle)
-        connected = await connect_subscribers(scenario, ports, fixture, clients, args)
-        log.info("[%s] %d subscribers connected in %.1fs", scenario.key, n, connected.seconds)
-        rss_idle = await settled_rss(server_pids, args.settle)
         pids = {"server": server_pids}
         echora = scenario.kind == "echora"
         if echora:
             pids["postgres"] = postgres_pids(postmaster_pid)
+        if args.profile:
+            profilers = start_profilers(procs, servers, args, workdir, f"{scenario.key}-connect")
+            await asyncio.sleep(1.0)  # let py-spy attach
+        connected = await connect_subscribers(scenario, ports, fixture, clients, args, pids)
+        log.info("[%s] %d subscribers connected in %.1fs", scenario.key, n, connected.seconds)
+        for profiler in profilers:
+            await asyncio.to_thread(stop_profiler, procs, profiler)
+        profilers = []
+        rss_idle = await settled_rss(server_pids, args.settle)
         measure = functools.partial(
             run_phase,
             clients=clients,
@@ -420,11 +450,7 @@ async def run_scenario(
         )
         await measure("w", messages=WARMUP_MESSAGES, rate=min(args.rate, 20.0), pids={})
         if args.profile:
-            for index, (_, proc, _) in enumerate(servers):
-                out = args.profile / f"{scenario.key}-{index}.{args.profile_format}"
-                profiler = start_profiler(procs, proc.pid, out, workdir)
-                if profiler is not None:
-                    profilers.append(profiler)
+            profilers = start_profilers(procs, servers, args, workdir, scenario.key)
             await asyncio.sleep(1.0)  # let py-spy attach
         log.info("[%s] paced: %d messages at %g/s", scenario.key, args.messages, args.rate)
         paced = await measure("p", messages=args.messages, rate=args.rate, pids=pids)
@@ -463,10 +489,10 @@ async def run_scenario(
             notes.append(f"{phase_name}: {phase.acks}/{phase.sent} acks")
     if closed:
         notes.append(f"{closed} subscriber sockets were closed by the server")
-    if connected.over_1s:
+    if connected.listen_drops:
         notes.append(
-            f"{connected.over_1s} connects took over 1 s (slowest {connected.slowest:.1f} s): "
-            "a SYN dropped and retried"
+            f"the kernel dropped {connected.listen_drops} connects at a full listen queue "
+            "(each retried after 1 s or more)"
         )
     for _, _, logfile in servers:
         text = logfile.read_text(errors="replace")

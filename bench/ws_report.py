@@ -87,6 +87,9 @@ class ConnectResult:
     seconds: float  # first connect -> last hello, over every client process
     slowest: float  # the longest single connect (handshake to hello)
     over_1s: int  # connects that took over a second
+    listen_drops: int  # SYNs the kernel dropped meanwhile (a full listen queue; machine-wide)
+    server_ms: float  # server CPU per connect
+    postgres_ms: float  # PostgreSQL CPU per connect
 
 
 @dataclass
@@ -178,12 +181,13 @@ def report(results: list[ScenarioResult], args: argparse.Namespace, setup_second
     print()
     print(
         "Connecting and idle memory: first connect to last hello, the slowest single "
-        "connect, connects over 1 s (a SYN dropped and retried); server RSS with only the "
-        "sender connected and with every subscriber idle (settled), and the difference per "
-        "subscriber socket:"
+        "connect, connects over 1 s, SYNs the kernel dropped at a full listen queue, server "
+        "and PostgreSQL CPU ms per connect; server RSS with only the sender connected and "
+        "with every subscriber idle (settled), and the difference per subscriber socket:"
     )
     mem_header = (
-        f"{'scenario':<{width}} | {'connect s':>9} {'slowest s':>9} {'>1s':>5} | "
+        f"{'scenario':<{width}} | {'connect s':>9} {'slowest s':>9} {'>1s':>5} "
+        f"{'drops':>5} {'srv ms':>6} {'pg ms':>5} | "
         f"{'RSS before MB':>13} {'idle MB':>8} {'KiB/socket':>10}"
     )
     print(mem_header)
@@ -192,7 +196,8 @@ def report(results: list[ScenarioResult], args: argparse.Namespace, setup_second
         c = r.connect
         print(
             f"{_row_label(r, rounds):<{width}} | {c.seconds:>9.2f} {c.slowest:>9.2f} "
-            f"{c.over_1s:>5} | {r.rss_before / 2**20:>13.1f} {r.rss_idle / 2**20:>8.1f} "
+            f"{c.over_1s:>5} {c.listen_drops:>5} {c.server_ms:>6.2f} {c.postgres_ms:>5.2f} | "
+            f"{r.rss_before / 2**20:>13.1f} {r.rss_idle / 2**20:>8.1f} "
             f"{r.kib_per_socket:>10.1f}"
         )
     print()
