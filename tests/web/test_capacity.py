@@ -75,7 +75,8 @@ def test_serve_raises_its_descriptor_limit_and_listens_with_a_deep_queue(
         assert _listen_queue(port) == min(LISTEN_BACKLOG, somaxconn) > 128
     finally:
         stop(process)
-    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    lines = log_path.read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
     limits = [e for e in events if e.get("event") == "open_files_limit"]
     assert len(limits) == 1
     assert limits[0]["limit"] == hard
