@@ -22,8 +22,8 @@ from echora_server.core.errors import error_body
 from echora_server.core.metrics import METRICS
 from echora_server.web.capacity import (
     LISTEN_BACKLOG,
-    freeze_startup_objects,
     raise_open_files_limit,
+    tune_collector,
 )
 from echora_server.web.ops import LIFECYCLE, METRICS_LISTENER, get_metrics
 
@@ -167,7 +167,7 @@ async def _serve(
     await runner.setup()
     metrics = metrics_runner(app)
     try:
-        freeze_startup_objects()
+        tune_collector()
         site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
         await site.start()
         announce(site.name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from support.processes import echora_env, free_port, start_echora, stop
 
-from echora_server.web.capacity import LISTEN_BACKLOG, freeze_startup_objects
+from echora_server.web.capacity import FULL_PASS_EVERY, LISTEN_BACKLOG, tune_collector
 
 LOW_SOFT_LIMIT = 256
 
@@ -85,9 +85,11 @@ def test_serve_raises_its_descriptor_limit_and_listens_with_a_deep_queue(
 
 def test_startup_objects_leave_the_collectors_full_passes() -> None:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         survivor = [object()]  # alive from "startup" on
-        freeze_startup_objects()
+        tune_collector()
+        assert gc.get_threshold() == (*thresholds[:2], FULL_PASS_EVERY)
         frozen = gc.get_freeze_count()
         assert frozen > 0
         assert not any(o is survivor for o in gc.get_objects(generation=2))
@@ -95,3 +97,4 @@ def test_startup_objects_leave_the_collectors_full_passes() -> None:
         assert any(o is later for o in gc.get_objects())
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
