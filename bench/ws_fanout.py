@@ -417,6 +417,7 @@ async def run_scenario(
         )
     )
     sender: WsClient | None = None
+    sender_closed, sender_close_code = False, None
     profilers: list[subprocess.Popen[bytes]] = []
     closed = 0
     try:
@@ -472,6 +473,8 @@ async def run_scenario(
     finally:
         closed = sum(await asyncio.gather(*(client.stop() for client in clients)))
         if sender is not None:
+            sender_closed = sender.disconnected
+            sender_close_code = sender.close_code
             sender.close()
         for profiler in profilers:
             await asyncio.to_thread(procs.stop, profiler)
@@ -489,6 +492,8 @@ async def run_scenario(
             notes.append(f"{phase_name}: {phase.acks}/{phase.sent} acks")
     if closed:
         notes.append(f"{closed} subscriber sockets were closed by the server")
+    if sender_closed:
+        notes.append(f"the sender's socket was closed (code {sender_close_code})")
     if connected.listen_drops:
         notes.append(
             f"the kernel dropped {connected.listen_drops} connects at a full listen queue "
