@@ -3,8 +3,9 @@
 The load generator must not be the bottleneck, so the client is a bare ``asyncio.Protocol``
 rather than aiohttp's client: it does the RFC 6455 handshake, answers pings and closes,
 and for every text frame only appends ``(receive time, payload bytes)`` to a list. Frames
-are decoded after each measured phase. The receive time is ``time.perf_counter()`` taken
-once per ``data_received`` call, i.e. when the bytes reached the client's event loop.
+are decoded after each measured phase. The receive time is ``time.monotonic()`` (Linux:
+CLOCK_MONOTONIC, the same clock in every process) taken once per ``data_received`` call,
+i.e. when the bytes reached the client's event loop.
 By default no extension is negotiated; with ``compress=True`` the client offers
 permessage-deflate as browsers do, and inflates each compressed frame as it arrives.
 """
@@ -59,7 +60,7 @@ class WsClient(asyncio.Protocol):
     """A WebSocket connection that records every text frame after the first one.
 
     ``ready`` resolves with the first text frame (the server's ``hello``); every later text
-    frame lands in ``frames`` as ``(perf_counter at receipt, payload)``."""
+    frame lands in ``frames`` as ``(time.monotonic() at receipt, payload)``."""
 
     def __init__(
         self, host: str, port: int, path: str, headers: dict[str, str], compress: bool = False
@@ -101,7 +102,7 @@ class WsClient(asyncio.Protocol):
             self.ready.set_exception(HandshakeError(f"connection lost before hello: {exc}"))
 
     def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
+        now = time.monotonic()
         buf = self._buf
         buf += data
         if not self._open and not self._handshake():
@@ -338,6 +339,17 @@ def system_busy_seconds() -> float:
     """CPU seconds all processes on the machine used so far (every core, from boot)."""
     times = psutil.cpu_times()
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+def listen_drops() -> int:
+    """Connects the kernel dropped because a listen queue was full, machine-wide so far
+    (TcpExt ListenOverflows and ListenDrops)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))
+            return fields.get("ListenOverflows", 0) + fields.get("ListenDrops", 0)
+    return 0
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:

@@ -13,12 +13,15 @@ measures each scenario with real servers in subprocesses and real sockets:
 - echora-2p:   two ``serve`` processes on the same database, subscribers split half and
                half, the sender on the first.
 
-Each scenario connects the N subscribers (``Authorization: Bearer``; ready at ``hello``)
-and a sender, sends a few warm-up messages, then:
+Each scenario connects the sender, takes the servers' RSS, connects the N subscribers
+(``Authorization: Bearer``; ready at ``hello``) from --client-procs client processes at
+once (bench/ws_clients.py), takes the RSS again with them idle, sends a few warm-up
+messages, then:
 
 a. paced: M messages at --rate per second; each content carries the sequence number and
-   the sender's ``time.perf_counter()``; latency is receive time minus that, over all
-   N*M deliveries; ``lost`` is expected minus received after the drain timeout;
+   the sender's ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for all processes);
+   latency is receive time minus that, over all N*M deliveries; ``lost`` is expected
+   minus received after the drain timeout;
 b. back-to-back: M messages written to the sender's socket in one go (no waiting for
    acks); throughput is deliveries / (first send -> last delivery).
 
@@ -35,71 +38,47 @@ import functools
 import json
 import logging
 import os
-import platform
-import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import aiohttp
 import asyncpg
+import psutil  # type: ignore[import-untyped]
 from common import (
     Processes,
     WsClient,
     cpu_seconds,
     cpu_used,
     free_port,
+    listen_drops,
     open_ws,
-    percentile,
     postgres_pids,
     setup_cli,
     system_busy_seconds,
     wait_listening,
 )
+from ws_clients import SPARE_FDS, ClientProcess, raise_nofile
+from ws_report import SCENARIOS, ConnectResult, PhaseResult, Scenario, ScenarioResult, report
 
 from echora_server.accounts import service as accounts
+from echora_server.auth.secrets import API_TOKEN_PREFIX, digest, hint, new_secret
 from echora_server.db import channels as channel_rows
 from echora_server.db.migrations import migrate
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATABASE = "echora_bench"
 WARMUP_MESSAGES = 10
-CONNECT_CONCURRENCY = 50
-P99_TARGET_MS = 50.0
-THROUGHPUT_TARGET = 0.7
-
+# One client process per this many subscribers: at 5 broadcasts/s a process then takes
+# 12,500 deliveries/s, a small part of a core.
+SOCKETS_PER_CLIENT = 2500
 log = logging.getLogger("bench")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    key: str
-    kind: Literal["bare", "echora"]
-    processes: int = 1
-    fanout: Literal["postgres", "memory"] = "postgres"
-
-    @property
-    def label(self) -> str:
-        if self.kind == "bare":
-            return "bare aiohttp loop"
-        procs = "1 process" if self.processes == 1 else f"{self.processes} processes"
-        return f"echora, {procs} ({self.fanout})"
-
-
-SCENARIOS = (
-    Scenario("bare", "bare"),
-    Scenario("echora-1p", "echora"),
-    Scenario("echora-1p-memory", "echora", fanout="memory"),
-    Scenario("echora-2p", "echora", processes=2),
-)
 
 
 @dataclass(frozen=True)
@@ -110,59 +89,12 @@ class Fixture:
     tokens: list[str]
 
 
-@dataclass
-class PhaseResult:
-    sent: int
-    expected: int
-    received: int
-    send_seconds: float  # first send -> last send
-    span_seconds: float  # first send -> last delivery
-    ack_seconds: float  # first send -> last ack (Echora): how fast the server ingests
-    frame_bytes: float  # mean payload size of the frames delivered
-    latencies_ms: list[float]  # sorted
-    cpu: dict[str, float]  # % of one core over the phase: client, server, postgres, other
-    server_cpu_seconds: float
-    acks: int = 0
-    sender_errors: list[str] = field(default_factory=list)
-
-    @property
-    def lost(self) -> int:
-        return self.expected - self.received
-
-    @property
-    def send_rate(self) -> float:
-        return (self.sent - 1) / self.send_seconds if self.send_seconds > 0 else float("inf")
-
-    @property
-    def deliveries_per_second(self) -> float:
-        return self.received / self.span_seconds if self.span_seconds > 0 else 0.0
-
-    @property
-    def server_us_per_delivery(self) -> float:
-        return 1e6 * self.server_cpu_seconds / self.received if self.received else float("nan")
-
-    def latency(self, q: float) -> float:
-        return percentile(self.latencies_ms, q)
-
-
-@dataclass
-class ScenarioResult:
-    scenario: Scenario
-    subscribers: int
-    messages: int
-    connect_seconds: float
-    paced: PhaseResult
-    b2b: PhaseResult
-    closed_sockets: int
-    notes: list[str]
-    round: int = 1
-
-
 # --- setup -------------------------------------------------------------------------------
 
 
 async def make_fixture(admin_uri: str, database_url: str, subscribers: int) -> Fixture:
-    """A migrated database: workspace "bench", one sender, N subscribers, one channel."""
+    """A migrated database: workspace "bench", one sender, N subscribers, one channel. The
+    subscribers are inserted in bulk (a few statements over arrays; no password hashing)."""
     admin = await asyncpg.connect(admin_uri)
     try:
         await admin.execute(f'CREATE DATABASE "{DATABASE}"')
@@ -181,14 +113,34 @@ async def make_fixture(admin_uri: str, database_url: str, subscribers: int) -> F
             )
             assert channel is not None
             await channel_rows.insert_channel_member(conn, channel.id, workspace.id, sender.id)
-            tokens = []
-            for i in range(subscribers):
-                user, _ = await accounts.create_user(
-                    conn, workspace_slug="bench", username=f"sub{i:05d}", password=None
+            names = [f"sub{i:05d}" for i in range(subscribers)]
+            user_ids = [
+                row["id"]
+                for row in await conn.fetch(
+                    "INSERT INTO users (username) SELECT unnest($1::text[]) RETURNING id", names
                 )
-                _, secret = await accounts.issue_api_token(conn, user.id, "bench")
-                await channel_rows.insert_channel_member(conn, channel.id, workspace.id, user.id)
-                tokens.append(secret)
+            ]
+            await conn.execute(
+                "INSERT INTO memberships (workspace_id, user_id, role) "
+                "SELECT $1, unnest($2::bigint[]), 'member'",
+                workspace.id,
+                user_ids,
+            )
+            await conn.execute(
+                "INSERT INTO channel_members (channel_id, workspace_id, user_id) "
+                "SELECT $1, $2, unnest($3::bigint[])",
+                channel.id,
+                workspace.id,
+                user_ids,
+            )
+            tokens = [new_secret(API_TOKEN_PREFIX) for _ in user_ids]
+            await conn.execute(
+                "INSERT INTO api_tokens (user_id, name, token_hash, hint) "
+                "SELECT unnest($1::bigint[]), 'bench', unnest($2::bytea[]), unnest($3::text[])",
+                user_ids,
+                [digest(token) for token in tokens],
+                [hint(token) for token in tokens],
+            )
     finally:
         await conn.close()
     return Fixture(database_url, channel.id, sender_token, tokens)
@@ -231,80 +183,106 @@ def start_servers(
 # --- measuring ---------------------------------------------------------------------------
 
 
-async def connect_all(
-    scenario: Scenario, ports: list[int], fixture: Fixture, compress: bool
-) -> tuple[list[WsClient], WsClient]:
-    path = "/ws" if scenario.kind == "bare" else "/api/ws"
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def connect(port: int, token: str) -> WsClient:
-        async with gate:
-            client, hello = await open_ws(
-                "127.0.0.1", port, path, {"Authorization": f"Bearer {token}"}, compress=compress
+async def connect_subscribers(
+    scenario: Scenario,
+    ports: list[int],
+    fixture: Fixture,
+    clients: list[ClientProcess],
+    args: argparse.Namespace,
+    pids: dict[str, list[int]],
+) -> ConnectResult:
+    """Every client process connects its share at once; the time runs from the first connect
+    to the last ``hello`` (CLOCK_MONOTONIC in every process)."""
+    tokens, shares = fixture.tokens, len(clients)
+    drops_before = listen_drops()
+    cpu_before = {name: cpu_seconds(group) for name, group in pids.items()}
+    per = -(-len(tokens) // shares)
+    answers = await asyncio.gather(
+        *(
+            client.call(
+                "connect",
+                ports=ports,
+                path="/ws" if scenario.kind == "bare" else "/api/ws",
+                tokens=tokens[i * per : (i + 1) * per],
+                first_index=i * per,
+                concurrency=max(1, args.connect_concurrency // shares),
+                compress=args.compress,
+                channel_id=fixture.channel_id if scenario.kind == "echora" else None,
             )
-        if scenario.kind == "echora":
-            body = json.loads(hello)
-            if body.get("type") != "hello" or fixture.channel_id not in body["channel_ids"]:
-                raise RuntimeError(f"unexpected hello: {body}")
-        return client
+            for i, client in enumerate(clients)
+        )
+    )
+    cpu = {name: cpu_used(cpu_before[name], cpu_seconds(group)) for name, group in pids.items()}
+    return ConnectResult(
+        seconds=max(a["last_hello"] for a in answers) - min(a["first_start"] for a in answers),
+        slowest=max(a["slowest"] for a in answers),
+        over_1s=sum(a["over_1s"] for a in answers),
+        listen_drops=listen_drops() - drops_before,
+        server_ms=1000 * cpu["server"] / len(tokens),
+        postgres_ms=1000 * cpu["postgres"] / len(tokens) if "postgres" in cpu else float("nan"),
+    )
 
-    tasks = [
-        asyncio.ensure_future(connect(ports[i % len(ports)], token))
-        for i, token in enumerate(fixture.tokens)
-    ]
-    try:
-        subscribers = list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                (await task).close()
-        raise
-    sender = await connect(ports[0], fixture.sender_token)
-    return subscribers, sender
+
+async def open_sender(scenario: Scenario, port: int, fixture: Fixture) -> WsClient:
+    path = "/ws" if scenario.kind == "bare" else "/api/ws"
+    sender, _ = await open_ws(
+        "127.0.0.1", port, path, {"Authorization": f"Bearer {fixture.sender_token}"}
+    )
+    return sender
 
 
 def send_frame(channel_id: int, tag: str, seq: int) -> str:
-    content = f"{tag} {seq} {time.perf_counter():.9f}"
+    content = f"{tag} {seq} {time.monotonic():.9f}"
     return json.dumps(
         {"type": "message.send", "channel_id": channel_id, "content": content},
         separators=(",", ":"),
     )
 
 
-def content_of(payload: bytes) -> str | None:
-    """The content of a broadcast: Echora's message.created, or the bare echo."""
-    body: dict[str, Any] = json.loads(payload)
-    kind = body.get("type")
-    if kind == "message.created":
-        return str(body["message"]["content"])
-    if kind == "message.send":
-        return str(body["content"])
-    return None
-
-
 async def wait_for_deliveries(
-    clients: list[WsClient], expected: int, idle_timeout: float, max_wait: float
+    clients: list[ClientProcess], expected: int, idle_timeout: float, max_wait: float
 ) -> None:
     """Until every expected frame arrived, nothing arrived for idle_timeout, or max_wait."""
-    started = last_change = time.perf_counter()
+    started = last_change = time.monotonic()
     last_count = -1
     while True:
-        count = sum(len(client.frames) for client in clients)
-        now = time.perf_counter()
+        counts = await asyncio.gather(*(client.call("count") for client in clients))
+        count = sum(answer["count"] for answer in counts)
+        now = time.monotonic()
         if count >= expected or now - started > max_wait:
             return
         if count != last_count:
             last_count, last_change = count, now
         elif now - last_change > idle_timeout:
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+
+
+def server_rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return total
+
+
+async def settled_rss(pids: list[int], seconds: float) -> int:
+    """The servers' RSS once it has stopped moving (or after ``seconds``): the lowest of
+    the last samples, so a transient allocation does not count."""
+    samples: list[int] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.append(server_rss(pids))
+        if len(samples) >= 5 and max(samples[-5:]) - min(samples[-5:]) < 64 * 1024:
+            break
+        await asyncio.sleep(0.2)
+    return min(samples[-5:])
 
 
 async def run_phase(
     tag: str,
-    subscribers: list[WsClient],
+    clients: list[ClientProcess],
+    subscribers: int,
     sender: WsClient,
     channel_id: int,
     messages: int,
@@ -315,57 +293,48 @@ async def run_phase(
 ) -> PhaseResult:
     """Send ``messages`` (paced at ``rate`` per second, or back-to-back when None) and
     collect every subscriber's copy."""
-    for client in (*subscribers, sender):
-        client.frames.clear()
-    expected = len(subscribers) * messages
+    await asyncio.gather(*(client.call("clear") for client in clients))
+    sender.frames.clear()
+    expected = subscribers * messages
+    client_pids = [client.pid for client in clients]
+    clients_before = cpu_seconds(client_pids)
     cpu_before = {name: cpu_seconds(group) for name, group in pids.items()}
-    client_before = time.process_time()
+    sender_before = time.process_time()
     system_before = system_busy_seconds()
-    wall_before = time.perf_counter()
+    wall_before = time.monotonic()
 
-    first_send = time.perf_counter()
+    first_send = time.monotonic()
     if rate is None:
         for seq in range(messages):
             sender.send_text(send_frame(channel_id, tag, seq))
     else:
         for seq in range(messages):
-            delay = first_send + seq / rate - time.perf_counter()
+            delay = first_send + seq / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             sender.send_text(send_frame(channel_id, tag, seq))
-    last_send = time.perf_counter()
-    await wait_for_deliveries(subscribers, expected, drain, max_wait=drain + 60.0)
+    last_send = time.monotonic()
+    await wait_for_deliveries(clients, expected, drain, max_wait=drain + 120.0)
 
-    wall = time.perf_counter() - wall_before
-    cpu = {"client": time.process_time() - client_before}
+    wall = time.monotonic() - wall_before
+    clients_after = cpu_seconds(client_pids)
+    per_client = [clients_after.get(pid, 0.0) - clients_before.get(pid, 0.0) for pid in client_pids]
+    cpu = {"client": sum(per_client), "sender": time.process_time() - sender_before}
     for name, group in pids.items():
         cpu[name] = cpu_used(cpu_before[name], cpu_seconds(group))
     # Everything else on the machine (other users' work skews the numbers: shown).
     cpu["other"] = max(0.0, system_busy_seconds() - system_before - sum(cpu.values()))
     cpu_percent = {name: 100.0 * seconds / wall for name, seconds in cpu.items()}
 
-    latencies: list[float] = []
-    last_delivery = first_send
-    received = payload_bytes = 0
-    for client in subscribers:
-        seen: set[str] = set()
-        for received_at, payload in client.frames:
-            content = content_of(payload)
-            if content is None:
-                continue
-            frame_tag, seq_text, sent_at = content.split(" ")
-            if frame_tag != tag or seq_text in seen:
-                continue
-            seen.add(seq_text)
-            payload_bytes += len(payload)
-            latencies.append((received_at - float(sent_at)) * 1000.0)
-            last_delivery = max(last_delivery, received_at)
-        received += len(seen)
-    latencies.sort()
+    collected = await asyncio.gather(*(client.collect(tag) for client in clients))
+    latencies = sorted(x for c in collected for x in c.latencies_ms)
+    received = sum(c.received for c in collected)
+    payload_bytes = sum(c.payload_bytes for c in collected)
+    last_delivery = max([first_send, *(c.last_delivery for c in collected)])
 
     if ack_expected:  # the ack may trail the last delivery a little
-        deadline = time.perf_counter() + 2.0
-        while len(sender.frames) < 2 * messages and time.perf_counter() < deadline:
+        deadline = time.monotonic() + 2.0
+        while len(sender.frames) < 2 * messages and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
     acks, errors, last_ack = 0, [], first_send
     for received_at, payload in sender.frames:
@@ -385,6 +354,7 @@ async def run_phase(
         frame_bytes=payload_bytes / received if received else 0.0,
         latencies_ms=latencies,
         cpu=cpu_percent,
+        client_cpu=[100.0 * seconds / wall for seconds in per_client],
         server_cpu_seconds=cpu.get("server", 0.0),
         acks=acks,
         sender_errors=errors,
@@ -402,6 +372,22 @@ def start_profiler(
     argv = [py_spy, "record", "--idle", "--pid", str(pid), "--rate", "250", "--output", str(out)]
     argv += ["--format", {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}[out.suffix]]
     return procs.start(argv, dict(os.environ), log_dir / f"{out.stem}.py-spy.log")
+
+
+def start_profilers(
+    procs: Processes,
+    servers: list[tuple[int, subprocess.Popen[bytes], Path]],
+    args: argparse.Namespace,
+    workdir: Path,
+    name: str,
+) -> list[subprocess.Popen[bytes]]:
+    started = []
+    for index, (_, proc, _) in enumerate(servers):
+        out = args.profile / f"{name}-{index}.{args.profile_format}"
+        profiler = start_profiler(procs, proc.pid, out, workdir)
+        if profiler is not None:
+            started.append(profiler)
+    return started
 
 
 def stop_profiler(procs: Processes, profiler: subprocess.Popen[bytes]) -> None:
@@ -423,36 +409,49 @@ async def run_scenario(
     n = len(fixture.tokens)
     log.info("[%s] starting %d server process(es)", scenario.key, scenario.processes)
     servers = start_servers(scenario, fixture, procs, workdir)
-    subscribers: list[WsClient] = []
+    per_client = -(-n // args.client_procs)
+    clients = await asyncio.gather(
+        *(
+            ClientProcess.start(per_client, workdir / f"{scenario.key}-client-{i}.log")
+            for i in range(args.client_procs)
+        )
+    )
     sender: WsClient | None = None
+    sender_closed, sender_close_code = False, None
     profilers: list[subprocess.Popen[bytes]] = []
+    closed = 0
     try:
         await asyncio.gather(*(wait_listening(port, proc, 60.0) for port, proc, _ in servers))
-        started = time.perf_counter()
-        subscribers, sender = await connect_all(
-            scenario, [p for p, _, _ in servers], fixture, args.compress
-        )
-        connect_seconds = time.perf_counter() - started
-        log.info("[%s] %d subscribers connected in %.1fs", scenario.key, n, connect_seconds)
-        pids = {"server": [proc.pid for _, proc, _ in servers]}
+        ports = [p for p, _, _ in servers]
+        server_pids = [proc.pid for _, proc, _ in servers]
+        # The sender first: the servers have served a socket before the baseline is taken.
+        sender = await open_sender(scenario, ports[0], fixture)
+        rss_before = await settled_rss(server_pids, args.settle)
+        pids = {"server": server_pids}
         echora = scenario.kind == "echora"
         if echora:
             pids["postgres"] = postgres_pids(postmaster_pid)
+        if args.profile:
+            profilers = start_profilers(procs, servers, args, workdir, f"{scenario.key}-connect")
+            await asyncio.sleep(1.0)  # let py-spy attach
+        connected = await connect_subscribers(scenario, ports, fixture, clients, args, pids)
+        log.info("[%s] %d subscribers connected in %.1fs", scenario.key, n, connected.seconds)
+        for profiler in profilers:
+            await asyncio.to_thread(stop_profiler, procs, profiler)
+        profilers = []
+        rss_idle = await settled_rss(server_pids, args.settle)
         measure = functools.partial(
             run_phase,
-            subscribers=subscribers,
+            clients=clients,
+            subscribers=n,
             sender=sender,
             channel_id=fixture.channel_id,
             drain=args.drain,
             ack_expected=echora,
         )
-        await measure("w", messages=WARMUP_MESSAGES, rate=20.0, pids={})
+        await measure("w", messages=WARMUP_MESSAGES, rate=min(args.rate, 20.0), pids={})
         if args.profile:
-            for index, (_, proc, _) in enumerate(servers):
-                out = args.profile / f"{scenario.key}-{index}.{args.profile_format}"
-                profiler = start_profiler(procs, proc.pid, out, workdir)
-                if profiler is not None:
-                    profilers.append(profiler)
+            profilers = start_profilers(procs, servers, args, workdir, scenario.key)
             await asyncio.sleep(1.0)  # let py-spy attach
         log.info("[%s] paced: %d messages at %g/s", scenario.key, args.messages, args.rate)
         paced = await measure("p", messages=args.messages, rate=args.rate, pids=pids)
@@ -461,16 +460,21 @@ async def run_scenario(
         b2b = await measure("b", messages=args.messages, rate=None, pids=pids)
         for profiler in profilers:
             await asyncio.to_thread(stop_profiler, procs, profiler)
-        closed = sum(1 for client in subscribers if client.disconnected)
     except Exception:
         for _, _, logfile in servers:
             tail = logfile.read_text(errors="replace").splitlines()[-20:]
             print(f"--- last lines of {logfile.name}:", *tail, sep="\n", file=sys.stderr)
+        for i in range(len(clients)):
+            client_log = workdir / f"{scenario.key}-client-{i}.log"
+            if client_log.exists() and client_log.stat().st_size:
+                tail = client_log.read_text(errors="replace").splitlines()[-20:]
+                print(f"--- last lines of {client_log.name}:", *tail, sep="\n", file=sys.stderr)
         raise
     finally:
-        for client in subscribers:
-            client.close()
+        closed = sum(await asyncio.gather(*(client.stop() for client in clients)))
         if sender is not None:
+            sender_closed = sender.disconnected
+            sender_close_code = sender.close_code
             sender.close()
         for profiler in profilers:
             await asyncio.to_thread(procs.stop, profiler)
@@ -488,6 +492,13 @@ async def run_scenario(
             notes.append(f"{phase_name}: {phase.acks}/{phase.sent} acks")
     if closed:
         notes.append(f"{closed} subscriber sockets were closed by the server")
+    if sender_closed:
+        notes.append(f"the sender's socket was closed (code {sender_close_code})")
+    if connected.listen_drops:
+        notes.append(
+            f"the kernel dropped {connected.listen_drops} connects at a full listen queue "
+            "(each retried after 1 s or more)"
+        )
     for _, _, logfile in servers:
         text = logfile.read_text(errors="replace")
         dropped = text.count("ws_slow_consumer_dropped")
@@ -496,168 +507,9 @@ async def run_scenario(
         errors = text.count('"level": "error"')
         if errors:
             notes.append(f"{logfile.name}: {errors} error log lines")
-    return ScenarioResult(scenario, n, args.messages, connect_seconds, paced, b2b, closed, notes)
-
-
-# --- reporting ---------------------------------------------------------------------------
-
-
-def _row_label(r: ScenarioResult, rounds: int) -> str:
-    return f"{r.scenario.label} #{r.round}" if rounds > 1 else r.scenario.label
-
-
-def _bare_of(results: list[ScenarioResult], r: ScenarioResult) -> ScenarioResult | None:
-    return next((b for b in results if b.scenario.kind == "bare" and b.round == r.round), None)
-
-
-def _ratio(results: list[ScenarioResult], r: ScenarioResult) -> float | None:
-    bare = _bare_of(results, r)
-    if bare is None or not bare.b2b.deliveries_per_second:
-        return None
-    return r.b2b.deliveries_per_second / bare.b2b.deliveries_per_second
-
-
-def report(results: list[ScenarioResult], args: argparse.Namespace, setup_seconds: float) -> bool:
-    """Print the tables and the PASS/FAIL lines; True when both targets are met."""
-    n, rounds = args.subscribers, args.repeat
-    order = {s.key: i for i, s in enumerate(SCENARIOS)}
-    results = sorted(results, key=lambda r: (order[r.scenario.key], r.round))
-    print()
-    print(
-        f"WebSocket fan-out: {n} subscribers, {args.messages} messages per phase, "
-        f"paced at {args.rate:g}/s, {rounds} round(s); Python {platform.python_version()}, "
-        f"aiohttp {aiohttp.__version__}, {os.cpu_count()} CPUs; fixture built in "
-        f"{setup_seconds:.1f}s"
+    return ScenarioResult(
+        scenario, n, args.messages, connected, rss_before, rss_idle, paced, b2b, closed, notes
     )
-    wire = (
-        "permessage-deflate offered, frames inflated on arrival"
-        if args.compress
-        else "no compression"
-    )
-    print(
-        f"Client: this one process, one asyncio loop, {n} subscriber sockets + 1 sender, a "
-        f"lean asyncio.Protocol WebSocket client ({wire}; JSON decoded after each phase; "
-        "receive time = perf_counter when the bytes reach the client loop, same clock as the "
-        "send timestamp). Servers in subprocesses; Echora: ECHORA_WS_SEND_BUFFER default, "
-        "rate limits raised, log level warning; embedded PostgreSQL (default settings) over "
-        "a unix socket."
-    )
-    print()
-    width = max(len(_row_label(r, rounds)) for r in results)
-    header = (
-        f"{'scenario':<{width}} {'subs':>5} {'msgs':>5} | {'paced/s':>7} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'max ms':>7} {'lost':>6} | {'b2b deliveries/s':>16} {'vs bare':>10} "
-        f"{'lost':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        p, b = r.paced, r.b2b
-        ratio = _ratio(results, r)
-        shown = (
-            "baseline"
-            if r.scenario.kind == "bare"
-            else (f"{ratio:.2f}x bare" if ratio is not None else "-")
-        )
-        print(
-            f"{_row_label(r, rounds):<{width}} {r.subscribers:>5} {r.messages:>5} | "
-            f"{p.send_rate:>7.1f} {p.latency(50):>7.1f} {p.latency(99):>7.1f} "
-            f"{p.latency(100):>7.1f} {p.lost:>6} | {b.deliveries_per_second:>16,.0f} "
-            f"{shown:>10} {b.lost:>6}"
-        )
-    print()
-    print(
-        "CPU in % of one core over each phase (client = this process, server = the server "
-        "process(es), pg = all PostgreSQL backends, other = the rest of the machine), server "
-        "CPU µs per delivery; b2b latency and seconds from the first send to the last ack "
-        "and to the last delivery; mean frame size:"
-    )
-    cpu_header = (
-        f"{'scenario':<{width}} | {'paced: client':>13} {'server':>6} {'pg':>4} {'other':>5} "
-        f"{'µs/dlv':>6} | {'b2b: client':>11} {'server':>6} {'pg':>4} {'other':>5} "
-        f"{'µs/dlv':>6} | {'b2b p50/p99 ms':>14} {'acks s':>6} {'span s':>6} {'frame B':>7}"
-    )
-    print(cpu_header)
-    print("-" * len(cpu_header))
-
-    def cpu_columns(phase: PhaseResult, first: int) -> str:
-        pg = f"{phase.cpu['postgres']:.0f}" if "postgres" in phase.cpu else "-"
-        return (
-            f"{phase.cpu['client']:>{first}.0f} {phase.cpu['server']:>6.0f} {pg:>4} "
-            f"{phase.cpu['other']:>5.0f} {phase.server_us_per_delivery:>6.1f}"
-        )
-
-    for r in results:
-        b2b_latency = f"{r.b2b.latency(50):.0f}/{r.b2b.latency(99):.0f}"
-        print(
-            f"{_row_label(r, rounds):<{width}} | {cpu_columns(r.paced, 13)} | "
-            f"{cpu_columns(r.b2b, 11)} | {b2b_latency:>14} {r.b2b.ack_seconds:>6.2f} "
-            f"{r.b2b.span_seconds:>6.2f} {r.paced.frame_bytes:>7.0f}"
-        )
-    notes = [(_row_label(r, rounds), note) for r in results for note in r.notes]
-    if notes:
-        print()
-        for label, note in notes:
-            print(f"note [{label}]: {note}")
-    cautions = []
-    for r in results:
-        for name, phase in (("paced", r.paced), ("back-to-back", r.b2b)):
-            if phase.cpu["client"] > 85:
-                cautions.append(
-                    f"warning: the client used {phase.cpu['client']:.0f}% of a core in "
-                    f"{_row_label(r, rounds)}, {name}: that measurement may be client-bound."
-                )
-    busy = max(max(r.paced.cpu["other"], r.b2b.cpu["other"]) for r in results)
-    if busy > 25:
-        cautions.append(
-            f"warning: other processes used up to {busy:.0f}% of a core during the "
-            "measurements; latency and throughput are skewed (µs/dlv much less so)."
-        )
-    if cautions:
-        print()
-        print(*cautions, sep="\n")
-    return check_targets(results, args)
-
-
-def check_targets(results: list[ScenarioResult], args: argparse.Namespace) -> bool:
-    """The issue's targets for Echora in one process (medians over rounds)."""
-    ones = [r for r in results if r.scenario.key == "echora-1p"]
-    bares = [r for r in results if r.scenario.kind == "bare"]
-    of_rounds = " (median of rounds)" if args.repeat > 1 else ""
-    print()
-    if not ones:
-        print("targets: not checked (the echora-1p scenario was not run)")
-        return True
-    p99 = statistics.median(r.paced.latency(99) for r in ones)
-    lost = sum(r.paced.lost for r in ones)
-    latency_ok = p99 < P99_TARGET_MS and lost == 0
-    print(
-        f"{'PASS' if latency_ok else 'FAIL'}: echora 1 process, {args.subscribers} subscribers "
-        f"at {args.rate:g}/s: p99 {p99:.1f} ms{of_rounds} (target < {P99_TARGET_MS:g} ms), "
-        f"{lost} lost (target 0)"
-    )
-    ratios = [x for x in (_ratio(results, r) for r in ones) if x is not None]
-    if not ratios:
-        print("throughput target: not checked (the bare scenario was not run)")
-        return latency_ok
-    ratio = statistics.median(ratios)
-    rate = statistics.median(r.b2b.deliveries_per_second for r in ones)
-    bare_rate = statistics.median(r.b2b.deliveries_per_second for r in bares)
-    lost = sum(r.b2b.lost for r in ones)
-    throughput_ok = ratio >= THROUGHPUT_TARGET and lost == 0
-    print(
-        f"{'PASS' if throughput_ok else 'FAIL'}: echora 1 process back-to-back {rate:,.0f} "
-        f"deliveries/s = {ratio:.2f}x bare{of_rounds} ({bare_rate:,.0f}/s; target >= "
-        f"{THROUGHPUT_TARGET}x), {lost} lost"
-    )
-    cost = statistics.median(r.b2b.server_us_per_delivery for r in ones)
-    bare_cost = statistics.median(r.b2b.server_us_per_delivery for r in bares)
-    if cost > 0 and bare_cost > 0:
-        print(
-            f"info: server CPU per delivery (b2b) {cost:.1f} µs vs bare {bare_cost:.1f} µs, "
-            f"i.e. {bare_cost / cost:.2f}x bare's throughput per CPU second"
-        )
-    return latency_ok and throughput_ok
 
 
 # --- main --------------------------------------------------------------------------------
@@ -709,6 +561,24 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip echora-1p-memory")
     parser.add_argument(
+        "--client-procs",
+        type=int,
+        default=0,
+        help=f"client processes for the subscribers; default one per {SOCKETS_PER_CLIENT}",
+    )
+    parser.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=200,
+        help="connects in flight over all client processes; default 200",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="at most this many seconds for the server RSS to settle before it is read",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="record each echora/bare server with py-spy into this dir"
     )
     parser.add_argument(
@@ -727,16 +597,18 @@ def parse_args() -> argparse.Namespace:
         args.scenarios.discard("echora-1p-memory")
     if args.subscribers < 1 or args.messages < 2 or args.rate <= 0 or args.repeat < 1:
         parser.error("need --subscribers >= 1, --messages >= 2, --rate > 0, --repeat >= 1")
+    if args.client_procs <= 0:
+        args.client_procs = -(-args.subscribers // SOCKETS_PER_CLIENT)
+    args.client_procs = min(args.client_procs, args.subscribers)
     return args
 
 
 def main() -> int:
     args = parse_args()
     setup_cli(log, args.verbose)  # Ctrl+C and SIGTERM both end in the cleanup below
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 2 * args.subscribers + 256
-    if soft < wanted:  # raised for us and inherited by the servers
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    # Raised here, inherited by the servers (which raise their own too) and client
+    # processes; each socket of a subscriber is one descriptor at each end.
+    raise_nofile(args.subscribers + SPARE_FDS, "the server")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
 

@@ -20,6 +20,11 @@ from aiohttp.web_protocol import RequestHandler
 from echora_server.config import CONFIG
 from echora_server.core.errors import error_body
 from echora_server.core.metrics import METRICS
+from echora_server.web.capacity import (
+    LISTEN_BACKLOG,
+    raise_open_files_limit,
+    tune_collector,
+)
 from echora_server.web.ops import LIFECYCLE, METRICS_LISTENER, get_metrics
 
 log = structlog.get_logger("echora.http")
@@ -157,11 +162,13 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     # What cancelled handlers get to unwind once the grace is over (their storage cleanups
     # are owned tasks: closing the storage waits for them).
+    raise_open_files_limit()
     runner = Runner(app, access_log=None, shutdown_timeout=CANCEL_SECONDS)
     await runner.setup()
     metrics = metrics_runner(app)
     try:
-        site = web.TCPSite(runner, host, port)
+        tune_collector()
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
         await site.start()
         announce(site.name)
         if metrics is not None:
