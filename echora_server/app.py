@@ -8,6 +8,7 @@ from echora_server.accounts.service import accounts_ctx
 from echora_server.agents.bots import bots_ctx
 from echora_server.agents.inbox import inbox_ctx
 from echora_server.agents.sweeper import inbox_sweeper_ctx
+from echora_server.audit.tally import tally_ctx
 from echora_server.auth.token_cache import token_cache_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
@@ -61,6 +62,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.extend(
         [
             pool_ctx,
+            tally_ctx,  # flushed before the pool closes
             token_cache_ctx,
             storage_ctx,
             tasks_ctx,  # drained before storage closes

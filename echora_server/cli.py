@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from echora_server.accounts import service as accounts
 from echora_server.agents import bots
+from echora_server.audit.record import ACTIONS
 from echora_server.config import (
     Config,
     ConfigError,
@@ -32,12 +33,13 @@ from echora_server.config import (
 )
 from echora_server.core.errors import ApiError
 from echora_server.core.logs import configure_logging
-from echora_server.db import users, workspaces
+from echora_server.db import audit, users, workspaces
 from echora_server.db.embedded import embedded_postgres
 from echora_server.db.migrations import MigrationError, migrate
 from echora_server.db.records import DELIVERIES, Delivery, Role
 from echora_server.puller.pull import PullError, PullSettings, pull
 from echora_server.web.server import serve as serve_app
+from echora_server.workspaces.audit import entry_json
 
 
 def _load() -> Config:
@@ -285,6 +287,60 @@ def create_token(
     with _database(config) as resolved:
         secret = _run_db(resolved, work)
     click.echo(secret)
+
+
+@main.command("audit")
+@click.option("--workspace", "-w", default=None, help="Workspace slug.")
+@click.option(
+    "--server-level", is_flag=True, help="Records of no workspace (refused unknown tokens)."
+)
+@click.option("--action", type=click.Choice(ACTIONS), default=None)
+@click.option("--attachment", default=None, help="A file's (or upload ticket's) id.")
+@click.option("--actor", default=None, help="Username of who acted.")
+@click.option("--since", type=click.DateTime(), default=None, help="UTC unless an offset is given.")
+@click.option("--until", type=click.DateTime(), default=None)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+def audit_command(
+    workspace: str | None,
+    server_level: bool,
+    action: str | None,
+    attachment: str | None,
+    actor: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+) -> None:
+    """Print audit records, newest first, one JSON object per line."""
+    if (workspace is None) == (not server_level):
+        raise click.UsageError("give --workspace or --server-level")
+    config = _load()
+
+    def utc(value: dt.datetime | None) -> dt.datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=dt.UTC)
+
+    async def work(conn: asyncpg.Connection) -> list[audit.AuditRow]:
+        workspace_id = None
+        if workspace is not None:
+            workspace_id = await workspaces.select_workspace_id(conn, workspace.lower())
+            if workspace_id is None:
+                raise click.ClickException(f"no workspace {workspace!r}")
+        actor_id = None
+        if actor is not None:
+            user = await users.select_user_by_username(conn, actor.strip().lower())
+            if user is None:
+                raise click.ClickException(f"no user named {actor!r}")
+            actor_id = user.id
+        where = audit.AuditFilter(
+            actor_id, attachment, (action,) if action else (), utc(since), utc(until)
+        )
+        return await audit.select_entries(conn, workspace_id, where, None, limit)
+
+    with _database(config) as resolved:
+        rows = _run_db(resolved, work)
+    for row in rows:
+        click.echo(json.dumps(entry_json(row)))
 
 
 @main.command()

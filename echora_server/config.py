@@ -164,6 +164,11 @@ class Config(BaseModel):
         "unacknowledged by then, it is returned again.",
     )
 
+    audit_retention: Annotated[Duration, within(86400, 10 * 365 * 86400)] = Field(
+        90 * 86400.0,
+        description="How long audit records are kept (an hourly tally: from its last count).",
+    )
+
     session_ttl: Annotated[Duration, within(60, 365 * 86400)] = Field(
         14 * 86400.0, description="Browser session lifetime."
     )

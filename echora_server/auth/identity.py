@@ -9,6 +9,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from echora_server.audit.tally import TALLY
 from echora_server.auth.csrf import check_csrf
 from echora_server.auth.secrets import API_TOKEN_PREFIX, SESSION_PREFIX, digest, well_formed
 from echora_server.auth.token_cache import TOKEN_CACHE
@@ -62,8 +63,10 @@ async def _resolve(request: web.Request) -> Identity | None:
 
 
 async def _resolve_token(request: web.Request, token: str) -> Identity:
+    tally = request.app[TALLY]
     invalid = Unauthorized("The API token is not valid.", code="invalid_token")
     if not well_formed(token, API_TOKEN_PREFIX):
+        tally.token_refused(invalid.code)
         raise invalid
     token_digest = digest(token)
     cache = request.app[TOKEN_CACHE]
@@ -73,11 +76,14 @@ async def _resolve_token(request: web.Request, token: str) -> Identity:
         async with request.app[POOL].acquire() as conn:
             credential = await credentials.select_token_credential(conn, token_digest)
         if credential is None:
+            tally.token_refused(invalid.code)
             raise invalid
         if credential.revoked:
+            tally.token_refused("token_revoked", credential.workspace_id, credential.user.id)
             raise Unauthorized("The API token was revoked.", code="token_revoked")
         cache.put(token_digest, credential, generation)
     if credential.expires_at is not None and credential.expires_at <= dt.datetime.now(dt.UTC):
+        tally.token_refused("token_expired", credential.workspace_id, credential.user.id)
         raise Unauthorized("The API token has expired.", code="token_expired")
     return Identity(credential.user, "token", credential.token_id, credential.workspace_id)
 

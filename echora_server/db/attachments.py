@@ -77,6 +77,13 @@ WITH allowed AS (
     ) AS f(id, storage_key, filename, size, declared_type, detected_type,
            sha256, width, height, thumbnail_key)
     RETURNING *
+), logged AS (
+    INSERT INTO audit_log
+        (workspace_id, actor_id, action, attachment_id, request_id, client_addr, details)
+    SELECT a.workspace_id, a.uploader_id, $14, a.id, $15, $16,
+           jsonb_build_object('size', a.size, 'filename', a.filename,
+                              'type', a.detected_type, 'channel_id', a.channel_id)
+    FROM a
 )
 SELECT {_ATTACHMENT} FROM a
 """
@@ -88,8 +95,10 @@ async def insert_attachments(
     uploader_id: int,
     channel_id: int | None,
     files: Sequence[NewAttachment],
+    audit: tuple[str, str | None, str | None],
 ) -> list[Attachment]:
-    """Insert one upload's files, in order; no rows unless the uploader is still a member."""
+    """Insert one upload's files, in order; no rows unless the uploader is still a member.
+    ``audit``: the action each file's audit record names, the request id, the client address."""
     rows = await conn.fetch(
         INSERT_ATTACHMENTS,
         workspace_id,
@@ -105,6 +114,7 @@ async def insert_attachments(
         [f.width for f in files],
         [f.height for f in files],
         [f.thumbnail_key for f in files],
+        *audit,
     )
     order = {f.id: i for i, f in enumerate(files)}
     return sorted((to_attachment(r) for r in rows), key=lambda a: order[a.id])
@@ -174,12 +184,22 @@ async def select_attachment_for_fetch(
 # uploader, in its own workspace, into the channel it was uploaded for (if any). A concurrent
 # link waits for the row lock, then re-checks ``message_id IS NULL``: exactly one wins.
 # Position keeps the sender's order.
+# With the audit record of each link (``$6``, ``$7``: the request id and client address).
 LINK_ATTACHMENTS = """
-UPDATE attachments a
-SET message_id = $5, linked_at = now(), position = array_position($1::text[], a.id) - 1
-WHERE a.id = ANY($1::text[]) AND a.uploader_id = $2 AND a.workspace_id = $3
-  AND a.message_id IS NULL AND (a.channel_id IS NULL OR a.channel_id = $4)
-RETURNING a.id
+WITH linked AS (
+    UPDATE attachments a
+    SET message_id = $5, linked_at = now(), position = array_position($1::text[], a.id) - 1
+    WHERE a.id = ANY($1::text[]) AND a.uploader_id = $2 AND a.workspace_id = $3
+      AND a.message_id IS NULL AND (a.channel_id IS NULL OR a.channel_id = $4)
+    RETURNING a.id
+), logged AS (
+    INSERT INTO audit_log
+        (workspace_id, actor_id, action, attachment_id, request_id, client_addr, details)
+    SELECT $3, $2, 'file.attached', linked.id, $6, $7,
+           jsonb_build_object('message_id', $5::bigint, 'channel_id', $4::bigint)
+    FROM linked
+)
+SELECT id FROM linked
 """
 
 
@@ -190,10 +210,12 @@ async def link_attachments(
     workspace_id: int,
     channel_id: int,
     message_id: int,
+    origin: tuple[str | None, str | None] = (None, None),
 ) -> list[str]:
-    """Link what the rule allows of ``ids`` (which must be distinct); the ids linked."""
+    """Link what the rule allows of ``ids`` (which must be distinct); the ids linked.
+    ``origin``: the request id and client address the audit records."""
     rows = await conn.fetch(
-        LINK_ATTACHMENTS, list(ids), uploader_id, workspace_id, channel_id, message_id
+        LINK_ATTACHMENTS, list(ids), uploader_id, workspace_id, channel_id, message_id, *origin
     )
     return [r["id"] for r in rows]
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from echora_server.db import audit
+
 # Unlinked only, checked twice: SKIP LOCKED passes rows a linking transaction holds, and the
 # outer re-check drops rows linked since the snapshot. Whichever locks the row first wins.
 DELETE_EXPIRED_UNLINKED = """
@@ -37,6 +39,7 @@ async def delete_expired_unlinked(
 ) -> int:
     """Delete up to ``limit`` expired unlinked attachments, objects due at ``now``; how many."""
     async with conn.transaction():
+        await audit.set_context(conn, None, None, None, "file.swept")  # the trigger's record
         rows = await conn.fetch(DELETE_EXPIRED_UNLINKED, created_before, limit)
         keys = [key for row in rows for key in row.values() if key is not None]
         if keys:

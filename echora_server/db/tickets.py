@@ -261,7 +261,14 @@ WITH doomed AS (
     FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM upload_tickets t USING doomed WHERE t.id = doomed.id
-    RETURNING t.storage_key, t.finalized_at
+    RETURNING t.id, t.workspace_id, t.owner_id, t.filename, t.size, t.received_at,
+              t.storage_key, t.finalized_at
+), logged AS (
+    INSERT INTO audit_log (workspace_id, actor_id, action, attachment_id, details)
+    SELECT workspace_id, owner_id, 'ticket.expired', id,
+           jsonb_build_object('filename', filename, 'size', size,
+                              'bytes_received', received_at IS NOT NULL)
+    FROM gone WHERE finalized_at IS NULL
 )
 SELECT storage_key, finalized_at IS NULL AS unfinalized FROM gone
 """

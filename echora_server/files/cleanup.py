@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from echora_server.config import Config
-from echora_server.db import credentials, deletions, sweeps, tickets
+from echora_server.db import audit, credentials, deletions, sweeps, tickets
 from echora_server.files.deletion import delete_objects, discard
 from echora_server.files.uploads import FILES_KIND
 from echora_server.storage.base import PendingUpload, Storage
@@ -45,6 +45,7 @@ class SweepResult:
     temp_files: int = 0
     expired_sessions: int = 0
     expired_upload_tickets: int = 0
+    pruned_audit_entries: int = 0
     errors: int = 0
 
     def counts(self) -> dict[str, int]:
@@ -59,6 +60,7 @@ class Cutoffs:
     unlinked_created_before: dt.datetime
     upload_started_before: dt.datetime  # multipart uploads and temp files
     orphan_written_before: dt.datetime
+    audit_before: dt.datetime
 
     @classmethod
     def at(cls, config: Config, now: dt.datetime) -> Cutoffs:
@@ -66,6 +68,7 @@ class Cutoffs:
             unlinked_created_before=now - dt.timedelta(seconds=config.unlinked_ttl),
             upload_started_before=now - dt.timedelta(seconds=config.upload_horizon_seconds),
             orphan_written_before=now - dt.timedelta(seconds=config.orphan_grace),
+            audit_before=now - dt.timedelta(seconds=config.audit_retention),
         )
 
 
@@ -120,6 +123,7 @@ class _Sweep:
             ("remove_orphans", self.remove_orphans),
             ("sweep_temp", self.sweep_temp),
             ("prune_sessions", self.prune_sessions),
+            ("prune_audit", self.prune_audit),
         ]
         for name, phase in phases:
             try:
@@ -254,6 +258,20 @@ class _Sweep:
             else:
                 count = await credentials.delete_expired_sessions(conn, self.now)
         self.counts["expired_sessions"] += count
+
+    async def prune_audit(self) -> None:
+        """Audit records past the retention, by the time they were last counted."""
+        before = self.cutoffs.audit_before
+        if self.dry_run:
+            async with self.pool.acquire() as conn:
+                self.counts["pruned_audit_entries"] += await audit.count_older(conn, before)
+            return
+        while True:
+            async with self.pool.acquire() as conn:
+                deleted = await audit.delete_older(conn, before, BATCH)
+            self.counts["pruned_audit_entries"] += deleted
+            if deleted < BATCH:
+                return
 
 
 def _count_older_files(directory: Path, older_than: float) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -149,8 +150,14 @@ async def _size(storage: Storage, rep: Representation) -> int:
     return info.size
 
 
-async def serve(request: web.Request, storage: Storage, rep: Representation) -> web.StreamResponse:
-    """Answer a GET or HEAD for ``rep`` (already authorised)."""
+async def serve(
+    request: web.Request,
+    storage: Storage,
+    rep: Representation,
+    on_body: Callable[[], None] | None = None,
+) -> web.StreamResponse:
+    """Answer a GET or HEAD for ``rep`` (already authorised). ``on_body``: told when the
+    bytes are about to be sent (a 200 or 206 to a GET, the object open)."""
     if none_match(request.headers.get(hdrs.IF_NONE_MATCH), rep.etag):
         return await bodies.start_response(request, 304, _validators(rep), None)
     byte_range = None
@@ -169,6 +176,8 @@ async def serve(request: web.Request, storage: Storage, rep: Representation) -> 
     reader = await _open(storage, rep, byte_range, zero_copy=zero_copy)
     try:
         headers = _headers(rep, reader.size, byte_range)
+        if on_body is not None:
+            on_body()
         return await bodies.send(request, rep.attachment_id, reader, status, headers)
     finally:
         # Shielded: a second cancellation must not leave the file or S3 connection open.

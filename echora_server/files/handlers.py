@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from echora_server.audit.tally import TALLY
 from echora_server.auth.identity import require_identity
 from echora_server.config import Config
 from echora_server.core.route import RequestContent, Route
@@ -61,7 +62,13 @@ async def download_file(request: web.Request) -> web.StreamResponse:
         request.match_info["attachment_id"],
         fetching=request.method == "GET",
     )
-    return await downloads.serve(request, request.app[STORAGE], downloads.original(attachment))
+    tally = request.app[TALLY]
+    return await downloads.serve(
+        request,
+        request.app[STORAGE],
+        downloads.original(attachment),
+        lambda: tally.download(attachment.workspace_id, identity.user.id, attachment.id),
+    )
 
 
 async def download_thumbnail(request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from echora_server.audit.record import FILE_UPLOADED, origin
 from echora_server.auth.access import (
     CHANNEL_NOT_FOUND,
     WORKSPACE_NOT_FOUND,
@@ -232,8 +233,14 @@ class UploadBatch:
 
     async def _insert(self, conn: asyncpg.Connection) -> list[Attachment]:
         target = self._target
+        here = origin()
         return await attachments.insert_attachments(
-            conn, target.workspace_id, self._uploader_id, target.channel_id, self._files
+            conn,
+            target.workspace_id,
+            self._uploader_id,
+            target.channel_id,
+            self._files,
+            (FILE_UPLOADED, here.request_id, here.client_addr),
         )
 
     async def commit_with(self, work: InTransaction[T]) -> T:

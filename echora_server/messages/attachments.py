@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import asyncpg
 
+from echora_server.audit.record import origin
 from echora_server.core.errors import ApiError
 from echora_server.db import attachments
 from echora_server.db.records import Message
@@ -32,8 +33,15 @@ async def link_attachments(conn: asyncpg.Connection, message: Message, ids: Sequ
         return
     author, workspace_id = message.author.id, message.workspace_id
     try:
+        here = origin()
         linked = await attachments.link_attachments(
-            conn, ids, author, workspace_id, message.channel_id, message.id
+            conn,
+            ids,
+            author,
+            workspace_id,
+            message.channel_id,
+            message.id,
+            (here.request_id, here.client_addr),
         )
     except asyncpg.DeadlockDetectedError:
         # Two sends racing for overlapping attachments: one loses.

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from echora_server.audit.record import attribute
 from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
@@ -134,6 +135,7 @@ class MessageService:
             message, access = await _visible_message(conn, identity, message_id)
             if message.author.id != identity.user.id and access.role not in MANAGER_ROLES:
                 raise Forbidden("Only the author or a workspace owner or admin can delete this.")
+            await attribute(conn, identity.user.id)  # the files' deletion records name who
             keys = await attachments.delete_attachments_of_message(conn, message_id)
             if not await messages.delete_message(conn, message_id):
                 raise NotFound(MESSAGE_NOT_FOUND)

@@ -14,6 +14,7 @@ from typing import NoReturn
 import asyncpg
 import structlog
 
+from echora_server.audit.record import UPLOAD_FINALIZED, UPLOAD_REFUSED, origin, record
 from echora_server.core.errors import ApiError, Conflict, NotFound
 from echora_server.db import attachments, tickets
 from echora_server.db.attachments import NewAttachment
@@ -76,8 +77,14 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
     try:
         new = await _attachment(check, media, size, sha256)
         async with check.pool.acquire() as conn, conn.transaction():
+            here = origin()
             rows = await attachments.insert_attachments(
-                conn, ticket.workspace_id, ticket.owner_id, ticket.channel_id, [new]
+                conn,
+                ticket.workspace_id,
+                ticket.owner_id,
+                ticket.channel_id,
+                [new],
+                (UPLOAD_FINALIZED, here.request_id, here.client_addr),
             )
             if not rows:  # the owner left the channel or workspace since
                 raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
@@ -168,8 +175,20 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
 
 async def _refuse(check: ObjectCheck, refusal: ApiError) -> NoReturn:
     """Delete the ticket (its trigger queues the object), then the object, then say why."""
-    async with check.pool.acquire() as conn:
-        deleted = await tickets.delete_ticket(conn, check.ticket.id)
+    ticket = check.ticket
+    async with check.pool.acquire() as conn, conn.transaction():
+        deleted = await tickets.delete_ticket(conn, ticket.id)
+        if deleted:
+            await record(
+                conn,
+                UPLOAD_REFUSED,
+                workspace_id=ticket.workspace_id,
+                actor_id=ticket.owner_id,
+                attachment_id=ticket.id,
+                reason=refusal.code,
+                filename=ticket.filename,
+                size=ticket.size,
+            )
     check.settled = True
     if deleted:
         await delete_queued(check.pool, check.storage, [check.ticket.storage_key])

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from echora_server.audit.record import TICKET_CREATED, UPLOAD_RECEIVED, UPLOAD_REFUSED, record
+from echora_server.audit.tally import TALLY, Tally
 from echora_server.auth.identity import Identity
 from echora_server.auth.secrets import UPLOAD_TICKET_PREFIX, digest, new_secret, well_formed
 from echora_server.config import CONFIG, Config
@@ -91,9 +93,15 @@ def _utcnow() -> dt.datetime:
 
 class TicketService:
     def __init__(
-        self, pool: asyncpg.Pool, uploads: UploadService, config: Config, clock: Clock = _utcnow
+        self,
+        pool: asyncpg.Pool,
+        uploads: UploadService,
+        config: Config,
+        tally: Tally,
+        clock: Clock = _utcnow,
     ) -> None:
         self.pool = pool
+        self.tally = tally
         self.uploads = uploads
         self.storage = uploads.storage
         self.ttl = dt.timedelta(seconds=config.upload_ticket_ttl)
@@ -137,14 +145,33 @@ class TicketService:
             expires_at=now + self.ttl,
             finalize_before=now + self.ttl + self.horizon,
         )
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             opened = await tickets.insert_ticket(conn, new, self.max_open)
             if opened.count >= self.max_open:
                 raise self._too_many(opened.first_frees_at, now)
             ticket = await tickets.select_ticket(conn, new.id, new.token_hash)
+            if ticket is not None:
+                await record(
+                    conn,
+                    TICKET_CREATED,
+                    workspace_id=ticket.workspace_id,
+                    actor_id=ticket.owner_id,
+                    attachment_id=ticket.id,
+                    filename=ticket.filename,
+                    size=ticket.size,
+                    type=ticket.declared_type,
+                    channel_id=ticket.channel_id,
+                    method=ticket.method,
+                )
         if ticket is None:  # deleted with its channel a moment after it was made
             raise NotFound(NOT_FOUND)
         return IssuedTicket(ticket, token, post)
+
+    def _token_hash(self, token: str | None) -> bytes:
+        if token is None or not well_formed(token, UPLOAD_TICKET_PREFIX):
+            self.tally.token_refused("invalid_upload_token", kind="upload_ticket")
+            raise Unauthorized("Send the upload ticket's token.", code="invalid_upload_token")
+        return digest(token)
 
     def _too_many(self, frees_at: dt.datetime | None, now: dt.datetime) -> TooManyRequests:
         wait = max(1, math.ceil((frees_at - now).total_seconds())) if frees_at else 1
@@ -157,7 +184,7 @@ class TicketService:
 
     async def receive(self, ticket_id: str, token: str | None, reader: ChunkReader) -> Receipt:
         """Stream a PUT's body into the ticket's key; all of it, exactly the declared size."""
-        token_hash = _token_hash(token)
+        token_hash = self._token_hash(token)
         now = self.clock()
         until = now + dt.timedelta(seconds=self.uploads.limits.max_seconds) + self.horizon
         async with self.pool.acquire() as conn:
@@ -188,25 +215,46 @@ class TicketService:
             received = tickets.Received(
                 meter.sha256, media.detected, *(size if size else (None, None))
             )
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire() as conn, conn.transaction():
                 if not await tickets.mark_received(conn, ticket.id, self.clock(), received):
                     raise NotFound(NOT_FOUND)  # gone meanwhile (its channel was deleted)
-        except BaseException:
-            await self.uploads.tasks.run(self._release_sending(ticket, stored))
+                await record(
+                    conn,
+                    UPLOAD_RECEIVED,
+                    workspace_id=ticket.workspace_id,
+                    actor_id=ticket.owner_id,
+                    attachment_id=ticket.id,
+                    size=put.size,
+                    type=media.detected,
+                )
+        except BaseException as exc:
+            await self.uploads.tasks.run(self._release_sending(ticket, stored, exc))
             raise
         return Receipt(ticket.id, put.size, meter.sha256)
 
-    async def _release_sending(self, ticket: Ticket, stored: bool) -> None:
+    async def _release_sending(self, ticket: Ticket, stored: bool, exc: BaseException) -> None:
         if stored:  # no row claims these bytes: nothing else may see them
             await discard_refused(self.pool, self.storage, [ticket.storage_key])
         async with self.pool.acquire() as conn:
             await tickets.release_sending(conn, ticket.id)
+            if isinstance(exc, ApiError) and exc.status < 500:  # refused, not failed
+                await record(
+                    conn,
+                    UPLOAD_REFUSED,
+                    workspace_id=ticket.workspace_id,
+                    actor_id=ticket.owner_id,
+                    attachment_id=ticket.id,
+                    reason=exc.code,
+                    filename=ticket.filename,
+                    size=ticket.size,
+                )
 
     async def _why_not_sending(
         self, conn: asyncpg.Connection, ticket_id: str, token_hash: bytes, now: dt.datetime
     ) -> ApiError:
         ticket = await tickets.select_ticket(conn, ticket_id, token_hash)
         if ticket is None:
+            self.tally.token_refused("upload_not_found", kind="upload_ticket")
             return NotFound(NOT_FOUND, code="upload_not_found")
         if ticket.finalized_at is not None:
             return Conflict("The upload is finalized already.", code="upload_finalized")
@@ -221,7 +269,7 @@ class TicketService:
         return Conflict("Another request is sending the bytes.", code="upload_in_progress")
 
     async def finalize(self, identity: Identity, ticket_id: str, token: str) -> Attachment:
-        token_hash = _token_hash(token)
+        token_hash = self._token_hash(token)
         now = self.clock()
         async with self.pool.acquire() as conn:
             ticket = await tickets.hold_for_finalize(
@@ -250,6 +298,9 @@ class TicketService:
     ) -> ApiError:
         ticket = await tickets.select_ticket(conn, ticket_id, token_hash)
         if ticket is None or ticket.owner_id != identity.user.id:
+            self.tally.token_refused(
+                "upload_not_found", None, identity.user.id, kind="upload_ticket"
+            )
             return NotFound(NOT_FOUND, code="upload_not_found")
         if ticket.finalized_at is not None:
             return Conflict("The upload is finalized already.", code="upload_finalized")
@@ -258,15 +309,9 @@ class TicketService:
         return Conflict("The bytes are still being sent or checked.", code="upload_in_progress")
 
 
-def _token_hash(token: str | None) -> bytes:
-    if token is None or not well_formed(token, UPLOAD_TICKET_PREFIX):
-        raise Unauthorized("Send the upload ticket's token.", code="invalid_upload_token")
-    return digest(token)
-
-
 TICKETS = web.AppKey("tickets", TicketService)
 
 
 async def tickets_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[TICKETS] = TicketService(app[POOL], app[UPLOADS], app[CONFIG])
+    app[TICKETS] = TicketService(app[POOL], app[UPLOADS], app[CONFIG], app[TALLY])
     yield

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from echora_server.audit.record import bind_origin
 from echora_server.core.errors import ApiError, error_body, unavailable
 from echora_server.core.metrics import METRICS
 from echora_server.core.route import Handler
@@ -39,6 +40,7 @@ def bind_request_id(request: web.Request) -> None:
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    bind_origin(request_id, request.remote)
 
 
 def log_request(request: web.Request, status: int, started: float, **fields: Any) -> None:

@@ -18,6 +18,7 @@ from echora_server.messages import websocket
 from echora_server.tickets import handlers as tickets
 from echora_server.web import openapi, ops, site
 from echora_server.web.middlewares import answer, bind_request_id, error_response, log_request
+from echora_server.workspaces import audit as workspace_audit
 from echora_server.workspaces import handlers as workspaces
 
 ROUTES: tuple[Route, ...] = (
@@ -25,6 +26,7 @@ ROUTES: tuple[Route, ...] = (
     *openapi.ROUTES,
     *accounts.ROUTES,
     *workspaces.ROUTES,
+    *workspace_audit.ROUTES,
     *channels.ROUTES,
     *messages.ROUTES,
     *websocket.ROUTES,

@@ -19,6 +19,8 @@ from echora_server.db.attachments import (
 )
 from echora_server.db.records import User
 
+UPLOADED = ("file.uploaded", None, None)  # the audit record: action, request, client
+
 
 @pytest.fixture
 async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
@@ -90,14 +92,16 @@ async def test_insert_keeps_order_and_needs_current_membership(conn: asyncpg.Con
     alice, ws = await user(conn, "alice")
     bob, _ = await user(conn, "bob")
     files = [new_file(f"{i}.txt") for i in range(5)]
-    rows = await insert_attachments(conn, ws, alice.id, None, files)
+    rows = await insert_attachments(conn, ws, alice.id, None, files, UPLOADED)
     assert [r.id for r in rows] == [f.id for f in files]
     assert rows[0].sha256 == hashlib.sha256(b"abc").digest() and rows[0].message_id is None
 
     private = await channel(conn, ws, True, alice)
-    assert await insert_attachments(conn, ws, bob.id, private, [new_file()]) == []  # not in it
+    assert (
+        await insert_attachments(conn, ws, bob.id, private, [new_file()], UPLOADED) == []
+    )  # not in it
     await workspaces.delete_membership(conn, ws, alice.id)
-    assert await insert_attachments(conn, ws, alice.id, None, [new_file()]) == []
+    assert await insert_attachments(conn, ws, alice.id, None, [new_file()], UPLOADED) == []
     assert await conn.fetchval("SELECT count(*) FROM attachments") == 5
 
 
@@ -108,7 +112,7 @@ async def test_who_may_read(conn: asyncpg.Connection) -> None:
     public = await channel(conn, ws, False, alice)
     private = await channel(conn, ws, True, alice)
     unlinked, in_public, in_private = await insert_attachments(
-        conn, ws, alice.id, None, [new_file() for _ in range(3)]
+        conn, ws, alice.id, None, [new_file() for _ in range(3)], UPLOADED
     )
 
     async def readers(attachment_id: str) -> set[str]:
@@ -134,7 +138,7 @@ async def test_deleted_rows_queue_their_objects(conn: asyncpg.Connection) -> Non
     alice, ws = await user(conn, "alice")
     public = await channel(conn, ws, False, alice)
     photo, kept = await insert_attachments(
-        conn, ws, alice.id, public, [new_file("p.png", thumbnail=True), new_file()]
+        conn, ws, alice.id, public, [new_file("p.png", thumbnail=True), new_file()], UPLOADED
     )
     message_id = await link(conn, photo.id, public, alice)
     await conn.execute("DELETE FROM messages WHERE id = $1", message_id)  # the cascade

@@ -249,8 +249,13 @@ async def test_sweeps_remove_exactly_what_they_should(
     assert final.rows == {ancient_linked.id}
     assert final.objects == {*ancient_linked.keys, other_kind}
     now = t0 + 10 * 365 * 24 * HOUR  # linked files are never swept, however old
-    assert await sweep_once(pool, storage, config, now) == SweepResult()
+    (recorded,) = await sql(client, "SELECT count(*) FROM audit_log")
+    assert recorded["count"] > 0  # while audit records past their retention are
+    assert await sweep_once(pool, storage, config, now) == SweepResult(
+        pruned_audit_entries=recorded["count"]
+    )
     assert await state(client, config, server) == final
+    assert await sql(client, "SELECT id FROM audit_log") == []
 
 
 async def test_thresholds_are_exact(
@@ -404,6 +409,7 @@ async def test_concurrent_sweeps_share_the_work(
 
 
 @pytest.mark.parametrize("config", ["local"], indirect=True)
+@pytest.mark.parametrize("config_overrides", [{"audit_retention": 2 * 365 * 86400}])
 async def test_a_link_in_progress_wins_over_expiry(
     client: TestClient, config: Config, people: People
 ) -> None:
