@@ -19,12 +19,14 @@ from echora_server.tickets import handlers as tickets
 from echora_server.web import openapi, ops, site
 from echora_server.web.middlewares import answer, bind_request_id, error_response, log_request
 from echora_server.workspaces import handlers as workspaces
+from echora_server.workspaces import settings_handlers
 
 ROUTES: tuple[Route, ...] = (
     *ops.ROUTES,
     *openapi.ROUTES,
     *accounts.ROUTES,
     *workspaces.ROUTES,
+    *settings_handlers.ROUTES,
     *channels.ROUTES,
     *messages.ROUTES,
     *websocket.ROUTES,
