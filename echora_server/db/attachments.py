@@ -57,7 +57,7 @@ def to_attachment(row: asyncpg.Record) -> Attachment:
 # One statement per upload. Membership is re-read (the upload was authorised before its bytes
 # arrived) and locked FOR KEY SHARE, so a concurrent removal either commits first or waits.
 # A channel-scoped upload also needs the uploader still in the channel. ``quota_refusal``
-# (sql/0008) checks the workspace's quotas first, under its lock, inside this statement: a
+# (sql/0009) checks the workspace's quotas first, under its lock, inside this statement: a
 # quota costs no round trip. One row per file inserted, or one row (id NULL) saying why none.
 INSERT_ATTACHMENTS = f"""
 WITH q AS MATERIALIZED (

@@ -1,4 +1,4 @@
-"""Workspace upload settings (sql/0008) and the stored-bytes figures the quotas count. The
+"""Workspace upload settings (sql/0009) and the stored-bytes figures the quotas count. The
 settings ride along the queries that authorise an upload, so a policy costs no round trip."""
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class QuotaRefusal:
 
 
 def to_refusal(value: str | None) -> QuotaRefusal | None:
-    """What ``quota_refusal()`` (sql/0008) returned, as jsonb text."""
+    """What ``quota_refusal()`` (sql/0009) returned, as jsonb text."""
     if value is None:
         return None
     found = json.loads(value)

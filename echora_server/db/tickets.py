@@ -84,7 +84,7 @@ class OpenTickets:
 LOCK_OWNER = "SELECT id FROM users WHERE id = $1 FOR UPDATE"
 
 # An open ticket is unfinalized and still finalizable. Its declared size is reserved against
-# the quotas (``quota_refusal``, sql/0008) in this same statement, under the quota's lock.
+# the quotas (``quota_refusal``, sql/0009) in this same statement, under the quota's lock.
 INSERT_TICKET = """
 WITH open AS (
     SELECT count(*) AS n, min(finalize_before) AS first_frees_at
