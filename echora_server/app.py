@@ -34,6 +34,7 @@ from echora_server.web.ops import LIFECYCLE, Lifecycle
 from echora_server.web.route_table import ROUTES, add_routes
 from echora_server.web.server import drop_server_header
 from echora_server.workspaces.service import workspaces_ctx
+from echora_server.workspaces.settings import settings_ctx
 
 # JSON bodies are small; file uploads stream and count their own bytes.
 CLIENT_MAX_SIZE = 1024 * 1024
@@ -73,6 +74,7 @@ def create_app(config: Config) -> web.Application:
             channels_ctx,
             workspaces_ctx,
             uploads_ctx,
+            settings_ctx,
             tickets_ctx,
             messages_ctx,
             bots_ctx,

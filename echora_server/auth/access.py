@@ -20,7 +20,12 @@ async def require_membership(
     membership = None
     if identity.may_use_workspace(workspace_id):
         membership = await workspaces.select_membership(conn, workspace_id, identity.user.id)
-    if membership is None:
+    return membership_or_404(identity, membership)
+
+
+def membership_or_404(identity: Identity, membership: Membership | None) -> Membership:
+    """The rule of ``require_membership`` for a membership read by another query."""
+    if membership is None or not identity.may_use_workspace(membership.workspace.id):
         raise NotFound(WORKSPACE_NOT_FOUND)
     return membership
 
@@ -40,6 +45,11 @@ async def require_channel(
     """The channel and the caller's standing, read fresh. 404, like a missing channel, when
     its workspace is out of the caller's (or token's) reach, or it is private and not theirs."""
     access = await channels.select_channel_access(conn, channel_id, identity.user.id)
+    return channel_or_404(identity, access)
+
+
+def channel_or_404(identity: Identity, access: ChannelAccess | None) -> ChannelAccess:
+    """The rule of ``require_channel`` for a channel read by another query."""
     if (
         access is None
         or not identity.may_use_workspace(access.channel.workspace_id)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
+from echora_server.db.policies import QuotaRefusal, to_refusal
 from echora_server.db.records import Attachment
 
 
@@ -54,12 +56,19 @@ def to_attachment(row: asyncpg.Record) -> Attachment:
 
 # One statement per upload. Membership is re-read (the upload was authorised before its bytes
 # arrived) and locked FOR KEY SHARE, so a concurrent removal either commits first or waits.
-# A channel-scoped upload also needs the uploader still in the channel.
+# A channel-scoped upload also needs the uploader still in the channel. ``quota_refusal``
+# (sql/0009) checks the workspace's quotas first, under its lock, inside this statement: a
+# quota costs no round trip. One row per file inserted, or one row (id NULL) saying why none.
 INSERT_ATTACHMENTS = f"""
-WITH allowed AS (
+WITH q AS MATERIALIZED (
+    SELECT CASE WHEN NOT $15::boolean THEN quota_refusal(
+        $1, $2, (SELECT coalesce(sum(n), 0) FROM unnest($7::bigint[]) n)::bigint, $14
+    )::text END AS refusal
+), allowed AS (
     SELECT m.workspace_id, m.user_id
     FROM memberships m
     WHERE m.workspace_id = $1 AND m.user_id = $2
+      AND (SELECT q.refusal FROM q) IS NULL
       AND ($3::bigint IS NULL OR EXISTS (
           SELECT 1 FROM channel_members cm
           WHERE cm.channel_id = $3 AND cm.user_id = $2 AND cm.workspace_id = $1))
@@ -80,13 +89,19 @@ WITH allowed AS (
 ), logged AS (
     INSERT INTO audit_log
         (workspace_id, actor_id, action, attachment_id, request_id, client_addr, details)
-    SELECT a.workspace_id, a.uploader_id, $14, a.id, $15, $16,
+    SELECT a.workspace_id, a.uploader_id, $16, a.id, $17, $18,
            jsonb_build_object('size', a.size, 'filename', a.filename,
                               'type', a.detected_type, 'channel_id', a.channel_id)
     FROM a
 )
-SELECT {_ATTACHMENT} FROM a
+SELECT {_ATTACHMENT}, q.refusal FROM q LEFT JOIN a ON true
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    rows: list[Attachment]  # empty: the uploader is no longer a member, or a quota refused
+    refusal: QuotaRefusal | None
 
 
 async def insert_attachments(
@@ -95,11 +110,16 @@ async def insert_attachments(
     uploader_id: int,
     channel_id: int | None,
     files: Sequence[NewAttachment],
+    now: dt.datetime,
     audit: tuple[str, str | None, str | None],
-) -> list[Attachment]:
-    """Insert one upload's files, in order; no rows unless the uploader is still a member.
-    ``audit``: the action each file's audit record names, the request id, the client address."""
-    rows = await conn.fetch(
+    *,
+    reserved: bool = False,
+) -> Inserted:
+    """Insert one upload's files, in order; none unless the uploader is still a member and
+    every quota has room for them (open tickets at ``now`` reserve theirs). ``reserved``: a
+    finalized ticket's file, whose bytes its reservation holds already. ``audit``: the action
+    each file's audit record names, the request id, the client address."""
+    found = await conn.fetch(
         INSERT_ATTACHMENTS,
         workspace_id,
         uploader_id,
@@ -114,10 +134,15 @@ async def insert_attachments(
         [f.width for f in files],
         [f.height for f in files],
         [f.thumbnail_key for f in files],
+        now,
+        reserved,
         *audit,
     )
     order = {f.id: i for i, f in enumerate(files)}
-    return sorted((to_attachment(r) for r in rows), key=lambda a: order[a.id])
+    rows = sorted(
+        (to_attachment(r) for r in found if r["id"] is not None), key=lambda a: order[a.id]
+    )
+    return Inserted(rows, to_refusal(found[0]["refusal"]) if found else None)
 
 
 SELECT_ATTACHMENTS_BY_IDS = f"SELECT {_ATTACHMENT} FROM attachments a WHERE a.id = ANY($1::text[])"

@@ -10,6 +10,8 @@ from typing import Literal
 
 import asyncpg
 
+from echora_server.db.policies import QuotaRefusal, to_refusal
+
 Method = Literal["put", "post"]
 
 
@@ -72,6 +74,8 @@ class OpenTickets:
     count: int
     # When the oldest open ticket stops counting (its finalize_before), for Retry-After.
     first_frees_at: dt.datetime | None
+    refusal: QuotaRefusal | None = None  # a quota had no room for the declared size
+    inserted: bool = False
 
 
 # In READ COMMITTED a statement's snapshot predates any lock it waits for: the owner's row is
@@ -79,28 +83,33 @@ class OpenTickets:
 # before the lock was granted, and concurrent requests count one after another.
 LOCK_OWNER = "SELECT id FROM users WHERE id = $1 FOR UPDATE"
 
-# An open ticket is unfinalized and still finalizable.
+# An open ticket is unfinalized and still finalizable. Its declared size is reserved against
+# the quotas (``quota_refusal``, sql/0009) in this same statement, under the quota's lock.
 INSERT_TICKET = """
 WITH open AS (
     SELECT count(*) AS n, min(finalize_before) AS first_frees_at
     FROM upload_tickets
     WHERE owner_id = $2 AND finalized_at IS NULL AND finalize_before > $11
+), q AS MATERIALIZED (
+    SELECT CASE WHEN (SELECT n FROM open) < $14
+                THEN quota_refusal($4, $2, $9, $11)::text END AS refusal
 ), t AS (
     INSERT INTO upload_tickets (
         id, owner_id, token_hash, workspace_id, channel_id, storage_key, filename,
         declared_type, size, method, created_at, expires_at, finalize_before)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
-    FROM open
-    WHERE open.n < $14
+    FROM open, q
+    WHERE open.n < $14 AND q.refusal IS NULL
     RETURNING id
 )
-SELECT open.n, open.first_frees_at FROM open
+SELECT open.n, open.first_frees_at, q.refusal, (SELECT count(*) FROM t) AS inserted
+FROM open, q
 """
 
 
 async def insert_ticket(conn: asyncpg.Connection, ticket: NewTicket, max_open: int) -> OpenTickets:
-    """Insert unless the owner has ``max_open`` open tickets. The open count before, and when
-    the first of them frees a place: ``count`` < ``max_open`` means inserted."""
+    """Insert unless the owner has ``max_open`` open tickets or a quota has no room. The open
+    count before, when the first of them frees a place, and any quota's refusal."""
     async with conn.transaction():
         await conn.execute(LOCK_OWNER, ticket.owner_id)
         row = await conn.fetchrow(
@@ -122,7 +131,9 @@ async def insert_ticket(conn: asyncpg.Connection, ticket: NewTicket, max_open: i
         )
     if row is None:
         raise RuntimeError("INSERT_TICKET yields one row")
-    return OpenTickets(row["n"], row["first_frees_at"])
+    return OpenTickets(
+        row["n"], row["first_frees_at"], to_refusal(row["refusal"]), row["inserted"] == 1
+    )
 
 
 SELECT_TICKET = f"""

@@ -120,10 +120,12 @@ _UPLOAD_RESPONSES = {
     403: "Not in the channel",
     404: "No such channel or workspace of mine",
     408: "The upload stalled (upload_idle_timeout)",
-    413: "A file is too large (details.limit_bytes), too many files, or (Expect: "
-    "100-continue) a Content-Length over any possible upload",
-    415: "Content-Encoding sent, or the content contradicts its declared image type",
+    413: "A file is too large for the server or workspace (details.limit_bytes), too many "
+    "files, or (Expect: 100-continue) a Content-Length over any possible upload",
+    415: "Content-Encoding sent, the content contradicts its declared image type, or the "
+    "workspace does not accept its sniffed type (type_not_allowed)",
     422: "Invalid fields, no file, or several workspaces and none named",
+    507: "A storage quota has no room (quota_exceeded: details.quota, bytes_used, bytes_allowed)",
 }
 _DOWNLOAD_RESPONSES = {
     200: "The file",

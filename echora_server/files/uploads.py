@@ -6,6 +6,7 @@ cannot cut them short), and no connection is held while client bytes or storage 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,15 +21,15 @@ from echora_server.audit.record import FILE_UPLOADED, origin
 from echora_server.auth.access import (
     CHANNEL_NOT_FOUND,
     WORKSPACE_NOT_FOUND,
-    require_channel,
-    require_membership,
+    channel_or_404,
+    membership_or_404,
 )
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
 from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, NotFound, unavailable
 from echora_server.core.tasks import TASKS, OwnedTasks
-from echora_server.db import attachments, workspaces
-from echora_server.db.attachments import NewAttachment
+from echora_server.db import attachments, policies
+from echora_server.db.attachments import Inserted, NewAttachment
 from echora_server.db.pool import POOL, end_backend
 from echora_server.db.records import Attachment
 from echora_server.files.deletion import discard, leftover_recorder
@@ -36,12 +37,14 @@ from echora_server.files.filenames import sanitize_filename
 from echora_server.files.images import THUMBNAIL_TYPE, Thumbnailer, decodable, read_dimensions
 from echora_server.files.mediatypes import classify, served_type
 from echora_server.files.meter import FileMeter
+from echora_server.files.policy import UploadPolicy, quota_exceeded
 from echora_server.files.upload_body import IncomingFile, TargetFields
 from echora_server.storage.base import ObjectTooLarge, Storage, StorageError, new_key
 from echora_server.storage.factory import STORAGE
 
 log = structlog.get_logger("echora.uploads")
 T = TypeVar("T")
+Clock = Callable[[], dt.datetime]
 # Work done in the transaction that inserts a batch's rows, given those rows.
 InTransaction = Callable[[asyncpg.Connection, list[Attachment]], Awaitable[T]]
 
@@ -75,6 +78,11 @@ class UploadLimits:
 class UploadTarget:
     workspace_id: int
     channel_id: int | None  # set: the files may only be linked into this channel
+    policy: UploadPolicy  # the workspace's, read with the access check
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class UploadService:
@@ -85,35 +93,57 @@ class UploadService:
         limits: UploadLimits,
         tasks: OwnedTasks,
         thumbnailer: Thumbnailer | None = None,
+        clock: Clock = _utcnow,
     ) -> None:
         self.pool = pool
         self.storage = storage
         self.limits = limits
         self.tasks = tasks
         self.thumbnailer = thumbnailer or Thumbnailer()
+        self.clock = clock  # open tickets reserve quota until their times, by this clock
+
+    def policy(self, settings: policies.WorkspaceSettings) -> UploadPolicy:
+        return UploadPolicy.of(settings, self.limits.max_bytes)
 
     def batch(self, target: UploadTarget, uploader_id: int) -> UploadBatch:
         return UploadBatch(self, target, uploader_id)
 
     async def target(self, identity: Identity, fields: TargetFields) -> UploadTarget:
+        """Where the files go, and its policy, by one query."""
+        if fields.channel_id is not None:
+            target = await self.channel_target(
+                identity, fields.channel_id, "Join the channel to upload to it."
+            )
+            if fields.workspace_id not in (None, target.workspace_id):
+                raise NotFound(CHANNEL_NOT_FOUND)
+            return target
         async with self.pool.acquire() as conn:
-            if fields.channel_id is not None:
-                access = await require_channel(conn, identity, fields.channel_id)
-                if fields.workspace_id not in (None, access.channel.workspace_id):
-                    raise NotFound(CHANNEL_NOT_FOUND)
-                if not access.joined:
-                    raise Forbidden("Join the channel to upload to it.", code="not_channel_member")
-                return UploadTarget(access.channel.workspace_id, access.channel.id)
-            if fields.workspace_id is not None:
-                await require_membership(conn, identity, fields.workspace_id)
-                return UploadTarget(fields.workspace_id, None)
-            memberships = await workspaces.select_memberships_of_user(conn, identity.user.id)
-        usable = [m.workspace.id for m in memberships if identity.may_use_workspace(m.workspace.id)]
+            found = await policies.select_memberships_with_settings(
+                conn, identity.user.id, fields.workspace_id
+            )
+        if fields.workspace_id is not None:
+            membership, settings = found[0] if found else (None, policies.WorkspaceSettings())
+            membership_or_404(identity, membership)
+            return UploadTarget(fields.workspace_id, None, self.policy(settings))
+        usable = [(m, s) for m, s in found if identity.may_use_workspace(m.workspace.id)]
         if len(usable) != 1:
             raise InvalidRequest(
                 "Say where the files go: channel_id or workspace_id.", code="workspace_required"
             )
-        return UploadTarget(usable[0], None)
+        membership, settings = usable[0]
+        return UploadTarget(membership.workspace.id, None, self.policy(settings))
+
+    async def channel_target(
+        self, identity: Identity, channel_id: int, join_first: str
+    ) -> UploadTarget:
+        async with self.pool.acquire() as conn:
+            found, settings = await policies.select_channel_target(
+                conn, channel_id, identity.user.id
+            )
+        access = channel_or_404(identity, found)
+        if not access.joined:
+            raise Forbidden(join_first, code="not_channel_member")
+        return UploadTarget(access.channel.workspace_id, access.channel.id, self.policy(settings))
 
 
 class UploadBatch:
@@ -149,9 +179,10 @@ class UploadBatch:
         if len(self._files) >= limits.max_files:
             raise TooManyFiles(details={"limit_files": limits.max_files})
         filename = sanitize_filename(incoming.filename)
+        policy = self._target.policy
         meter = FileMeter(
             incoming.reader,
-            max_bytes=limits.max_bytes,
+            max_bytes=policy.max_bytes,
             max_seconds=limits.max_seconds,
             deadline=self._deadline,
         )
@@ -159,6 +190,7 @@ class UploadBatch:
         try:
             head = await meter.read_head()
             media = classify(incoming.declared_type, filename, head)
+            policy.check_type(media.detected, filename)
             stored = await storage.put_stream(
                 key,
                 meter.chunks(),
@@ -167,7 +199,7 @@ class UploadBatch:
             )
         except ObjectTooLarge:
             raise FileTooLarge(
-                details={"limit_bytes": limits.max_bytes, "filename": filename}
+                details={"limit_bytes": policy.max_bytes, "filename": filename}
             ) from None
         self._keys.append(key)
         if stored.size != meter.size:
@@ -208,12 +240,12 @@ class UploadBatch:
 
     async def _insert_or_discard(self) -> list[Attachment]:
         """The rows by one statement, committed on its own: one round trip, not three."""
-        pool, target = self._service.pool, self._target
+        pool = self._service.pool
         backend: int | None = None  # the server process that ran the statement
         try:
             async with pool.acquire() as conn:
                 backend = conn.get_server_pid()
-                rows = await self._insert(conn)
+                inserted = await self._insert(conn)
         except BaseException as exc:
             # An error the server answered with wrote nothing; a lost answer may have.
             refused = isinstance(exc, asyncpg.PostgresError) and unavailable(exc) is None
@@ -226,12 +258,12 @@ class UploadBatch:
                     raise
             await self._discard()
             raise
-        if len(rows) != len(self._files):  # membership lost during the upload
+        if len(inserted.rows) != len(self._files):
             await self._discard()
-            raise NotFound(CHANNEL_NOT_FOUND if target.channel_id else WORKSPACE_NOT_FOUND)
-        return rows
+            raise self._refusal(inserted)
+        return inserted.rows
 
-    async def _insert(self, conn: asyncpg.Connection) -> list[Attachment]:
+    async def _insert(self, conn: asyncpg.Connection) -> Inserted:
         target = self._target
         here = origin()
         return await attachments.insert_attachments(
@@ -240,8 +272,15 @@ class UploadBatch:
             self._uploader_id,
             target.channel_id,
             self._files,
+            self._service.clock(),
             (FILE_UPLOADED, here.request_id, here.client_addr),
         )
+
+    def _refusal(self, inserted: Inserted) -> ApiError:
+        """Why no row was inserted: a quota had no room, or membership was lost meanwhile."""
+        if inserted.refusal is not None:
+            return quota_exceeded(inserted.refusal)
+        return NotFound(CHANNEL_NOT_FOUND if self._target.channel_id else WORKSPACE_NOT_FOUND)
 
     async def commit_with(self, work: InTransaction[T]) -> T:
         """Insert the rows (maybe none) and run ``work`` in the same transaction. A COMMIT that
@@ -250,16 +289,16 @@ class UploadBatch:
         return await self._service.tasks.run(self._commit_or_discard(work))
 
     async def _commit_or_discard(self, work: InTransaction[T]) -> T:
-        pool, target = self._service.pool, self._target
+        pool = self._service.pool
         committing = False
         backend: int | None = None
         try:
             async with pool.acquire() as conn, conn.transaction():
                 backend = conn.get_server_pid()
-                rows = await self._insert(conn)
-                if len(rows) != len(self._files):  # membership lost during the upload
-                    raise NotFound(CHANNEL_NOT_FOUND if target.channel_id else WORKSPACE_NOT_FOUND)
-                result = await work(conn, rows)
+                inserted = await self._insert(conn)
+                if len(inserted.rows) != len(self._files):
+                    raise self._refusal(inserted)
+                result = await work(conn, inserted.rows)
                 committing = True
             return result
         except BaseException:

@@ -177,10 +177,12 @@ ROUTES: tuple[Route, ...] = (
             409: "An attachment of mine is already in a message (attachment_already_linked)",
             413: "Multipart: a file is too large, or too many files; or (Expect: "
             "100-continue) a Content-Length over any possible body",
-            415: "Neither JSON nor multipart, or a file contradicts its declared image type",
+            415: "Neither JSON nor multipart, a file contradicts its declared image type, or "
+            "the workspace does not accept its type (type_not_allowed)",
             422: "Invalid fields, or an attachment that is not mine, not in this workspace or "
             "channel, or missing: all answer attachment_unavailable",
             429: "Sending too fast (Retry-After)",
+            507: "Multipart: a storage quota has no room for the files (quota_exceeded)",
         },
         expect=refuse_post_early,
         schemas={201: Message, 200: Message},

@@ -10,9 +10,7 @@ from contextlib import aclosing
 import asyncpg
 from aiohttp import web
 
-from echora_server.auth.access import require_channel
 from echora_server.auth.identity import Identity
-from echora_server.core.errors import Forbidden
 from echora_server.db.records import Attachment, Message
 from echora_server.files.upload_body import UploadBody, UploadQuery
 from echora_server.files.uploads import TooManyFiles, UploadService, UploadTarget
@@ -95,8 +93,4 @@ async def post_message_with_files(
 
 
 async def _authorize(uploads: UploadService, identity: Identity, channel_id: int) -> UploadTarget:
-    async with uploads.pool.acquire() as conn:
-        access = await require_channel(conn, identity, channel_id)
-    if not access.joined:
-        raise Forbidden("Join the channel to post in it.", code="not_channel_member")
-    return UploadTarget(access.channel.workspace_id, access.channel.id)
+    return await uploads.channel_target(identity, channel_id, "Join the channel to post in it.")

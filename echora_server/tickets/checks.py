@@ -24,6 +24,7 @@ from echora_server.files.deletion import delete_queued, discard
 from echora_server.files.images import THUMBNAIL_TYPE, decodable, read_dimensions
 from echora_server.files.mediatypes import MediaType, classify
 from echora_server.files.meter import HEAD_BYTES
+from echora_server.files.policy import UploadPolicy
 from echora_server.files.uploads import THUMBNAIL_SUFFIX, UploadService
 from echora_server.storage.base import InvalidRange, ObjectNotFound, Storage
 
@@ -46,12 +47,18 @@ class ObjectCheck:
     """One finalize's state: ``settled`` once the ticket is finalized or refused."""
 
     def __init__(
-        self, pool: asyncpg.Pool, storage: Storage, uploads: UploadService, ticket: Ticket
+        self,
+        pool: asyncpg.Pool,
+        storage: Storage,
+        uploads: UploadService,
+        ticket: Ticket,
+        policy: UploadPolicy,
     ) -> None:
         self.pool = pool
         self.storage = storage
         self.uploads = uploads
         self.ticket = ticket
+        self.policy = policy  # the workspace's, read when the finalize took the ticket
         self.settled = False
         self.thumbnail_key: str | None = None
 
@@ -62,6 +69,10 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
         # A PUT through Echora counted, hashed and typed these bytes, in a key nobody else
         # can write: nothing to read again.
         media = MediaType(ticket.declared_type, ticket.detected_type)
+        try:  # checked at the PUT too; the policy may have changed since
+            check.policy.check_type(media.detected, ticket.filename)
+        except ApiError as refusal:
+            await _refuse(check, refusal)
         size = (ticket.width, ticket.height) if ticket.width and ticket.height else None
         if ticket.sha256 is None:
             raise RuntimeError("a received ticket has its digest (sql/0007)")
@@ -70,6 +81,7 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
         head, head_digest = await _read_head(check)
         try:
             media = classify(ticket.declared_type, ticket.filename, head)
+            check.policy.check_type(media.detected, ticket.filename)
         except ApiError as refusal:
             await _refuse(check, refusal)
         size = read_dimensions(head, media.detected) if media.detected else None
@@ -78,14 +90,17 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
         new = await _attachment(check, media, size, sha256)
         async with check.pool.acquire() as conn, conn.transaction():
             here = origin()
-            rows = await attachments.insert_attachments(
+            inserted = await attachments.insert_attachments(
                 conn,
                 ticket.workspace_id,
                 ticket.owner_id,
                 ticket.channel_id,
                 [new],
+                clock(),
                 (UPLOAD_FINALIZED, here.request_id, here.client_addr),
+                reserved=True,
             )
+            rows = inserted.rows
             if not rows:  # the owner left the channel or workspace since
                 raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
             if not await tickets.mark_finalized(conn, ticket.id, clock()):

@@ -28,7 +28,7 @@ from echora_server.core.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from echora_server.db import tickets
+from echora_server.db import policies, tickets
 from echora_server.db.pool import POOL
 from echora_server.db.records import Attachment
 from echora_server.db.tickets import NewTicket, Ticket
@@ -41,6 +41,7 @@ from echora_server.files.mediatypes import (
     type_from_name,
 )
 from echora_server.files.meter import FileMeter
+from echora_server.files.policy import TicketsDisabled, quota_exceeded
 from echora_server.files.upload_body import ChunkReader, TargetFields
 from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, UploadService
 from echora_server.storage.base import ObjectTooLarge, PresignedPost, new_key
@@ -124,12 +125,22 @@ class TicketService:
                 )
             declared = named
         target = await self.uploads.target(identity, asked.target)
+        policy = target.policy
+        if not policy.tickets:
+            raise TicketsDisabled()
+        if asked.size > policy.max_bytes:
+            raise FileTooLarge(details={"limit_bytes": policy.max_bytes})
         token = new_secret(UPLOAD_TICKET_PREFIX)
         now = self.clock()
         key = new_key(FILES_KIND, target.workspace_id)
-        post = await self.storage.presign_post(
-            key, content_type=declared, size=asked.size, expires_in=int(self.ttl.total_seconds())
-        )
+        post = None
+        if policy.direct_uploads:  # the store may still say no (None)
+            post = await self.storage.presign_post(
+                key,
+                content_type=declared,
+                size=asked.size,
+                expires_in=int(self.ttl.total_seconds()),
+            )
         new = NewTicket(
             id=secrets.token_urlsafe(16),
             token_hash=digest(token),
@@ -149,6 +160,8 @@ class TicketService:
             opened = await tickets.insert_ticket(conn, new, self.max_open)
             if opened.count >= self.max_open:
                 raise self._too_many(opened.first_frees_at, now)
+            if opened.refusal is not None:
+                raise quota_exceeded(opened.refusal)
             ticket = await tickets.select_ticket(conn, new.id, new.token_hash)
             if ticket is not None:
                 await record(
@@ -191,6 +204,12 @@ class TicketService:
             ticket = await tickets.hold_for_sending(conn, ticket_id, token_hash, now, until)
             if ticket is None:
                 raise await self._why_not_sending(conn, ticket_id, token_hash, now)
+            try:
+                settings = await policies.select_settings(conn, ticket.workspace_id)
+            except BaseException:
+                await tickets.release_sending(conn, ticket.id)
+                raise
+        policy = self.uploads.policy(settings)
         stored = False
         try:
             meter = FileMeter(
@@ -203,6 +222,7 @@ class TicketService:
                 head = await meter.read_head()
                 # The upload type rules, before a byte is stored (finalize trusts them).
                 media = classify(ticket.declared_type, ticket.filename, head)
+                policy.check_type(media.detected, ticket.filename)
                 put = await self.storage.put_stream(
                     ticket.storage_key, meter.chunks(), content_type=served_type(media.detected)
                 )
@@ -277,7 +297,14 @@ class TicketService:
             )
             if ticket is None:
                 raise await self._why_not_finalizing(conn, identity, ticket_id, token_hash, now)
-        check = ObjectCheck(self.pool, self.storage, self.uploads, ticket)
+            try:
+                settings = await policies.select_settings(conn, ticket.workspace_id)
+            except BaseException:
+                await tickets.release_finalize(conn, ticket.id)
+                raise
+        check = ObjectCheck(
+            self.pool, self.storage, self.uploads, ticket, self.uploads.policy(settings)
+        )
         try:
             return await self.uploads.tasks.run(check_object(check, self.clock))
         finally:

@@ -20,6 +20,7 @@ from echora_server.web import openapi, ops, site
 from echora_server.web.middlewares import answer, bind_request_id, error_response, log_request
 from echora_server.workspaces import audit as workspace_audit
 from echora_server.workspaces import handlers as workspaces
+from echora_server.workspaces import settings_handlers
 
 ROUTES: tuple[Route, ...] = (
     *ops.ROUTES,
@@ -27,6 +28,7 @@ ROUTES: tuple[Route, ...] = (
     *accounts.ROUTES,
     *workspaces.ROUTES,
     *workspace_audit.ROUTES,
+    *settings_handlers.ROUTES,
     *channels.ROUTES,
     *messages.ROUTES,
     *websocket.ROUTES,

@@ -3,6 +3,7 @@ deleting rows queues their objects."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -17,9 +18,7 @@ from echora_server.db.attachments import (
     insert_attachments,
     select_attachment_for_reader,
 )
-from echora_server.db.records import User
-
-UPLOADED = ("file.uploaded", None, None)  # the audit record: action, request, client
+from echora_server.db.records import Attachment, User
 
 
 @pytest.fixture
@@ -29,6 +28,23 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+UPLOADED = ("file.uploaded", None, None)  # the audit record: action, request, client
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    workspace_id: int,
+    uploader_id: int,
+    channel_id: int | None,
+    files: list[NewAttachment],
+) -> list[Attachment]:
+    inserted = await insert_attachments(
+        conn, workspace_id, uploader_id, channel_id, files, dt.datetime.now(dt.UTC), UPLOADED
+    )
+    assert inserted.refusal is None  # no quota in these tests
+    return inserted.rows
 
 
 def new_file(name: str = "a.txt", thumbnail: bool = False) -> NewAttachment:
@@ -92,16 +108,14 @@ async def test_insert_keeps_order_and_needs_current_membership(conn: asyncpg.Con
     alice, ws = await user(conn, "alice")
     bob, _ = await user(conn, "bob")
     files = [new_file(f"{i}.txt") for i in range(5)]
-    rows = await insert_attachments(conn, ws, alice.id, None, files, UPLOADED)
+    rows = await insert(conn, ws, alice.id, None, files)
     assert [r.id for r in rows] == [f.id for f in files]
     assert rows[0].sha256 == hashlib.sha256(b"abc").digest() and rows[0].message_id is None
 
     private = await channel(conn, ws, True, alice)
-    assert (
-        await insert_attachments(conn, ws, bob.id, private, [new_file()], UPLOADED) == []
-    )  # not in it
+    assert await insert(conn, ws, bob.id, private, [new_file()]) == []  # not in it
     await workspaces.delete_membership(conn, ws, alice.id)
-    assert await insert_attachments(conn, ws, alice.id, None, [new_file()], UPLOADED) == []
+    assert await insert(conn, ws, alice.id, None, [new_file()]) == []
     assert await conn.fetchval("SELECT count(*) FROM attachments") == 5
 
 
@@ -111,8 +125,8 @@ async def test_who_may_read(conn: asyncpg.Connection) -> None:
     mallory, _ = await user(conn, "mallory", workspace="globex")
     public = await channel(conn, ws, False, alice)
     private = await channel(conn, ws, True, alice)
-    unlinked, in_public, in_private = await insert_attachments(
-        conn, ws, alice.id, None, [new_file() for _ in range(3)], UPLOADED
+    unlinked, in_public, in_private = await insert(
+        conn, ws, alice.id, None, [new_file() for _ in range(3)]
     )
 
     async def readers(attachment_id: str) -> set[str]:
@@ -137,8 +151,8 @@ async def test_who_may_read(conn: asyncpg.Connection) -> None:
 async def test_deleted_rows_queue_their_objects(conn: asyncpg.Connection) -> None:
     alice, ws = await user(conn, "alice")
     public = await channel(conn, ws, False, alice)
-    photo, kept = await insert_attachments(
-        conn, ws, alice.id, public, [new_file("p.png", thumbnail=True), new_file()], UPLOADED
+    photo, kept = await insert(
+        conn, ws, alice.id, public, [new_file("p.png", thumbnail=True), new_file()]
     )
     message_id = await link(conn, photo.id, public, alice)
     await conn.execute("DELETE FROM messages WHERE id = $1", message_id)  # the cascade

@@ -144,3 +144,19 @@ async def test_a_big_object_is_read_once_for_its_digest(
     assert await post_form(ticket, data) in (200, 201, 204)
     [attachment] = (await (await finalize(alice, ticket)).json())["attachments"]
     assert attachment["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_workspace_may_keep_its_bytes_coming_through_echora(
+    client: TestClient, people: People, probed: None
+) -> None:
+    alice = await people.create("alice")
+    path = f"/api/workspaces/{alice.workspace_id}/limits"
+    assert (await (await alice.get(path)).json())["direct_uploads"] is True
+    changed = await alice.request(
+        "PATCH", f"/api/workspaces/{alice.workspace_id}/settings", json={"direct_uploads": False}
+    )
+    assert changed.status == 200
+    assert (await (await alice.get(path)).json())["direct_uploads"] is False
+    ticket = await ticket_for(alice, 3)
+    assert ticket["upload"]["method"] == "PUT"  # the store would take it; the workspace says no
+    assert (await finalize(alice, ticket)).status == 409  # nothing sent yet
