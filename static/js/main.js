@@ -66,6 +66,8 @@ const composer = new Composer(
     fileInput: $("#file-input"),
     pendingList: $("#pending"),
     dropHint: $("#drop-hint"),
+    outboxList: $("#outbox"),
+    scroller: $("#messages"),
     hintEl: $("#composer-hint"),
     liveEl: $("#composer-live"),
     errorEl: $("#composer-error"),
@@ -73,7 +75,11 @@ const composer = new Composer(
   async (channelId, body) => {
     const message = await api.postMessage(channelId, body);
     seen(message);
-    if (channelId === state.channelId) messages.upsert(message);
+    composer.delivered(message);
+    if (channelId === state.channelId) {
+      messages.upsert(message);
+      messages.reveal(message.id);
+    }
     return message;
   },
 );
@@ -147,6 +153,7 @@ async function enterChat() {
   state.me = me.user;
   state.workspaces = me.workspaces;
   messages.meId = me.user.id;
+  composer.authorName = me.user.display_name || me.user.username;
   $("#me-name").textContent = me.user.display_name || me.user.username;
   show("chat");
   socket.start();
@@ -335,6 +342,7 @@ const handlers = {
   },
   "message.created": (frame) => {
     seen(frame.message);
+    if (frame.message.author?.id === state.me?.id) composer.delivered(frame.message);
     if (frame.channel_id === state.channelId) {
       showLive(frame.channel_id, frame.message);
     } else if (frame.message.author?.id !== state.me?.id && state.channels.some((c) => c.id === frame.channel_id)) {

@@ -159,6 +159,33 @@ export class MessageList {
     this.meId = null;
     this.rows = new Map(); // message id -> <li>
     this.hasMore = false;
+    // Pinned to the newest message while the reader is there: when the log shrinks (the
+    // composer grows with file cards or lines) it stays at the bottom instead of letting
+    // the newest message slide out of view.
+    this.pinned = true;
+    this.scroller.addEventListener("scroll", () => {
+      this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+    });
+    new ResizeObserver(() => {
+      if (this.pinned) this.toBottom();
+    }).observe(this.scroller);
+  }
+
+  distanceFromBottom() {
+    return this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight;
+  }
+
+  toBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.pinned = true;
+  }
+
+  /** Bring a message into view (the one just sent). */
+  reveal(messageId) {
+    const row = this.rows.get(messageId);
+    if (!row) return;
+    if (row === this.list.lastElementChild) this.toBottom();
+    else row.scrollIntoView({ block: "nearest" });
   }
 
   reset() {
@@ -184,7 +211,7 @@ export class MessageList {
     this.bulk(() => messages.forEach((m) => this.insert(m)));
     this.hasMore = hasMore;
     this.refresh();
-    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.toBottom();
   }
 
   /** An older page (newest first): keeps what the reader is looking at in place. */
@@ -198,11 +225,10 @@ export class MessageList {
 
   /** A live or caught-up message; returns true when it was not shown yet. */
   upsert(message) {
-    const atBottom =
-      this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < NEAR_BOTTOM;
+    const atBottom = this.pinned || this.distanceFromBottom() < NEAR_BOTTOM;
     const added = this.insert(message);
     this.refresh();
-    if (atBottom) this.scroller.scrollTop = this.scroller.scrollHeight;
+    if (atBottom) this.toBottom();
     return added;
   }
 
