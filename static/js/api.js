@@ -76,4 +76,6 @@ export const api = {
   messages: (channelId, { before, after, limit } = {}) =>
     request("GET", `/api/channels/${channelId}/messages`, { query: { before, after, limit } }),
   postMessage: (channelId, body) => request("POST", `/api/channels/${channelId}/messages`, { json: body }),
+  editMessage: (messageId, content) => request("PATCH", `/api/messages/${messageId}`, { json: { content } }),
+  deleteMessage: (messageId) => request("DELETE", `/api/messages/${messageId}`),
 };

@@ -1,6 +1,11 @@
 // The composer: the message text, files attached by button, drop or paste (uploaded at
 // once, each with its own progress bar), and sending. Each channel keeps its own draft,
 // so switching channels loses neither text nor uploads.
+//
+// Sending takes a snapshot of the text and the files and empties the composer at once:
+// what is typed or attached while a message is on its way belongs to the next one. The
+// snapshot waits in the outbox (shown under the log as "Sending…") until the server has
+// it; a refused send puts its text and files back in the composer.
 
 import { ApiError } from "./api.js";
 import { h } from "./dom.js";
@@ -17,22 +22,26 @@ function hasFiles(event) {
 }
 
 class Draft {
-  constructor() {
+  constructor(channelId) {
+    this.channelId = channelId;
     this.text = "";
     this.uploads = [];
     this.clientId = null; // kept across retries of one send, so a retry posts nothing twice
-    this.sending = false;
+    this.outbox = []; // sends in order: {text, uploads, clientId, sending, delivered}
+    this.error = "";
   }
 }
 
 export class Composer {
   /**
-   * @param {object} parts the form and its controls (see index.html)
+   * @param {object} parts the form and its controls, the outbox list and the log that
+   *   scrolls it (see index.html)
    * @param {(channelId: number, body: object) => Promise<object>} send posts a message
    */
   constructor(parts, send) {
     Object.assign(this, parts);
     this.sendMessage = send;
+    this.authorName = "";
     this.channel = null;
     this.drafts = new Map();
     this.items = new Map(); // upload key -> its <li>
@@ -90,7 +99,8 @@ export class Composer {
     this.items.clear();
     this.pendingList.replaceChildren();
     for (const upload of draft ? draft.uploads : []) this.renderUpload(upload);
-    this.showError("");
+    this.renderOutbox();
+    this.showError(draft ? draft.error : "");
     this.update();
   }
 
@@ -98,7 +108,7 @@ export class Composer {
     if (!channelId) return null;
     let draft = this.drafts.get(channelId);
     if (!draft) {
-      draft = new Draft();
+      draft = new Draft(channelId);
       this.drafts.set(channelId, draft);
     }
     return draft;
@@ -149,7 +159,7 @@ export class Composer {
       this.forget(draft, upload);
       return;
     }
-    if (this.draft() === draft) {
+    if (this.draft() === draft && draft.uploads.includes(upload)) {
       this.renderUpload(upload);
       if (upload.state === "done") this.announce(`${upload.name} uploaded.`);
     }
@@ -161,14 +171,18 @@ export class Composer {
     draft.uploads = draft.uploads.filter((u) => u !== upload);
     draft.clientId = null;
     if (upload.previewUrl) URL.revokeObjectURL(upload.previewUrl);
-    const li = this.items.get(upload.key);
-    if (li) {
-      const focusWasInside = li.contains(document.activeElement);
-      li.remove();
-      this.items.delete(upload.key);
-      if (focusWasInside) this.textarea.focus();
-    }
+    this.dropItem(upload);
     this.update();
+  }
+
+  /** Take an upload's card out of the composer (the upload itself lives on). */
+  dropItem(upload) {
+    const li = this.items.get(upload.key);
+    if (!li) return;
+    const focusWasInside = li.contains(document.activeElement);
+    li.remove();
+    this.items.delete(upload.key);
+    if (focusWasInside) this.textarea.focus();
   }
 
   renderUpload(upload) {
@@ -244,7 +258,6 @@ export class Composer {
   currentBlocker(draft) {
     if (!this.channel) return "Pick a channel to write in.";
     if (!this.channel.joined) return `Join #${this.channel.name} to post in it.`;
-    if (draft.sending) return "Sending…";
     const uploading = draft.uploads.filter((u) => u.state === "uploading").length;
     if (uploading) return `Waiting for ${uploading} ${uploading === 1 ? "upload" : "uploads"} to finish.`;
     if (draft.uploads.some((u) => u.state === "failed")) return "Remove the files that failed before sending.";
@@ -263,31 +276,108 @@ export class Composer {
     }
   }
 
-  async submit() {
+  /** Snapshot what is in the composer, empty it, and queue the snapshot. */
+  submit() {
     const draft = this.draft();
     if (!draft || this.currentBlocker(draft) !== null) return;
-    const channelId = this.channel.id;
-    const ids = draft.uploads.map((u) => u.attachment.id);
-    const body = { content: draft.uploads.length && !draft.text.trim() ? "" : draft.text };
-    draft.clientId ||= newClientId();
-    body.client_id = draft.clientId;
-    if (ids.length) body.attachment_ids = ids;
-    draft.sending = true;
+    const outgoing = {
+      text: draft.uploads.length && !draft.text.trim() ? "" : draft.text,
+      uploads: draft.uploads,
+      clientId: draft.clientId || newClientId(),
+      sending: false,
+      delivered: false,
+    };
+    draft.text = "";
+    draft.uploads = [];
+    draft.clientId = null;
+    draft.error = "";
+    draft.outbox.push(outgoing);
+    this.textarea.value = "";
+    this.autosize();
+    for (const upload of outgoing.uploads) this.dropItem(upload);
     this.showError("");
+    this.renderOutbox();
+    this.scroller.scrollTop = this.scroller.scrollHeight;
     this.update();
-    try {
-      await this.sendMessage(channelId, body);
-      for (const upload of draft.uploads) if (upload.previewUrl) URL.revokeObjectURL(upload.previewUrl);
-      this.drafts.delete(channelId);
-      if (this.channel && this.channel.id === channelId) this.setChannel(this.channel);
-    } catch (error) {
-      const message = error instanceof ApiError ? error.message : "The message could not be sent.";
-      if (this.channel && this.channel.id === channelId) this.showError(`Not sent: ${message}`);
-    } finally {
-      draft.sending = false;
-      this.update();
-    }
     this.focus();
+    this.pump(draft);
+  }
+
+  /** Send the draft's outbox in order, one message at a time (ids follow the order). */
+  async pump(draft) {
+    if (draft.outbox.some((o) => o.sending)) return;
+    const outgoing = draft.outbox[0];
+    if (!outgoing) return;
+    outgoing.sending = true;
+    this.renderOutbox();
+    const body = { content: outgoing.text, client_id: outgoing.clientId };
+    if (outgoing.uploads.length) body.attachment_ids = outgoing.uploads.map((u) => u.attachment.id);
+    try {
+      await this.sendMessage(draft.channelId, body);
+    } catch (error) {
+      outgoing.sending = false;
+      if (error instanceof ApiError && error.status === 401) return; // logged out: the chat is gone
+      this.restore(draft, error);
+      return;
+    }
+    draft.outbox.shift();
+    for (const upload of outgoing.uploads) if (upload.previewUrl) URL.revokeObjectURL(upload.previewUrl);
+    this.renderOutbox();
+    this.pump(draft);
+  }
+
+  /** A send failed: it and everything queued after it go back in the composer, before
+   * what was written since; nothing is lost. */
+  restore(draft, error) {
+    const unsent = draft.outbox.splice(0);
+    const untouched = !draft.text && draft.uploads.length === 0;
+    const texts = [...unsent.map((o) => o.text), draft.text].filter((t) => t.trim());
+    draft.text = texts.join("\n");
+    draft.uploads = [...unsent.flatMap((o) => o.uploads), ...draft.uploads];
+    // The same message again keeps its client_id: if the server did store it, the retry
+    // gets that message back instead of a second copy.
+    draft.clientId = untouched && unsent.length === 1 ? unsent[0].clientId : null;
+    const reason = error instanceof ApiError ? error.message : "The message could not be sent.";
+    draft.error = `Not sent: ${reason}`;
+    if (this.draft() === draft) {
+      const focused = document.activeElement === this.textarea;
+      this.setChannel(this.channel);
+      if (focused) this.textarea.focus();
+    }
+    this.announce(draft.error);
+  }
+
+  /** A message of mine came in (live or as the POST's answer): its outbox row goes. */
+  delivered(message) {
+    const draft = this.drafts.get(message.channel_id);
+    const outgoing = draft && draft.outbox.find((o) => o.clientId === message.client_id);
+    if (!outgoing || outgoing.delivered) return;
+    outgoing.delivered = true;
+    if (this.draft() === draft) this.renderOutbox();
+  }
+
+  renderOutbox() {
+    const draft = this.draft();
+    const waiting = draft ? draft.outbox.filter((o) => !o.delivered) : [];
+    this.outboxList.replaceChildren(...waiting.map((o) => this.outboxRow(o)));
+    this.outboxList.hidden = waiting.length === 0;
+  }
+
+  outboxRow(outgoing) {
+    const files = outgoing.uploads.map((u) => h("li", {}, u.name));
+    return h(
+      "li",
+      { class: "message mine outgoing" },
+      h(
+        "div",
+        { class: "message-meta" },
+        h("span", { class: "author" }, this.authorName),
+        " ",
+        h("span", { class: "sending" }, outgoing.sending ? "Sending…" : "Waiting to send…"),
+      ),
+      outgoing.text ? h("p", { class: "content" }, outgoing.text) : null,
+      files.length ? h("ul", { class: "outgoing-files", "aria-label": "Files" }, files) : null,
+    );
   }
 
   showError(text) {

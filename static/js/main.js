@@ -1,5 +1,6 @@
 // Wiring: views, state, and what each server event does to them.
 
+import { copyText, messageLink, parseMessageLink, setUpDeleteDialog } from "./actions.js";
 import { ApiError, api, onUnauthorized } from "./api.js";
 import { Composer } from "./composer.js";
 import { showConnection } from "./connection.js";
@@ -49,13 +50,51 @@ const socket = new LiveSocket({
 showConnection(socket);
 
 const openImage = setUpViewer();
+const confirmDelete = setUpDeleteDialog({
+  dialog: $("#delete-dialog"),
+  preview: $("#delete-preview"),
+  error: $("#delete-error"),
+  cancel: $("#delete-cancel"),
+  confirm: $("#delete-confirm"),
+  fallbackFocus: $("#messages"),
+});
 const messages = new MessageList({
   scroller: $("#messages"),
   list: $("#message-list"),
   olderButton: $("#load-older"),
   empty: $("#no-messages"),
   onOpenImage: openImage,
+  actions: {
+    edit: (id) => messages.edit(id),
+    save: (id, content) => api.editMessage(id, content),
+    remove: (id) => {
+      const message = messages.message(id);
+      if (!message) return;
+      confirmDelete(message, async () => {
+        await api.deleteMessage(id);
+        messages.remove(id); // the event may come later (or, for a cut socket, not at all)
+      });
+    },
+    copyLink: async (message, button) => {
+      const copied = await copyText(messageLink(message));
+      announce(copied ? "Link copied." : "The link could not be copied.");
+      if (button.isConnected) {
+        button.textContent = copied ? "Link copied" : "Not copied";
+        setTimeout(() => {
+          if (button.isConnected) button.textContent = "Copy link";
+        }, 2000);
+      }
+    },
+  },
 });
+
+function announce(text) {
+  const live = $("#announcer");
+  live.textContent = "";
+  setTimeout(() => {
+    live.textContent = text;
+  }, 50); // a change the screen reader notices, even for the same words twice
+}
 
 const composer = new Composer(
   {
@@ -66,6 +105,8 @@ const composer = new Composer(
     fileInput: $("#file-input"),
     pendingList: $("#pending"),
     dropHint: $("#drop-hint"),
+    outboxList: $("#outbox"),
+    scroller: $("#messages"),
     hintEl: $("#composer-hint"),
     liveEl: $("#composer-live"),
     errorEl: $("#composer-error"),
@@ -73,7 +114,11 @@ const composer = new Composer(
   async (channelId, body) => {
     const message = await api.postMessage(channelId, body);
     seen(message);
-    if (channelId === state.channelId) messages.upsert(message);
+    composer.delivered(message);
+    if (channelId === state.channelId) {
+      messages.upsert(message);
+      messages.reveal(message.id);
+    }
     return message;
   },
 );
@@ -147,6 +192,7 @@ async function enterChat() {
   state.me = me.user;
   state.workspaces = me.workspaces;
   messages.meId = me.user.id;
+  composer.authorName = me.user.display_name || me.user.username;
   $("#me-name").textContent = me.user.display_name || me.user.username;
   show("chat");
   socket.start();
@@ -154,7 +200,9 @@ async function enterChat() {
   const workspace = me.workspaces.find((w) => w.id === stored) || me.workspaces[0];
   sidebar.setWorkspaces(me.workspaces, workspace ? workspace.id : null);
   try {
-    if (workspace) await openWorkspace(workspace.id);
+    const link = parseMessageLink(location.hash);
+    if (link && me.workspaces.some((w) => w.id === link.workspace)) await followLink(link);
+    else if (workspace) await openWorkspace(workspace.id);
     else selectNothing();
   } catch (error) {
     showRoomError(`Channels could not be loaded: ${error.message}`); // the chat view is up already
@@ -162,6 +210,37 @@ async function enterChat() {
     roomBusy(false);
   }
 }
+
+/** A copied message link: its workspace, its channel, older pages until it shows. */
+async function followLink(link) {
+  if (state.workspaceId !== link.workspace) {
+    if (!state.workspaces.some((w) => w.id === link.workspace)) return;
+    sidebar.setWorkspaces(state.workspaces, link.workspace);
+    localStorage.setItem(storedChannelKey(link.workspace), String(link.channel));
+    await openWorkspace(link.workspace);
+  }
+  const channel = state.channels.find((c) => c.id === link.channel);
+  if (!channel) {
+    showRoomError("The linked message is in a channel you cannot see.");
+    return;
+  }
+  if (state.channelId !== link.channel || state.loadedChannelId !== link.channel) await selectChannel(link.channel);
+  const generation = state.generation;
+  for (let pages = 0; !messages.highlight(link.message); pages += 1) {
+    if (!messages.hasMore || pages === MAX_GAP_PAGES) {
+      showRoomError("The linked message is not there any more.");
+      return;
+    }
+    const page = await api.messages(link.channel, { before: messages.oldestId, limit: PAGE });
+    if (generation !== state.generation) return;
+    messages.showOlder(page.messages, page.has_more);
+  }
+}
+
+window.addEventListener("hashchange", () => {
+  const link = parseMessageLink(location.hash);
+  if (link && state.me) followLink(link).catch((error) => showRoomError(`The link could not be opened: ${error.message}`));
+});
 
 function leaveChat(message = "") {
   socket.stop();
@@ -196,6 +275,8 @@ onUnauthorized(() => {
 
 async function openWorkspace(workspaceId) {
   state.workspaceId = workspaceId;
+  const workspace = state.workspaces.find((w) => w.id === workspaceId);
+  messages.canModerate = Boolean(workspace && (workspace.role === "owner" || workspace.role === "admin"));
   localStorage.setItem(STORED_WORKSPACE, String(workspaceId));
   state.channels = [];
   await refreshChannels();
@@ -335,6 +416,7 @@ const handlers = {
   },
   "message.created": (frame) => {
     seen(frame.message);
+    if (frame.message.author?.id === state.me?.id) composer.delivered(frame.message);
     if (frame.channel_id === state.channelId) {
       showLive(frame.channel_id, frame.message);
     } else if (frame.message.author?.id !== state.me?.id && state.channels.some((c) => c.id === frame.channel_id)) {

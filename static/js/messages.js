@@ -1,6 +1,7 @@
 // The message list: history pages, live inserts in id order, edits and deletes.
 // Everything a user wrote (text, names, filenames, link titles) goes in as text nodes.
 
+import { actionBar, allowedActions, editInPlace, setUpLongPress } from "./actions.js";
 import { h, localUrl, safeUrl } from "./dom.js";
 import { formatSize, formatTime, fullTime } from "./format.js";
 
@@ -129,7 +130,7 @@ function renderLinks(links) {
   return items.length ? h("ul", { class: "links", "aria-label": "Links" }, items) : null;
 }
 
-export function renderMessage(message, { meId, onOpenImage }) {
+export function renderMessage(message, { meId, canModerate = false, onOpenImage, actions = null }) {
   const author = message.author || {};
   const attachments = (message.attachments || [])
     .map((a) => renderAttachment(a, onOpenImage))
@@ -148,21 +149,57 @@ export function renderMessage(message, { meId, onOpenImage }) {
     message.content ? h("p", { class: "content" }, message.content) : null,
     attachments.length ? h("div", { class: "attachments" }, attachments) : null,
     renderLinks(message.links),
+    actions ? actionBar(message, allowedActions(message, { meId, canModerate }), actions) : null,
   );
 }
 
 export class MessageList {
   /** @param {{scroller: HTMLElement, list: HTMLOListElement, olderButton: HTMLButtonElement,
-   *           empty: HTMLElement, onOpenImage: Function}} parts */
+   *           empty: HTMLElement, onOpenImage: Function,
+   *           actions: {save, remove, copyLink}}} parts save(id, content) resolves to the
+   *           edited message; remove(id) asks and deletes; copyLink(message, button) */
   constructor(parts) {
     Object.assign(this, parts);
     this.meId = null;
+    this.canModerate = false; // a workspace owner or admin: may delete others' messages
     this.rows = new Map(); // message id -> <li>
+    this.data = new Map(); // message id -> the message as last known
+    this.editing = null; // the id of the message being edited in place
     this.hasMore = false;
+    setUpLongPress(this.list);
+    // Pinned to the newest message while the reader is there: when the log shrinks (the
+    // composer grows with file cards or lines) it stays at the bottom instead of letting
+    // the newest message slide out of view.
+    this.pinned = true;
+    this.scroller.addEventListener("scroll", () => {
+      this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+    });
+    new ResizeObserver(() => {
+      if (this.pinned) this.toBottom();
+    }).observe(this.scroller);
+  }
+
+  distanceFromBottom() {
+    return this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight;
+  }
+
+  toBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.pinned = true;
+  }
+
+  /** Bring a message into view (the one just sent). */
+  reveal(messageId) {
+    const row = this.rows.get(messageId);
+    if (!row) return;
+    if (row === this.list.lastElementChild) this.toBottom();
+    else row.scrollIntoView({ block: "nearest" });
   }
 
   reset() {
     this.rows.clear();
+    this.data.clear();
+    this.editing = null;
     this.list.replaceChildren();
     this.hasMore = false;
     this.refresh();
@@ -184,7 +221,7 @@ export class MessageList {
     this.bulk(() => messages.forEach((m) => this.insert(m)));
     this.hasMore = hasMore;
     this.refresh();
-    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.toBottom();
   }
 
   /** An older page (newest first): keeps what the reader is looking at in place. */
@@ -198,11 +235,10 @@ export class MessageList {
 
   /** A live or caught-up message; returns true when it was not shown yet. */
   upsert(message) {
-    const atBottom =
-      this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < NEAR_BOTTOM;
+    const atBottom = this.pinned || this.distanceFromBottom() < NEAR_BOTTOM;
     const added = this.insert(message);
     this.refresh();
-    if (atBottom) this.scroller.scrollTop = this.scroller.scrollHeight;
+    if (atBottom) this.toBottom();
     return added;
   }
 
@@ -225,17 +261,79 @@ export class MessageList {
   remove(messageId) {
     const row = this.rows.get(messageId);
     if (!row) return;
+    const hadFocus = row.contains(document.activeElement);
     row.remove();
     this.rows.delete(messageId);
+    this.data.delete(messageId);
+    if (this.editing === messageId) this.editing = null;
     this.refresh();
+    if (hadFocus) this.scroller.focus(); // keep the keyboard in the log
+  }
+
+  message(messageId) {
+    return this.data.get(messageId) || null;
+  }
+
+  /** Edit a message of mine in place; live updates meanwhile wait until it closes. */
+  edit(messageId) {
+    const row = this.rows.get(messageId);
+    const message = this.data.get(messageId);
+    if (!row || !message || this.editing !== null) return;
+    this.editing = messageId;
+    row.classList.remove("actions-open");
+    const save = async (content) => {
+      const updated = await this.actions.save(messageId, content);
+      if (updated) this.data.set(messageId, updated);
+    };
+    editInPlace(row, message, save, () => {
+      if (this.editing !== messageId) return; // deleted meanwhile
+      this.editing = null;
+      const latest = this.data.get(messageId);
+      if (!latest || !this.rows.has(messageId)) return;
+      this.insert(latest);
+      const again = this.rows.get(messageId).querySelector('[data-action="edit"]');
+      if (again) again.focus();
+    });
+  }
+
+  /** A message a link named: brought into view, marked, and given the focus. */
+  highlight(messageId) {
+    const row = this.rows.get(messageId);
+    if (!row) return false;
+    for (const other of this.list.querySelectorAll(".message.linked")) other.classList.remove("linked");
+    row.classList.add("linked");
+    row.tabIndex = -1;
+    row.scrollIntoView({ block: "center" });
+    this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+    row.focus({ preventScroll: true });
+    return true;
   }
 
   insert(message) {
-    const row = renderMessage(message, { meId: this.meId, onOpenImage: this.onOpenImage });
+    this.data.set(message.id, message);
+    if (this.editing === message.id && this.rows.has(message.id)) return false; // shown when the editor closes
+    const row = renderMessage(message, {
+      meId: this.meId,
+      canModerate: this.canModerate,
+      onOpenImage: this.onOpenImage,
+      actions: this.actions,
+    });
     const existing = this.rows.get(message.id);
     this.rows.set(message.id, row);
     if (existing) {
+      // A re-render (an edit arriving live) must not take the keyboard focus away.
+      const focused = existing.contains(document.activeElement) ? document.activeElement : null;
+      if (existing.classList.contains("linked")) {
+        row.classList.add("linked");
+        row.tabIndex = -1;
+      }
       existing.replaceWith(row);
+      if (focused) {
+        const action = focused.dataset.action;
+        const again = action ? row.querySelector(`[data-action="${action}"]`) : null;
+        if (again) again.focus();
+        else if (focused === existing) row.focus();
+      }
       return false;
     }
     // Ids increase: walk back from the newest to the first smaller id.

@@ -78,9 +78,8 @@ class Browsers:
         self.tabs: list[Tab] = []
 
     async def tab(self, **context_options: Any) -> Tab:
-        context = await self.browser.new_context(
-            accept_downloads=True, viewport={"width": 1200, "height": 800}, **context_options
-        )
+        options = {"accept_downloads": True, "viewport": {"width": 1200, "height": 800}}
+        context = await self.browser.new_context(**{**options, **context_options})
         page = await context.new_page()
         tab = Tab(context, page, self.base_url)
 
