@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from echora_server.audit.record import FILE_UPLOADED, origin
+from echora_server.audit.record import FILE_UPLOADED, UPLOAD_REFUSED, origin, record
 from echora_server.auth.access import (
     CHANNEL_NOT_FOUND,
     WORKSPACE_NOT_FOUND,
@@ -146,6 +146,10 @@ class UploadService:
         return UploadTarget(access.channel.workspace_id, access.channel.id, self.policy(settings))
 
 
+# What the policy refuses (size, type, quota), as opposed to what failed: audited.
+REFUSALS = frozenset({413, 415, 507})
+
+
 class UploadBatch:
     """``add`` each file, then ``commit``; leaving ``async with`` otherwise deletes them."""
 
@@ -170,6 +174,24 @@ class UploadBatch:
         if exc_type is not None and not self._settled and self._keys:
             self._settled = True
             await self._service.tasks.run(self._discard())
+        if isinstance(exc, ApiError) and exc.status in REFUSALS:
+            await self._service.tasks.run(self._record_refusal(exc))
+
+    async def _record_refusal(self, refusal: ApiError) -> None:
+        details = refusal.details if isinstance(refusal.details, dict) else {}
+        try:
+            async with self._service.pool.acquire() as conn:
+                await record(
+                    conn,
+                    UPLOAD_REFUSED,
+                    workspace_id=self._target.workspace_id,
+                    actor_id=self._uploader_id,
+                    reason=refusal.code,
+                    filename=details.get("filename"),
+                    files_accepted_before=len(self._files),
+                )
+        except Exception:  # the refusal is the answer; its record is not worth a 500
+            log.warning("audit_record_failed", action=UPLOAD_REFUSED, exc_info=True)
 
     async def _discard(self) -> None:
         await discard(self._service.pool, self._service.storage, self._keys)

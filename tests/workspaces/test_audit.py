@@ -269,3 +269,29 @@ async def test_only_admins_read_it_filtered_and_paged(client: TestClient, people
     assert (await audit(alice, since=future))["entries"] == []
     bad = await alice.get(path, params={"action": "file.stolen"})
     assert bad.status == 422
+
+
+async def test_one_step_uploads_the_policy_refuses_are_recorded(
+    client: TestClient, people: People
+) -> None:
+    alice = await people.create("alice", role="admin")
+    changed = await alice.request(
+        "PATCH",
+        f"/api/workspaces/{alice.workspace_id}/settings",
+        json={"max_file_size": 100, "storage_quota": 150},
+    )
+    assert changed.status == 200, await changed.text()
+    too_big = await alice.post("/api/upload", params={"filename": "big.txt"}, data=b"x" * 101)
+    assert too_big.status == 413
+    first = await alice.post("/api/upload", params={"filename": "a.txt"}, data=b"x" * 100)
+    assert first.status == 201
+    over = await alice.post("/api/upload", params={"filename": "b.txt"}, data=b"x" * 60)
+    assert over.status == 507
+    refused = (await audit(alice, action="upload.refused"))["entries"]
+    assert sorted(
+        (e["details"]["reason"], e["details"]["filename"], e["actor_id"]) for e in refused
+    ) == [
+        ("file_too_large", "big.txt", alice.user_id),
+        ("quota_exceeded", None, alice.user_id),
+    ]
+    assert [a for a, _, _ in await actions(alice, action="file.uploaded")] == ["file.uploaded"]
