@@ -164,6 +164,12 @@ class Config(BaseModel):
         "unacknowledged by then, it is returned again.",
     )
 
+    inbox_ack_retention: Annotated[Duration, within(0, 7 * 86400)] = Field(
+        3600.0,
+        description="How long an acknowledged inbox entry is kept (readable with "
+        "GET /api/inbox/{id}) before the sweep deletes it; never past its expiry.",
+    )
+
     audit_retention: Annotated[Duration, within(86400, 10 * 365 * 86400)] = Field(
         90 * 86400.0,
         description="How long audit records are kept (an hourly tally: from its last count).",

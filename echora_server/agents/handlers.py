@@ -129,6 +129,13 @@ async def poll_inbox(request: web.Request) -> web.Response:
     return web.json_response({"entries": [entry_json(entry) for entry in entries]})
 
 
+async def read_inbox_entry(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    entry_id = path_id(request, "entry_id", ENTRY_NOT_FOUND)
+    entry = await request.app[INBOX].entry(identity, entry_id)
+    return web.json_response(entry_json(entry))
+
+
 async def ack_inbox(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     body = await read_json(request, AckBody)
@@ -136,6 +143,7 @@ async def ack_inbox(request: web.Request) -> web.Response:
     return web.json_response({"acked": acked})
 
 
+ENTRY_NOT_FOUND = "No such inbox entry (unknown, expired or not yours)."
 _NOT_A_MANAGER = "Not an owner or admin of the workspace"
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -205,5 +213,18 @@ ROUTES: tuple[Route, ...] = (
             404: "An id is no live entry of mine (details.ids); nothing was acknowledged",
         },
         schemas={200: Acked},
+    ),
+    Route(
+        "GET",
+        "/api/inbox/{entry_id}",
+        read_inbox_entry,
+        "Read one live entry of my inbox (bots), acknowledged or not; leases nothing",
+        "bots",
+        responses={
+            200: "The entry",
+            403: "Not a bot",
+            404: "No live entry of mine with this id (unknown, expired, swept or another's)",
+        },
+        schemas={200: InboxEntry},
     ),
 )

@@ -119,6 +119,18 @@ class InboxService:
         log.info("inbox_acknowledged", bot_id=bot_id, entry_ids=acked)
         return acked
 
+    async def entry(self, identity: Identity, entry_id: int) -> InboxEntry:
+        """One live entry, acknowledged or not (an agent that crashed after acknowledging
+        re-reads it); reading it leases nothing."""
+        bot_id = await self._bot_id(identity)
+        async with self._pool.acquire() as conn:
+            found = await inbox.select_entry(conn, bot_id, entry_id, self._clock())
+        if found is None:
+            raise NotFound(
+                "No such inbox entry (unknown, expired or not yours).", code="entry_not_found"
+            )
+        return found
+
     async def _bot_id(self, identity: Identity) -> int:
         async with self._pool.acquire() as conn:
             bot = await bots.select_bot(conn, identity.user.id)

@@ -32,6 +32,9 @@ class InboxEntry(Shape):
     fetched_at: dt.datetime | None = Field(
         description="When one of its files was first downloaded by the bot."
     )
+    acked_at: dt.datetime | None = Field(
+        description="When it was acknowledged (kept ECHORA_INBOX_ACK_RETENTION, then deleted)."
+    )
     attempts: int = Field(description="How many times it was handed out, this one included.")
     lease_expires_at: dt.datetime | None = Field(
         description="Returned again after this unless acknowledged."
@@ -62,6 +65,7 @@ def entry_json(entry: records.InboxEntry) -> dict[str, Any]:
         "created_at": entry.created_at.isoformat(),
         "expires_at": entry.expires_at.isoformat(),
         "fetched_at": _iso(entry.fetched_at),
+        "acked_at": _iso(entry.acked_at),
         "attempts": entry.attempts,
         "lease_expires_at": _iso(entry.leased_until),
     }

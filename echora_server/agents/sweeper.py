@@ -1,6 +1,8 @@
 """The inbox sweep: entries past ``expires_at`` are deleted whatever their state (a hard TTL
-from creation, so a stuck entry cannot live forever). Run by each server process on the
-cleanup interval; passes are safe side by side (small batches, SKIP LOCKED)."""
+from creation, so a stuck entry cannot live forever), and acknowledged ones once they are
+``ECHORA_INBOX_ACK_RETENTION`` old (a crashed agent may still re-read what it acknowledged).
+Run by each server process on the cleanup interval; passes are safe side by side (small
+batches, SKIP LOCKED)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from echora_server.config import CONFIG
 from echora_server.core.metrics import METRICS
@@ -29,35 +31,67 @@ BATCH = 500
 
 @dataclass(frozen=True, slots=True)
 class InboxSweepResult:
-    expired: int = 0
+    acknowledged: int = 0  # past the retention after their acknowledgement
+    expired_unfetched: int = 0  # expired, never acknowledged, no file of theirs fetched
+    expired_fetched: int = 0  # expired unacknowledged, though the bot fetched a file
+
+    @property
+    def expired(self) -> int:
+        return self.expired_unfetched + self.expired_fetched
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "acknowledged": self.acknowledged,
+            "expired_unfetched": self.expired_unfetched,
+            "expired_fetched": self.expired_fetched,
+        }
 
 
-async def sweep_once(pool: asyncpg.Pool, now: dt.datetime) -> InboxSweepResult:
-    """Delete every entry expired at ``now`` (timezone-aware), a batch per statement."""
+async def sweep_once(
+    pool: asyncpg.Pool, now: dt.datetime, ack_retention: float = 3600.0
+) -> InboxSweepResult:
+    """Delete every entry expired at ``now`` (timezone-aware), and every one acknowledged
+    more than ``ack_retention`` seconds before it; a batch per statement, one log line."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    expired = 0
+    acked_before = now - dt.timedelta(seconds=ack_retention)
+    totals = {"acknowledged": 0, "expired_unfetched": 0, "expired_fetched": 0}
     while True:
         async with pool.acquire() as conn:
-            deleted = await inbox.delete_expired(conn, now, BATCH)
-        expired += deleted
-        if deleted < BATCH:
+            swept = await inbox.delete_done(conn, now, acked_before, BATCH)
+        totals["acknowledged"] += swept.acknowledged
+        totals["expired_unfetched"] += swept.expired_unfetched
+        totals["expired_fetched"] += swept.expired_fetched
+        if swept.deleted < BATCH:
             break
-    if expired:
-        log.info("inbox_expired", expired=expired)
-    return InboxSweepResult(expired)
+    result = InboxSweepResult(**totals)
+    if any(totals.values()):
+        log.info("inbox_swept", **totals)
+    return result
 
 
-async def run_forever(pool: asyncpg.Pool, interval: float, counter: Counter) -> None:
+@dataclass(frozen=True, slots=True)
+class InboxMetrics:
+    swept: Counter
+    pending: Gauge
+
+
+async def run_forever(
+    pool: asyncpg.Pool, interval: float, ack_retention: float, metrics: InboxMetrics
+) -> None:
     wait = interval * random.uniform(*FIRST_WAIT)
     while True:
         await asyncio.sleep(wait)
         try:
-            result = await sweep_once(pool, dt.datetime.now(dt.UTC))
+            now = dt.datetime.now(dt.UTC)
+            result = await sweep_once(pool, now, ack_retention)
+            async with pool.acquire() as conn:
+                metrics.pending.set(await inbox.count_pending(conn, now))
         except Exception:  # one failed pass is logged; the next one retries
             log.exception("inbox_sweep_failed")
         else:
-            counter.labels("expired").inc(result.expired)
+            for kind, count in result.counts().items():
+                metrics.swept.labels(kind).inc(count)
         wait = interval * random.uniform(*JITTER)
 
 
@@ -66,15 +100,26 @@ async def inbox_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.sweep_interval <= 0:
         yield
         return
-    counter = Counter(
-        "echora_inbox_swept",
-        "Inbox entries the sweep deleted, by why.",
-        ["kind"],
-        registry=app[METRICS].registry,
+    registry = app[METRICS].registry
+    metrics = InboxMetrics(
+        Counter(
+            "echora_inbox_swept",
+            "Inbox entries the sweep deleted: acknowledged (past the retention), "
+            "expired_unfetched, expired_fetched.",
+            ["kind"],
+            registry=registry,
+        ),
+        Gauge(
+            "echora_inbox_pending",
+            "Live inbox entries not acknowledged yet, all bots (as of the last sweep).",
+            registry=registry,
+        ),
     )
-    counter.labels("expired")
+    for kind in InboxSweepResult().counts():
+        metrics.swept.labels(kind)
     task = asyncio.create_task(
-        run_forever(app[POOL], config.sweep_interval, counter), name="inbox-sweeper"
+        run_forever(app[POOL], config.sweep_interval, config.inbox_ack_retention, metrics),
+        name="inbox-sweeper",
     )
     try:
         yield

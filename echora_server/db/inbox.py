@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -141,15 +142,58 @@ async def ack_entries(
     return missing
 
 
-DELETE_EXPIRED = """
-DELETE FROM inbox_entries e USING (
-    SELECT bot_id, id FROM inbox_entries WHERE expires_at <= $1
-    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
-) old
-WHERE e.bot_id = old.bot_id AND e.id = old.id
+# Expired (whatever their state), or acknowledged longer ago than the retention; counted by
+# what they were, so a pass can say how many were never fetched.
+DELETE_DONE = """
+WITH doomed AS (
+    SELECT bot_id, id FROM inbox_entries
+    WHERE expires_at <= $1 OR acked_at <= $2
+    ORDER BY bot_id, id LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM inbox_entries e USING doomed
+    WHERE e.bot_id = doomed.bot_id AND e.id = doomed.id
+    RETURNING e.acked_at, e.fetched_at
+)
+SELECT count(*) AS deleted,
+       count(*) FILTER (WHERE acked_at IS NOT NULL) AS acknowledged,
+       count(*) FILTER (WHERE acked_at IS NULL AND fetched_at IS NULL) AS expired_unfetched,
+       count(*) FILTER (WHERE acked_at IS NULL AND fetched_at IS NOT NULL) AS expired_fetched
+FROM gone
 """
 
 
-async def delete_expired(conn: asyncpg.Connection, now: dt.datetime, batch: int) -> int:
-    status = await conn.execute(DELETE_EXPIRED, now, batch)
-    return int(status.split()[-1])
+@dataclass(frozen=True, slots=True)
+class Swept:
+    deleted: int
+    acknowledged: int
+    expired_unfetched: int
+    expired_fetched: int
+
+
+async def delete_done(
+    conn: asyncpg.Connection, now: dt.datetime, acked_before: dt.datetime, batch: int
+) -> Swept:
+    row = await conn.fetchrow(DELETE_DONE, now, acked_before, batch)
+    return Swept(
+        row["deleted"], row["acknowledged"], row["expired_unfetched"], row["expired_fetched"]
+    )
+
+
+COUNT_PENDING = "SELECT count(*) FROM inbox_entries WHERE acked_at IS NULL AND expires_at > $1"
+
+
+async def count_pending(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    """Live entries not acknowledged yet, every bot's: the backlog gauge."""
+    return int(await conn.fetchval(COUNT_PENDING, now))
+
+
+SELECT_ENTRY = "SELECT * FROM inbox_entries WHERE bot_id = $1 AND id = $2 AND expires_at > $3"
+
+
+async def select_entry(
+    conn: asyncpg.Connection, bot_id: int, entry_id: int, now: dt.datetime
+) -> InboxEntry | None:
+    """A live entry of the bot, acknowledged or not; its lease unchanged."""
+    row = await conn.fetchrow(SELECT_ENTRY, bot_id, entry_id, now)
+    return to_entry(row) if row else None

@@ -19,6 +19,7 @@ from support.chat import fetch, make_channel, post
 from support.people import People, Person
 
 from echora_server.agents.inbox import InboxService, InboxWaiters
+from echora_server.agents.sweeper import sweep_once
 from echora_server.app import create_app
 from echora_server.auth.identity import Identity
 from echora_server.config import Config
@@ -294,3 +295,29 @@ async def test_an_expired_entry_is_not_stamped(client: TestClient, people: Peopl
     assert (await bot.get(attachment["url"])).status == 200
     stamp = "SELECT fetched_at FROM inbox_entries WHERE id = 2"
     assert await fetch(client, stamp) is None
+
+
+async def test_an_acknowledged_entry_can_be_read_again_until_it_is_swept(
+    client: TestClient, people: People
+) -> None:
+    owner = await people.create("olive")
+    general, bot = await channel_with_bot(owner)
+    other = await make_bot(owner, "other-bot", "poll")
+    await post(owner, general, "read me twice")
+    (entry,) = await poll(bot)
+    assert (await ack(bot, entry["id"])).status == 200
+    again = await bot.get(f"/api/inbox/{entry['id']}")
+    body = await again.json()
+    assert again.status == 200, body
+    assert body["body"] == entry["body"] and body["acked_at"] is not None
+    assert await poll(bot) == []  # reading it leased nothing and returned nothing to polls
+    theirs = await other.get(f"/api/inbox/{entry['id']}")
+    missing = await bot.get("/api/inbox/999")
+    assert (theirs.status, await theirs.json()) == (missing.status, await missing.json())
+    assert missing.status == 404
+    assert (await owner.get(f"/api/inbox/{entry['id']}")).status == 403
+    # Swept once the retention after its acknowledgement is over.
+    acked = dt.datetime.fromisoformat(body["acked_at"])
+    swept = await sweep_once(client.app[POOL], acked + dt.timedelta(hours=1, seconds=1))
+    assert swept.acknowledged == 2  # the channel's join (acked by channel_with_bot) and it
+    assert (await bot.get(f"/api/inbox/{entry['id']}")).status == 404

@@ -18,7 +18,7 @@ from support.chat import fetch, make_channel, post, refuse_inserts_at_commit
 from support.people import People, Person
 from support.recording import RecordingFanout
 
-from echora_server.agents.sweeper import sweep_once
+from echora_server.agents.sweeper import InboxSweepResult, sweep_once
 from echora_server.db.pool import POOL
 from echora_server.realtime.events import INBOX_STAGED
 
@@ -217,14 +217,23 @@ async def test_the_sweep_deletes_expired_entries_whatever_their_state(
             "UPDATE inbox_entries SET fetched_at = now(), leased_until = now() + interval '1h'"
             " WHERE id = 3"
         )
-        first, last = await conn.fetchrow(
-            "SELECT min(expires_at), max(expires_at) FROM inbox_entries"
+        first, last, acked = await conn.fetchrow(
+            "SELECT min(expires_at), max(expires_at), max(acked_at) FROM inbox_entries"
         )
     pool = client.app[POOL]
-    assert (await sweep_once(pool, first - dt.timedelta(seconds=1))).expired == 0
+    retention = 3600.0
+    # Within the acknowledged entry's retention, before any expiry: nothing goes.
+    assert await sweep_once(pool, acked + dt.timedelta(seconds=retention - 1)) == (
+        InboxSweepResult()
+    )
     assert len(await entries(client, poller)) == 4
+    # Past it, only the acknowledged one.
+    assert await sweep_once(pool, acked + dt.timedelta(seconds=retention + 1)) == (
+        InboxSweepResult(acknowledged=1)
+    )
+    assert sorted(e["id"] for e in await entries(client, poller)) == [1, 3, 4]
     assert (await sweep_once(pool, first)).expired == 1
-    assert (await sweep_once(pool, last)).expired == 3
+    assert await sweep_once(pool, last) == InboxSweepResult(expired_unfetched=1, expired_fetched=1)
     assert await entries(client, poller) == []
     assert (await sweep_once(pool, last)).expired == 0
     with pytest.raises(ValueError, match="timezone"):
