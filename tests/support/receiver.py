@@ -66,6 +66,13 @@ class Receiver:
                 await self._arrived.wait()
         return list(self.hits)
 
+    @classmethod
+    def at(cls, url: str) -> Receiver:
+        """A receiver's URL alone (one that is not running, or another name for one)."""
+        receiver = cls()
+        receiver.url = url
+        return receiver
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Receiver]:
         app = web.Application()
