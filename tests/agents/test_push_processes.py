@@ -170,6 +170,33 @@ async def test_order_and_nothing_lost_across_a_restart(
             await asyncio.sleep(0.1)
 
 
+async def test_a_sender_killed_mid_attempt_leaves_the_entry_to_the_next_after_its_lease(
+    servers: Servers, receiver: Receiver, owner_token: str, database_url: str
+) -> None:
+    async def answer(hit: Hit) -> web.Response:
+        if hit.attempt == 1 and hit.entry_id == 1:
+            await asyncio.sleep(1.5)  # the sender dies meanwhile
+        return web.Response(status=204)
+
+    receiver.answer = answer
+    headers = {"Authorization": f"Bearer {owner_token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        base = await servers.start()
+        general = await push_channel(http, base, receiver.url)
+        await say(http, base, general, "after")
+        await receiver.wait_for(1)
+        servers.running[0].kill()  # SIGKILL: no release of its claim
+        servers.running[0].wait()
+        servers.running.clear()
+        killed_at = time.monotonic()
+        await servers.start()
+        hits = await receiver.wait_for(3, timeout=30)
+    assert [(h.entry_id, h.attempt) for h in hits] == [(1, 1), (1, 2), (2, 1)]
+    # Not before the claim's lease (timeout 2 s + 5 s from the claim) ran out.
+    assert hits[1].at - hits[0].at >= 6.5 and hits[1].at > killed_at
+    assert in_order(hits)
+
+
 async def test_two_processes_send_each_attempt_once_and_in_order(
     servers: Servers, receiver: Receiver, owner_token: str, database_url: str
 ) -> None:

@@ -4,9 +4,10 @@ test says (204 by default)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ class Hit:
         return json.loads(self.body)
 
 
-Answer = Callable[[Hit], web.StreamResponse]
+Answer = Callable[[Hit], web.StreamResponse | Awaitable[web.StreamResponse]]
 
 
 class Receiver:
@@ -56,7 +57,8 @@ class Receiver:
         )
         self.hits.append(hit)
         self._arrived.set()
-        return self.answer(hit)
+        answer = self.answer(hit)
+        return await answer if inspect.isawaitable(answer) else answer
 
     async def wait_for(self, count: int, timeout: float = 15) -> list[Hit]:
         """Until at least ``count`` hits arrived; all of them."""
