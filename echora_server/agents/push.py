@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -41,8 +42,8 @@ MAX_SENDING = 64
 
 def attempt_body(claim: PushClaim) -> bytes:
     """``{"type", "timestamp", "data"}``: the entry's type, creation time and body."""
-    stamp = claim.created_at.isoformat()
-    return f'{{"type":"{claim.type}","timestamp":"{stamp}","data":{claim.body}}}'.encode()
+    type_, stamp = json.dumps(claim.type), json.dumps(claim.created_at.isoformat())
+    return f'{{"type":{type_},"timestamp":{stamp},"data":{claim.body}}}'.encode()
 
 
 class PushDispatcher:
@@ -66,6 +67,10 @@ class PushDispatcher:
         self.scan_interval = scan_interval
         self._wake = asyncio.Event()
         self._push_bots: set[int] = set()
+        # Bots that events named and a scan found not pushing (poll bots, disabled ones):
+        # their events wake no scan. One set to push later is found by the periodic scan.
+        self._not_push: set[int] = set()
+        self._unknown: set[int] = set()
         self._draining: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()
         self._sending = asyncio.Semaphore(MAX_SENDING)
@@ -81,13 +86,15 @@ class PushDispatcher:
         for bot_id in event.data.get("bot_ids", ()):
             if bot_id in self._push_bots:
                 self._drain_soon(bot_id)
-            else:  # a poll bot, or one just set to push: the next scan tells
+            elif bot_id not in self._not_push:  # a new bot: the next scan tells
+                self._unknown.add(bot_id)
                 self._wake.set()
 
     async def run(self) -> None:
         while True:
             self._wake.clear()
             wait = self.scan_interval
+            unknown, self._unknown = self._unknown, set()
             try:
                 async with self._pool.acquire() as conn:
                     heads = await push.select_heads(conn)
@@ -96,7 +103,10 @@ class PushDispatcher:
                 heads = []
             else:
                 self._push_bots = {bot_id for bot_id, _ in heads}
+                self._not_push = (self._not_push | unknown) - self._push_bots
             for bot_id, due_in in heads:
+                if due_in is None:
+                    continue
                 if due_in <= 0:
                     self._drain_soon(bot_id)
                 else:
@@ -116,13 +126,16 @@ class PushDispatcher:
         try:
             while True:
                 self._again.discard(bot_id)
-                async with self._pool.acquire() as conn:
-                    claim = await push.claim_head(conn, bot_id, self.timeout + LEASE_MARGIN)
+                # The lease starts at the claim: no waiting for a sending slot after it.
+                async with self._sending:
+                    async with self._pool.acquire() as conn:
+                        claim = await push.claim_head(conn, bot_id, self.timeout + LEASE_MARGIN)
+                    if claim is not None:
+                        await self._attempt(claim)
                 if claim is None:
                     if bot_id in self._again:
                         continue
                     return
-                await self._attempt(claim)
         except Exception:
             log.exception("push_drain_failed", bot_id=bot_id)
         finally:
@@ -135,15 +148,14 @@ class PushDispatcher:
         headers["echora-attempt"] = str(claim.attempt)
         started = time.monotonic()
         try:
-            async with self._sending:
-                outcome = await outbound.post(
-                    self._session,
-                    claim.callback_url,
-                    body,
-                    headers,
-                    seconds=self.timeout,
-                    allow_private=self.allow_private,
-                )
+            outcome = await outbound.post(
+                self._session,
+                claim.callback_url,
+                body,
+                headers,
+                seconds=self.timeout,
+                allow_private=self.allow_private,
+            )
         except asyncio.CancelledError:  # shutting down: due again at once, for any process
             await asyncio.shield(self._release(claim))
             raise

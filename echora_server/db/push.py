@@ -9,21 +9,22 @@ import asyncpg
 
 from echora_server.db.records import PushClaim
 
-# Every push bot that pushes, with how long until its head is due (0: now).
+# Every bot that pushes, with how long until its head is due (0: now; NULL: nothing owed).
 SELECT_HEADS = """
 SELECT b.user_id AS bot_id,
-       greatest(coalesce(extract(epoch FROM h.next_attempt_at - now()), 0), 0)::float8 AS wait
-FROM bots b CROSS JOIN LATERAL (
-    SELECT e.next_attempt_at FROM inbox_entries e
+       CASE WHEN h.id IS NOT NULL THEN greatest(
+           coalesce(extract(epoch FROM h.next_attempt_at - now()), 0), 0)::float8 END AS wait
+FROM bots b LEFT JOIN LATERAL (
+    SELECT e.id, e.next_attempt_at FROM inbox_entries e
     WHERE e.bot_id = b.user_id AND e.acked_at IS NULL AND e.expires_at > now()
     ORDER BY e.id LIMIT 1
-) h
+) h ON true
 WHERE b.delivery = 'push' AND b.callback_disabled_at IS NULL
 """
 
 
-async def select_heads(conn: asyncpg.Connection) -> list[tuple[int, float]]:
-    """(bot id, seconds until its head is due) for each push bot with an entry owed."""
+async def select_heads(conn: asyncpg.Connection) -> list[tuple[int, float | None]]:
+    """(bot id, seconds until its head is due, None when nothing is owed) per pushing bot."""
     return [(row["bot_id"], row["wait"]) for row in await conn.fetch(SELECT_HEADS)]
 
 
