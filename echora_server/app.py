@@ -7,6 +7,7 @@ from aiohttp import web
 from echora_server.accounts.service import accounts_ctx
 from echora_server.agents.bots import bots_ctx
 from echora_server.agents.inbox import inbox_ctx
+from echora_server.agents.push import push_ctx
 from echora_server.agents.sweeper import inbox_sweeper_ctx
 from echora_server.audit.tally import tally_ctx
 from echora_server.auth.token_cache import token_cache_ctx
@@ -78,6 +79,7 @@ def create_app(config: Config) -> web.Application:
             tickets_ctx,
             messages_ctx,
             bots_ctx,
+            push_ctx,
             inbox_sweeper_ctx,
             sweeper_ctx,  # stopped first
         ]

@@ -234,14 +234,15 @@ def create_user(username: str, workspace: str, admin: bool, bot: bool, display_n
 def create_bot(
     username: str, workspace: str, delivery: Delivery, callback_url: str | None, display_name: str
 ) -> None:
-    """Create a bot account in a workspace and print its API token (shown only once)."""
+    """Create a bot account in a workspace and print its API token (shown only once); for
+    push, its webhook signing secret on a second line (shown only once too)."""
     config = _load()
 
     async def work(conn: asyncpg.Connection) -> str:
         workspace_id = await workspaces.select_workspace_id(conn, workspace.strip().lower())
         if workspace_id is None:
             raise click.ClickException(f"no workspace {workspace!r}")
-        _, secret = await bots.create_bot(
+        _, secret, webhook_secret = await bots.create_bot(
             conn,
             workspace_id=workspace_id,
             username=username,
@@ -249,7 +250,7 @@ def create_bot(
             delivery=delivery,
             callback_url=callback_url,
         )
-        return secret
+        return secret if webhook_secret is None else f"{secret}\n{webhook_secret}"
 
     with _database(config) as resolved:
         secret = _run_db(resolved, work)

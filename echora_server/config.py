@@ -175,6 +175,20 @@ class Config(BaseModel):
         description="How long audit records are kept (an hourly tally: from its last count).",
     )
 
+    webhook_timeout: Annotated[Duration, within(1, 120)] = Field(
+        15.0, description="How long one push attempt may take, connecting and answering."
+    )
+    webhook_secret_overlap: Annotated[Duration, within(0, 30 * 86400)] = Field(
+        24 * 3600.0,
+        description="After a bot's signing secret is rotated, how long the previous one "
+        "keeps signing pushes beside the new one.",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let push callbacks reach loopback, private, link-local and other "
+        "non-public addresses (an agent on the same host or network).",
+    )
+
     session_ttl: Annotated[Duration, within(60, 365 * 86400)] = Field(
         14 * 86400.0, description="Browser session lifetime."
     )

@@ -3,6 +3,7 @@ acknowledge) over REST. The rules: ``agents.bots`` and ``agents.inbox``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -75,9 +76,26 @@ class AckBody(Body):
     ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+_WEBHOOK_SECRET = "The push signing secret (whsec_…), shown only here"  # noqa: S105 (a label)
+
+
 class NewBot(Shape):
     bot: Bot
     token: str = Field(description="The bot's API token, shown only here.")
+    webhook_secret: str | None = Field(description=f"{_WEBHOOK_SECRET}; null unless push.")
+
+
+class DeliverySet(Bot):
+    webhook_secret: str | None = Field(
+        description=f"{_WEBHOOK_SECRET}, when push was set for the first time; else null."
+    )
+
+
+class NewSecret(Shape):
+    webhook_secret: str = Field(description=f"{_WEBHOOK_SECRET}; it signs from now on.")
+    previous_secret_valid_until: dt.datetime | None = Field(
+        description="Until then the previous secret signs too (a second v1 signature)."
+    )
 
 
 class Bots(Shape):
@@ -96,7 +114,7 @@ async def create_bot(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
     body = await read_json(request, CreateBotBody)
-    bot, secret = await request.app[BOTS].create(
+    bot, secret, webhook_secret = await request.app[BOTS].create(
         identity,
         workspace_id,
         body.username,
@@ -104,22 +122,41 @@ async def create_bot(request: web.Request) -> web.Response:
         delivery=body.delivery,
         callback_url=body.callback_url,
     )
-    return web.json_response({"bot": bot_json(bot), "token": secret}, status=201)
+    return web.json_response(
+        {"bot": bot_json(bot), "token": secret, "webhook_secret": webhook_secret}, status=201
+    )
 
 
 async def list_bots(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
     found = await request.app[BOTS].list(identity, workspace_id)
-    return web.json_response({"bots": [bot_json(bot) for bot in found]})
+    return web.json_response({"bots": [bot_json(view.bot, view.backlog) for view in found]})
+
+
+async def get_bot(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    bot_id = path_id(request, "bot_id", BOT_NOT_FOUND)
+    view = await request.app[BOTS].get(identity, bot_id)
+    return web.json_response(bot_json(view.bot, view.backlog))
 
 
 async def set_bot_delivery(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     bot_id = path_id(request, "bot_id", BOT_NOT_FOUND)
     body = await read_json(request, DeliveryBody)
-    bot = await request.app[BOTS].set_delivery(identity, bot_id, body.delivery, body.callback_url)
-    return web.json_response(bot_json(bot))
+    view, webhook_secret = await request.app[BOTS].set_delivery(
+        identity, bot_id, body.delivery, body.callback_url
+    )
+    return web.json_response({**bot_json(view.bot, view.backlog), "webhook_secret": webhook_secret})
+
+
+async def rotate_bot_secret(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    bot_id = path_id(request, "bot_id", BOT_NOT_FOUND)
+    secret, previous_until = await request.app[BOTS].rotate_secret(identity, bot_id)
+    until = previous_until.isoformat() if previous_until is not None else None
+    return web.json_response({"webhook_secret": secret, "previous_secret_valid_until": until})
 
 
 async def poll_inbox(request: web.Request) -> web.Response:
@@ -172,10 +209,20 @@ ROUTES: tuple[Route, ...] = (
         schemas={200: Bots},
     ),
     Route(
+        "GET",
+        "/api/bots/{bot_id}",
+        get_bot,
+        "A bot with its backlog and push state (owners and admins of its workspace)",
+        "bots",
+        responses={200: "OK", 403: _NOT_A_MANAGER, 404: "No such bot in a workspace of mine"},
+        schemas={200: Bot},
+    ),
+    Route(
         "PATCH",
         "/api/bots/{bot_id}",
         set_bot_delivery,
-        "Set a bot's delivery mode (owners and admins of its workspace)",
+        "Set a bot's delivery mode (owners and admins of its workspace); re-enables a "
+        "callback disabled by a 410",
         "bots",
         body=DeliveryBody,
         responses={
@@ -184,7 +231,17 @@ ROUTES: tuple[Route, ...] = (
             404: "No such bot in a workspace of mine",
             422: "Invalid data; push without a callback_url (callback_url_required)",
         },
-        schemas={200: Bot},
+        schemas={200: DeliverySet},
+    ),
+    Route(
+        "POST",
+        "/api/bots/{bot_id}/secret",
+        rotate_bot_secret,
+        "Rotate a bot's push signing secret (owners and admins); the previous one keeps "
+        "signing for the overlap",
+        "bots",
+        responses={200: "Rotated", 403: _NOT_A_MANAGER, 404: "No such bot in a workspace of mine"},
+        schemas={200: NewSecret},
     ),
     Route(
         "GET",

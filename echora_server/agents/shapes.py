@@ -21,6 +21,16 @@ class Bot(Shape):
     delivery: Delivery
     callback_url: str | None
     created_at: dt.datetime
+    backlog: int = Field(description="Entries not yet acknowledged (and not expired).")
+    last_delivered_at: dt.datetime | None = Field(description="The last push answered 2xx.")
+    last_delivery_error: str | None = Field(
+        description="Why the last failed push failed: http_<status>, timeout, "
+        "address_refused, connection_failed, redirect_refused."
+    )
+    last_delivery_error_at: dt.datetime | None
+    callback_disabled_at: dt.datetime | None = Field(
+        description="The callback answered 410: nothing is pushed until the delivery is set again."
+    )
 
 
 class InboxEntry(Shape):
@@ -45,7 +55,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def bot_json(bot: records.Bot) -> dict[str, Any]:
+def bot_json(bot: records.Bot, backlog: int = 0) -> dict[str, Any]:
     return {
         "id": bot.user.id,
         "username": bot.user.username,
@@ -54,6 +64,11 @@ def bot_json(bot: records.Bot) -> dict[str, Any]:
         "delivery": bot.delivery,
         "callback_url": bot.callback_url,
         "created_at": bot.created_at.isoformat(),
+        "backlog": backlog,
+        "last_delivered_at": _iso(bot.last_delivered_at),
+        "last_delivery_error": bot.last_delivery_error,
+        "last_delivery_error_at": _iso(bot.last_delivery_error_at),
+        "callback_disabled_at": _iso(bot.callback_disabled_at),
     }
 
 

@@ -29,6 +29,15 @@ class Metrics:
             ["path"],
             registry=self.registry,
         )
+        self.push_attempts = Counter(
+            "echora_push_attempts",
+            "Push attempts to bots' callbacks by outcome: delivered (2xx), failed (any other "
+            "answer, a timeout, no connection), refused (a non-public address), disabled (410).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("delivered", "failed", "refused", "disabled"):
+            self.push_attempts.labels(outcome)
 
 
 METRICS = web.AppKey("metrics", Metrics)

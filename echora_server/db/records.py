@@ -151,6 +151,11 @@ class Bot:
     delivery: Delivery
     callback_url: str | None
     created_at: dt.datetime
+    # Push delivery's state (never the signing secret: that stays in db.push).
+    callback_disabled_at: dt.datetime | None = None
+    last_delivered_at: dt.datetime | None = None
+    last_delivery_error: str | None = None
+    last_delivery_error_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +170,19 @@ class InboxEntry:
     fetched_at: dt.datetime | None
     acked_at: dt.datetime | None
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushClaim:
+    """A push-mode bot's oldest unacknowledged entry, claimed for one attempt."""
+
+    bot_id: int
+    workspace_id: int
+    entry_id: int
+    type: str
+    body: str  # JSON text, as stored
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    attempt: int  # this attempt's number, from 1
+    callback_url: str
+    secrets: tuple[str, ...]  # the current signing secret first, then one in its overlap

@@ -266,7 +266,7 @@ async def _seed_people(url: str) -> None:
             conn, workspace_slug="acme", username="bob", password=None
         )
         token, secret = await accounts.issue_api_token(conn, user.id, "fuzz")
-        bot, SEEDED.bot_token = await bots.create_bot(
+        bot, SEEDED.bot_token, _ = await bots.create_bot(
             conn, workspace_id=workspace.id, username="helper", delivery="poll"
         )
     finally:
