@@ -167,7 +167,7 @@ class Config(BaseModel):
     inbox_ack_retention: Annotated[Duration, within(0, 7 * 86400)] = Field(
         3600.0,
         description="How long an acknowledged inbox entry is kept (readable with "
-        "GET /api/inbox/{id}) before the sweep deletes it; never past its expiry.",
+        "GET /api/inbox/entries/{id}) before the sweep deletes it; never past its expiry.",
     )
 
     audit_retention: Annotated[Duration, within(86400, 10 * 365 * 86400)] = Field(

@@ -273,7 +273,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
-        "/api/inbox/{entry_id}",
+        "/api/inbox/entries/{entry_id}",
         read_inbox_entry,
         "Read one live entry of my inbox (bots), acknowledged or not; leases nothing",
         "bots",

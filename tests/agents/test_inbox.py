@@ -306,18 +306,18 @@ async def test_an_acknowledged_entry_can_be_read_again_until_it_is_swept(
     await post(owner, general, "read me twice")
     (entry,) = await poll(bot)
     assert (await ack(bot, entry["id"])).status == 200
-    again = await bot.get(f"/api/inbox/{entry['id']}")
+    again = await bot.get(f"/api/inbox/entries/{entry['id']}")
     body = await again.json()
     assert again.status == 200, body
     assert body["body"] == entry["body"] and body["acked_at"] is not None
     assert await poll(bot) == []  # reading it leased nothing and returned nothing to polls
-    theirs = await other.get(f"/api/inbox/{entry['id']}")
-    missing = await bot.get("/api/inbox/999")
+    theirs = await other.get(f"/api/inbox/entries/{entry['id']}")
+    missing = await bot.get("/api/inbox/entries/999")
     assert (theirs.status, await theirs.json()) == (missing.status, await missing.json())
     assert missing.status == 404
-    assert (await owner.get(f"/api/inbox/{entry['id']}")).status == 403
+    assert (await owner.get(f"/api/inbox/entries/{entry['id']}")).status == 403
     # Swept once the retention after its acknowledgement is over.
     acked = dt.datetime.fromisoformat(body["acked_at"])
     swept = await sweep_once(client.app[POOL], acked + dt.timedelta(hours=1, seconds=1))
     assert swept.acknowledged == 2  # the channel's join (acked by channel_with_bot) and it
-    assert (await bot.get(f"/api/inbox/{entry['id']}")).status == 404
+    assert (await bot.get(f"/api/inbox/entries/{entry['id']}")).status == 404
