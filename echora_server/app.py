@@ -9,6 +9,7 @@ from echora_server.agents.bots import bots_ctx
 from echora_server.agents.inbox import inbox_ctx
 from echora_server.agents.sweeper import inbox_sweeper_ctx
 from echora_server.auth.token_cache import token_cache_ctx
+from echora_server.channels.direct import direct_messages_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
 from echora_server.core.metrics import METRICS, Metrics
@@ -69,6 +70,7 @@ def create_app(config: Config) -> web.Application:
             inbox_ctx,  # before any service that writes: every write stages bots' entries
             accounts_ctx,
             channels_ctx,
+            direct_messages_ctx,
             workspaces_ctx,
             uploads_ctx,
             tickets_ctx,
