@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from echora_server.accounts.service import accounts_ctx
+from echora_server.agents.bot_files import bot_files_ctx
 from echora_server.agents.bots import bots_ctx
 from echora_server.agents.inbox import inbox_ctx
 from echora_server.agents.sweeper import inbox_sweeper_ctx
@@ -76,6 +77,7 @@ def create_app(config: Config) -> web.Application:
             tickets_ctx,
             messages_ctx,
             bots_ctx,
+            bot_files_ctx,
             inbox_sweeper_ctx,
             sweeper_ctx,  # stopped first
         ]

@@ -91,8 +91,11 @@ class UploadService:
         self.tasks = tasks
         self.thumbnailer = thumbnailer or Thumbnailer()
 
-    def batch(self, target: UploadTarget, uploader_id: int) -> UploadBatch:
-        return UploadBatch(self, target, uploader_id)
+    def batch(
+        self, target: UploadTarget, uploader_id: int, *, max_bytes: int | None = None
+    ) -> UploadBatch:
+        """``max_bytes``: the per-file cap, when not the upload limit (files sent to a bot)."""
+        return UploadBatch(self, target, uploader_id, max_bytes or self.limits.max_bytes)
 
     async def target(self, identity: Identity, fields: TargetFields) -> UploadTarget:
         async with self.pool.acquire() as conn:
@@ -118,8 +121,11 @@ class UploadService:
 class UploadBatch:
     """``add`` each file, then ``commit``; leaving ``async with`` otherwise deletes them."""
 
-    def __init__(self, service: UploadService, target: UploadTarget, uploader_id: int) -> None:
+    def __init__(
+        self, service: UploadService, target: UploadTarget, uploader_id: int, max_bytes: int
+    ) -> None:
         self._service = service
+        self._max_bytes = max_bytes
         self._target = target
         self._uploader_id = uploader_id
         self._files: list[NewAttachment] = []
@@ -150,7 +156,7 @@ class UploadBatch:
         filename = sanitize_filename(incoming.filename)
         meter = FileMeter(
             incoming.reader,
-            max_bytes=limits.max_bytes,
+            max_bytes=self._max_bytes,
             max_seconds=limits.max_seconds,
             deadline=self._deadline,
         )
@@ -166,7 +172,7 @@ class UploadBatch:
             )
         except ObjectTooLarge:
             raise FileTooLarge(
-                details={"limit_bytes": limits.max_bytes, "filename": filename}
+                details={"limit_bytes": self._max_bytes, "filename": filename}
             ) from None
         self._keys.append(key)
         if stored.size != meter.size:
