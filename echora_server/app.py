@@ -5,12 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from echora_server.accounts.service import accounts_ctx
+from echora_server.agents.bot_files import bot_files_ctx
 from echora_server.agents.bots import bots_ctx
 from echora_server.agents.inbox import inbox_ctx
 from echora_server.agents.push import push_ctx
 from echora_server.agents.sweeper import inbox_sweeper_ctx
 from echora_server.audit.tally import tally_ctx
 from echora_server.auth.token_cache import token_cache_ctx
+from echora_server.channels.direct import direct_messages_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
 from echora_server.core.metrics import METRICS, Metrics
@@ -73,6 +75,7 @@ def create_app(config: Config) -> web.Application:
             inbox_ctx,  # before any service that writes: every write stages bots' entries
             accounts_ctx,
             channels_ctx,
+            direct_messages_ctx,
             workspaces_ctx,
             uploads_ctx,
             settings_ctx,
@@ -80,6 +83,7 @@ def create_app(config: Config) -> web.Application:
             messages_ctx,
             bots_ctx,
             push_ctx,
+            bot_files_ctx,
             inbox_sweeper_ctx,
             sweeper_ctx,  # stopped first
         ]

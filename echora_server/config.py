@@ -126,6 +126,12 @@ class Config(BaseModel):
         25 * 1024 * 1024, ge=1, le=2**40, description="Largest file one upload may store."
     )
     max_files_per_upload: int = Field(10, ge=1, le=100, description="Files per upload request.")
+    bot_file_max_size: int = Field(
+        25 * 1024 * 1024,
+        ge=1,
+        le=2**40,
+        description="Largest file one may send straight to a bot (POST /api/bots/{id}/files).",
+    )
     upload_idle_timeout: Annotated[Duration, within(0, 3600, inclusive_low=False)] = Field(
         30.0, description="How long an upload may stall before it is refused."
     )

@@ -10,13 +10,14 @@ from aiohttp import web
 from pydantic import ConfigDict, Field
 
 from echora_server.accounts.service import USERNAME_PATTERN
+from echora_server.agents.bot_files import BOT_FILES
 from echora_server.agents.bots import BOT_NOT_FOUND, BOTS, MAX_DISPLAY_NAME
 from echora_server.agents.callbacks import CALLBACK_URL_PATTERN, MAX_CALLBACK_URL
 from echora_server.agents.inbox import INBOX, MAX_BATCH, MAX_WAIT
 from echora_server.agents.shapes import Bot, InboxEntry, bot_json, entry_json
 from echora_server.auth.access import WORKSPACE_NOT_FOUND
 from echora_server.auth.identity import require_identity
-from echora_server.core.route import Route
+from echora_server.core.route import RequestContent, Route
 from echora_server.core.shapes import Shape
 from echora_server.core.validation import (
     MAX_ID,
@@ -28,6 +29,8 @@ from echora_server.core.validation import (
     text_pattern,
 )
 from echora_server.db.records import Delivery
+from echora_server.files.handlers import FILE_PARTS
+from echora_server.messages.shapes import Message, message_json
 
 # Push needs a callback URL: the document says so, and the server refuses it otherwise
 # (422 callback_url_required).
@@ -110,6 +113,10 @@ class Acked(Shape):
     acked: list[int]
 
 
+class Sent(Shape):
+    messages: list[Message] = Field(description="One per file, in the order sent.")
+
+
 async def create_bot(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
@@ -180,6 +187,34 @@ async def ack_inbox(request: web.Request) -> web.Response:
     return web.json_response({"acked": acked})
 
 
+async def send_bot_files(request: web.Request) -> web.Response:
+    identity = await require_identity(request)  # before a single body byte is read
+    bot_id = path_id(request, "bot_id", BOT_NOT_FOUND)
+    posted = await request.app[BOT_FILES].send(request, identity, bot_id)
+    return web.json_response({"messages": [message_json(m) for m in posted]}, status=201)
+
+
+async def refuse_bot_files_early(request: web.Request) -> None:
+    await require_identity(request)
+    request.app[BOT_FILES].refuse_early(request)
+
+
+_FILES_CONTENT = RequestContent(
+    "Files as multipart/form-data, file parts only; all of them are stored, or none. "
+    "No Content-Encoding.",
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {**FILE_PARTS, "minItems": 1}},
+                "additionalProperties": False,
+            }
+        }
+    },
+)
+
+
 ENTRY_NOT_FOUND = "No such inbox entry (unknown, expired or not yours)."
 _NOT_A_MANAGER = "Not an owner or admin of the workspace"
 ROUTES: tuple[Route, ...] = (
@@ -242,6 +277,28 @@ ROUTES: tuple[Route, ...] = (
         "bots",
         responses={200: "Rotated", 403: _NOT_A_MANAGER, 404: "No such bot in a workspace of mine"},
         schemas={200: NewSecret},
+    ),
+    Route(
+        "POST",
+        "/api/bots/{bot_id}/files",
+        send_bot_files,
+        "Send files to a bot: a message per file in my direct message with it",
+        "bots",
+        request_content=_FILES_CONTENT,
+        responses={
+            201: "Sent: every file, or none",
+            400: "Interrupted or malformed body",
+            404: "No such bot in a workspace of mine",
+            408: "The upload stalled (upload_timeout)",
+            413: "A file over ECHORA_BOT_FILE_MAX_SIZE (file_too_large, details.limit_bytes), "
+            "too many files, or (Expect: 100-continue) a Content-Length over any possible one",
+            415: "Not multipart/form-data, Content-Encoding sent, or the content contradicts "
+            "its declared image type",
+            422: "Invalid fields, no file (no_files), or the bot itself (own_bot)",
+            429: "Sending too fast (Retry-After)",
+        },
+        expect=refuse_bot_files_early,
+        schemas={201: Sent},
     ),
     Route(
         "GET",

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncpg
 
 from echora_server.auth.identity import Identity
-from echora_server.core.errors import Forbidden, NotFound
+from echora_server.core.errors import Forbidden, InvalidRequest, NotFound
 from echora_server.db import channels, workspaces
-from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Membership
+from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Membership, User
 
 WORKSPACE_NOT_FOUND = "Workspace not found."
 CHANNEL_NOT_FOUND = "Channel not found."
+USER_NOT_FOUND = "No such member of this workspace."
+# A direct message is a conversation of this many people, the caller included.
+MIN_DIRECT_MEMBERS = 2
+MAX_DIRECT_MEMBERS = 8
 
 
 async def require_membership(
@@ -57,3 +61,38 @@ def channel_or_404(identity: Identity, access: ChannelAccess | None) -> ChannelA
     ):
         raise NotFound(CHANNEL_NOT_FOUND)
     return access
+
+
+def refuse_direct(access: ChannelAccess) -> None:
+    """A direct message's members are the set it was opened for: no one joins it, is added to
+    it, leaves it or is removed from it through the channel routes (the database refuses
+    anyone outside the set too)."""
+    if access.channel.direct:
+        raise Forbidden(
+            "A direct message's members are fixed when it is opened.", code="direct_message"
+        )
+
+
+def user_not_found() -> NotFound:
+    return NotFound(USER_NOT_FOUND, code="user_not_found")
+
+
+async def require_direct_members(
+    conn: asyncpg.Connection, identity: Identity, workspace_id: int, user_ids: list[int]
+) -> list[User]:
+    """The members of a direct message the caller opens with ``user_ids`` (the caller always
+    among them), by id: current members of the workspace, 2 to 8 of them. A user of another
+    workspace, or none, answers the same 404."""
+    await require_membership(conn, identity, workspace_id)
+    wanted = sorted({identity.user.id, *user_ids})
+    if not MIN_DIRECT_MEMBERS <= len(wanted) <= MAX_DIRECT_MEMBERS:
+        raise InvalidRequest(
+            f"A direct message has {MIN_DIRECT_MEMBERS} to {MAX_DIRECT_MEMBERS} members, "
+            "you included.",
+            code="direct_message_size",
+            details={"min": MIN_DIRECT_MEMBERS, "max": MAX_DIRECT_MEMBERS, "got": len(wanted)},
+        )
+    found = await channels.select_workspace_users(conn, workspace_id, wanted)
+    if [user.id for user in found] != wanted:
+        raise user_not_found()
+    return found

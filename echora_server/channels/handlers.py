@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
 from pydantic import ConfigDict, Field, model_validator
 
 from echora_server.accounts.service import USERNAME_PATTERN
-from echora_server.auth.access import CHANNEL_NOT_FOUND
+from echora_server.auth.access import (
+    CHANNEL_NOT_FOUND,
+    MAX_DIRECT_MEMBERS,
+    WORKSPACE_NOT_FOUND,
+)
 from echora_server.auth.identity import require_identity
+from echora_server.channels.direct import DIRECT_MESSAGES
 from echora_server.channels.service import CHANNELS, MAX_CHANNEL_NAME, MAX_TOPIC, MEMBER_NOT_FOUND
 from echora_server.channels.shapes import (
     ChannelMember,
     ChannelView,
+    DirectMessage,
     channel_member_json,
     channel_view_json,
+    direct_message_json,
 )
 from echora_server.core.route import Route
 from echora_server.core.shapes import Shape
@@ -64,6 +73,19 @@ class AddChannelMemberBody(Body):
         if (self.user_id is None) == (self.username is None):
             raise ValueError("give either user_id or username")
         return self
+
+
+class OpenDirectBody(Body):
+    user_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        min_length=1,
+        max_length=MAX_DIRECT_MEMBERS,
+        description="The other members (users or bots of the workspace); I am always one. "
+        "2 to 8 people in all, in any order.",
+    )
+
+
+class DirectMessages(Shape):
+    dms: list[DirectMessage]
 
 
 class Channels(Shape):
@@ -136,7 +158,47 @@ async def remove_channel_member(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def open_direct_message(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
+    body = await read_json(request, OpenDirectBody)
+    dm, created = await request.app[DIRECT_MESSAGES].open(identity, workspace_id, body.user_ids)
+    return web.json_response(direct_message_json(dm), status=201 if created else 200)
+
+
+async def list_direct_messages(request: web.Request) -> web.Response:
+    identity = await require_identity(request)
+    workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
+    dms = await request.app[DIRECT_MESSAGES].list_mine(identity, workspace_id)
+    return web.json_response({"dms": [direct_message_json(dm) for dm in dms]})
+
+
+_FIXED = "A direct message: its members are fixed (direct_message)"
 ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/workspaces/{workspace_id}/dms",
+        open_direct_message,
+        "Open a direct message with workspace members (the same set again: the same one)",
+        "dms",
+        body=OpenDirectBody,
+        responses={
+            201: "Created",
+            200: "It existed already",
+            404: "No such workspace of mine, or a user not in it (user_not_found)",
+            422: "Invalid body, or not 2 to 8 people with me (direct_message_size)",
+        },
+        schemas={201: DirectMessage, 200: DirectMessage},
+    ),
+    Route(
+        "GET",
+        "/api/workspaces/{workspace_id}/dms",
+        list_direct_messages,
+        "List my direct messages in a workspace, with their members",
+        "dms",
+        responses={200: "OK", 404: "No such workspace of mine"},
+        schemas={200: DirectMessages},
+    ),
     Route(
         "POST",
         "/api/channels",
@@ -155,7 +217,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/api/channels",
         list_channels,
-        "List a workspace's public channels and my private ones",
+        "List a workspace's public channels and my private ones (no direct messages)",
         "channels",
         query=ChannelsQuery,
         responses={200: "OK", 404: "No such workspace of mine", 422: "Invalid query"},
@@ -176,7 +238,11 @@ ROUTES: tuple[Route, ...] = (
         join_channel,
         "Join a public channel",
         "channels",
-        responses={200: "Joined (or already in it)", 404: "No such channel visible to me"},
+        responses={
+            200: "Joined (or already in it)",
+            403: _FIXED,
+            404: "No such channel visible to me",
+        },
         schemas={200: ChannelView},
     ),
     Route(
@@ -185,7 +251,11 @@ ROUTES: tuple[Route, ...] = (
         leave_channel,
         "Leave a channel",
         "channels",
-        responses={204: "Left (or was not in it)", 404: "No such channel visible to me"},
+        responses={
+            204: "Left (or was not in it)",
+            403: _FIXED,
+            404: "No such channel visible to me",
+        },
     ),
     Route(
         "GET",
@@ -206,7 +276,7 @@ ROUTES: tuple[Route, ...] = (
         responses={
             201: "Added",
             200: "Already a member",
-            403: "I am not in the channel",
+            403: "I am not in the channel, or it is a direct message (direct_message)",
             404: "No such channel visible to me, or no such member of the workspace",
         },
         schemas={201: ChannelMember, 200: ChannelMember},
@@ -219,7 +289,7 @@ ROUTES: tuple[Route, ...] = (
         "channels",
         responses={
             204: "Removed",
-            403: "Not allowed",
+            403: "Not allowed (direct_message: its members are fixed)",
             404: "No such channel visible to me, or no such member",
         },
     ),

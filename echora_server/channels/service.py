@@ -5,7 +5,9 @@ Who may do what:
 - Workspace members create channels, public or private, and see and join the public ones.
 - A private channel exists only for its members, even to workspace owners and admins.
 - A channel member may add any other workspace member to it.
-- Workspace owners and admins remove anyone from a channel; anyone may remove themselves."""
+- Workspace owners and admins remove anyone from a channel; anyone may remove themselves.
+- A direct message (``channels.direct``) is a private channel whose members are fixed: none of
+  the membership calls here apply to it (``auth.access.refuse_direct``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,13 @@ import asyncpg
 from aiohttp import web
 
 from echora_server.accounts.shapes import user_json
-from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel, require_membership
+from echora_server.auth.access import (
+    CHANNEL_NOT_FOUND,
+    refuse_direct,
+    require_channel,
+    require_membership,
+    user_not_found,
+)
 from echora_server.auth.identity import Identity
 from echora_server.channels.shapes import channel_json
 from echora_server.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -63,7 +71,7 @@ class ChannelService:
                 )
             await channels.insert_channel_member(conn, channel.id, workspace_id, identity.user.id)
             # On member_added (it carries the channel) the hub subscribes the creator's sockets.
-            events.append(_member_added(channel, identity.user))
+            events.append(member_added(channel, identity.user))
         return ChannelView(channel, joined=True)
 
     async def list_channels(self, identity: Identity, workspace_id: int) -> list[ChannelView]:
@@ -88,17 +96,19 @@ class ChannelService:
         """Join a public channel (a private one the caller is not in is not found)."""
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
             access = await require_channel(conn, identity, channel_id)
+            refuse_direct(access)
             added = await _insert_member(conn, access.channel, identity.user.id)
             if added is None:
                 raise NotFound(CHANNEL_NOT_FOUND)
             if added:
-                events.append(_member_added(access.channel, identity.user))
+                events.append(member_added(access.channel, identity.user))
         return ChannelView(access.channel, joined=True)
 
     async def leave_channel(self, identity: Identity, channel_id: int) -> None:
         """Leave a channel; leaving one the caller is not in changes nothing."""
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
             access = await require_channel(conn, identity, channel_id)
+            refuse_direct(access)
             removed = await channels.delete_channel_member(conn, channel_id, identity.user.id)
             if removed is not None:
                 events.append(_member_removed(access.channel.workspace_id, channel_id, removed))
@@ -123,17 +133,18 @@ class ChannelService:
             raise InvalidRequest("Give either user_id or username.")
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
             access = await require_channel(conn, identity, channel_id)
+            refuse_direct(access)
             if not access.joined:
                 raise Forbidden("Join the channel to add others to it.", code="not_channel_member")
             user = await _workspace_user(conn, access.channel.workspace_id, user_id, username)
             added = await _insert_member(conn, access.channel, user.id)
             if added is None:
-                raise _user_not_found()
+                raise user_not_found()
             member = await channels.select_channel_member(conn, channel_id, user.id)
             if member is None:  # they left between the insert and this read
                 raise NotFound(MEMBER_NOT_FOUND)
             if added:
-                events.append(_member_added(access.channel, user))
+                events.append(member_added(access.channel, user))
         return member, added
 
     async def remove_channel_member(
@@ -141,6 +152,7 @@ class ChannelService:
     ) -> None:
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
             access = await require_channel(conn, identity, channel_id)
+            refuse_direct(access)
             if user_id != identity.user.id and access.role not in MANAGER_ROLES:
                 raise Forbidden(
                     "Only workspace owners and admins can remove others from a channel."
@@ -177,12 +189,8 @@ async def _workspace_user(
         user = await users.select_user_by_username(conn, (username or "").strip().lower())
     # A user of another workspace looks exactly like one that does not exist.
     if user is None or await workspaces.select_membership(conn, workspace_id, user.id) is None:
-        raise _user_not_found()
+        raise user_not_found()
     return user
-
-
-def _user_not_found() -> NotFound:
-    return NotFound("No such member of this workspace.", code="user_not_found")
 
 
 async def _insert_member(conn: asyncpg.Connection, channel: Channel, user_id: int) -> bool | None:
@@ -194,7 +202,8 @@ async def _insert_member(conn: asyncpg.Connection, channel: Channel, user_id: in
         return None
 
 
-def _member_added(channel: Channel, user: User) -> Event:
+def member_added(channel: Channel, user: User) -> Event:
+    """``channel.member_added``: the hub subscribes the user's sockets to the channel."""
     # The channel rides along: the added user's devices may not know it yet.
     data = {"channel_id": channel.id, "channel": channel_json(channel), "user": user_json(user)}
     return Event(CHANNEL_MEMBER_ADDED, channel.workspace_id, channel.id, data, user_id=user.id)

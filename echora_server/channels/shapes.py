@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from pydantic import Field
+
 from echora_server.accounts.shapes import User, user_json
 from echora_server.core.shapes import Shape
 from echora_server.db import records
@@ -20,6 +22,10 @@ class Channel(Shape):
     private: bool
     created_by: int | None
     created_at: dt.datetime
+    kind: records.ChannelKind = Field(
+        description="channel, or dm: a direct message (private, its members fixed; its name is "
+        "empty)"
+    )
 
 
 class ChannelView(Channel):
@@ -37,11 +43,12 @@ def channel_json(channel: records.Channel) -> dict[str, Any]:
     return {
         "id": channel.id,
         "workspace_id": channel.workspace_id,
-        "name": channel.name,
+        "name": "" if channel.direct else channel.name,
         "topic": channel.topic,
         "private": channel.private,
         "created_by": channel.created_by,
         "created_at": channel.created_at.isoformat(),
+        "kind": channel.kind,
     }
 
 
@@ -51,3 +58,24 @@ def channel_view_json(view: records.ChannelView) -> dict[str, Any]:
 
 def channel_member_json(member: records.ChannelMember) -> dict[str, Any]:
     return {**user_json(member.user), "joined_at": member.joined_at.isoformat()}
+
+
+class DirectMessage(Shape):
+    """A direct message and its current members."""
+
+    id: int = Field(description="Its channel id: messages, files and members as any channel's")
+    workspace_id: int
+    created_by: int | None
+    created_at: dt.datetime
+    members: list[User]
+
+
+def direct_message_json(dm: records.DirectMessage) -> dict[str, Any]:
+    channel = dm.channel
+    return {
+        "id": channel.id,
+        "workspace_id": channel.workspace_id,
+        "created_by": channel.created_by,
+        "created_at": channel.created_at.isoformat(),
+        "members": [user_json(user) for user in dm.members],
+    }

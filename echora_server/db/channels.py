@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 
-from echora_server.db.records import Channel, ChannelAccess, ChannelMember, ChannelView, User
+from echora_server.db.records import (
+    Channel,
+    ChannelAccess,
+    ChannelMember,
+    ChannelView,
+    DirectMessage,
+    User,
+)
 from echora_server.db.users import to_user
 
-_CHANNEL = "c.id, c.workspace_id, c.name, c.topic, c.private, c.created_by, c.created_at"
+_CHANNEL = "c.id, c.workspace_id, c.name, c.topic, c.private, c.created_by, c.created_at, c.kind"
 
 
 def to_channel(row: asyncpg.Record) -> Channel:
@@ -19,6 +26,7 @@ def to_channel(row: asyncpg.Record) -> Channel:
         row["private"],
         row["created_by"],
         row["created_at"],
+        row["kind"],
     )
 
 
@@ -64,7 +72,7 @@ SELECT_VISIBLE_CHANNELS = f"""
 SELECT {_CHANNEL}, cm.user_id IS NOT NULL AS joined
 FROM channels c
 LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
-WHERE c.workspace_id = $1 AND (NOT c.private OR cm.user_id IS NOT NULL)
+WHERE c.workspace_id = $1 AND c.kind = 'channel' AND (NOT c.private OR cm.user_id IS NOT NULL)
 ORDER BY lower(c.name), c.id
 """
 
@@ -161,3 +169,82 @@ async def select_channel_ids_for_user(
     The workspace lets the hub drop a workspace's channels when the user leaves it."""
     rows = await conn.fetch(SELECT_CHANNEL_IDS_FOR_USER, user_id, workspace_id)
     return [(r["channel_id"], r["workspace_id"]) for r in rows]
+
+
+# Direct messages. Any unique violation (the member set, or the name derived from it) means the
+# conversation exists: the caller reads it back. A concurrent first insert of the same set
+# waits here for the other transaction, then does nothing (or inserts, if that one rolled back).
+INSERT_DIRECT = f"""
+INSERT INTO channels AS c (workspace_id, name, topic, private, created_by, kind, member_ids)
+VALUES ($1, $2, '', true, $3, 'dm', $4::bigint[])
+ON CONFLICT DO NOTHING
+RETURNING {_CHANNEL}
+"""
+
+
+async def insert_direct(
+    conn: asyncpg.Connection, workspace_id: int, name: str, created_by: int, member_ids: list[int]
+) -> Channel | None:
+    """A new direct message of these members (sorted ids); None when it exists already."""
+    row = await conn.fetchrow(INSERT_DIRECT, workspace_id, name, created_by, member_ids)
+    return to_channel(row) if row else None
+
+
+SELECT_DIRECT = f"""
+SELECT {_CHANNEL} FROM channels c
+WHERE c.workspace_id = $1 AND c.kind = 'dm' AND c.member_ids = $2::bigint[]
+"""
+
+
+async def select_direct(
+    conn: asyncpg.Connection, workspace_id: int, member_ids: list[int]
+) -> Channel | None:
+    row = await conn.fetchrow(SELECT_DIRECT, workspace_id, member_ids)
+    return to_channel(row) if row else None
+
+
+SELECT_WORKSPACE_USERS = """
+SELECT u.id, u.username, u.display_name, u.created_at
+FROM memberships m JOIN users u ON u.id = m.user_id
+WHERE m.workspace_id = $1 AND m.user_id = ANY($2::bigint[])
+ORDER BY u.id
+"""
+
+
+async def select_workspace_users(
+    conn: asyncpg.Connection, workspace_id: int, user_ids: list[int]
+) -> list[User]:
+    """Those of ``user_ids`` who are members of the workspace now, by id."""
+    rows = await conn.fetch(SELECT_WORKSPACE_USERS, workspace_id, user_ids)
+    return [to_user(r) for r in rows]
+
+
+SELECT_DIRECTS_OF_USER = f"""
+SELECT {_CHANNEL} FROM channels c
+JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
+WHERE c.workspace_id = $1 AND c.kind = 'dm'
+ORDER BY c.id
+"""
+
+SELECT_MEMBERS_OF_CHANNELS = """
+SELECT cm.channel_id, u.id, u.username, u.display_name, u.created_at
+FROM channel_members cm JOIN users u ON u.id = cm.user_id
+WHERE cm.channel_id = ANY($1::bigint[])
+ORDER BY cm.channel_id, u.username
+"""
+
+
+async def select_directs_of_user(
+    conn: asyncpg.Connection, workspace_id: int, user_id: int
+) -> list[DirectMessage]:
+    """The user's direct messages in the workspace, oldest first, with their current members."""
+    found = [to_channel(r) for r in await conn.fetch(SELECT_DIRECTS_OF_USER, workspace_id, user_id)]
+    return await with_members(conn, found)
+
+
+async def with_members(conn: asyncpg.Connection, found: list[Channel]) -> list[DirectMessage]:
+    members: dict[int, list[User]] = {channel.id: [] for channel in found}
+    if found:
+        for row in await conn.fetch(SELECT_MEMBERS_OF_CHANNELS, list(members)):
+            members[row["channel_id"]].append(to_user(row))
+    return [DirectMessage(channel, members[channel.id]) for channel in found]

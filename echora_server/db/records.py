@@ -9,6 +9,9 @@ from typing import Literal
 Role = Literal["owner", "admin", "member", "bot"]
 ROLES: tuple[Role, ...] = ("owner", "admin", "member", "bot")
 MANAGER_ROLES: frozenset[str] = frozenset({"owner", "admin"})
+# A channel anyone may be in ("channel"), or a direct message: a fixed set of members.
+ChannelKind = Literal["channel", "dm"]
+DIRECT: ChannelKind = "dm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,19 @@ class Channel:
     private: bool
     created_by: int | None  # None once the creator's account is gone
     created_at: dt.datetime
+    kind: ChannelKind = "channel"
+
+    @property
+    def direct(self) -> bool:
+        return self.kind == DIRECT
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMessage:
+    """A direct message and its current members (by username)."""
+
+    channel: Channel
+    members: list[User]
 
 
 @dataclass(frozen=True, slots=True)

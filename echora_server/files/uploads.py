@@ -105,8 +105,11 @@ class UploadService:
     def policy(self, settings: policies.WorkspaceSettings) -> UploadPolicy:
         return UploadPolicy.of(settings, self.limits.max_bytes)
 
-    def batch(self, target: UploadTarget, uploader_id: int) -> UploadBatch:
-        return UploadBatch(self, target, uploader_id)
+    def batch(
+        self, target: UploadTarget, uploader_id: int, *, max_bytes: int | None = None
+    ) -> UploadBatch:
+        """``max_bytes``: the per-file cap, when not the upload limit (files sent to a bot)."""
+        return UploadBatch(self, target, uploader_id, max_bytes or self.limits.max_bytes)
 
     async def target(self, identity: Identity, fields: TargetFields) -> UploadTarget:
         """Where the files go, and its policy, by one query."""
@@ -153,8 +156,11 @@ REFUSALS = frozenset({413, 415, 507})
 class UploadBatch:
     """``add`` each file, then ``commit``; leaving ``async with`` otherwise deletes them."""
 
-    def __init__(self, service: UploadService, target: UploadTarget, uploader_id: int) -> None:
+    def __init__(
+        self, service: UploadService, target: UploadTarget, uploader_id: int, max_bytes: int
+    ) -> None:
         self._service = service
+        self._max_bytes = max_bytes
         self._target = target
         self._uploader_id = uploader_id
         self._files: list[NewAttachment] = []
@@ -202,9 +208,10 @@ class UploadBatch:
             raise TooManyFiles(details={"limit_files": limits.max_files})
         filename = sanitize_filename(incoming.filename)
         policy = self._target.policy
+        limit = min(policy.max_bytes, self._max_bytes)
         meter = FileMeter(
             incoming.reader,
-            max_bytes=policy.max_bytes,
+            max_bytes=limit,
             max_seconds=limits.max_seconds,
             deadline=self._deadline,
         )
@@ -220,9 +227,7 @@ class UploadBatch:
                 sha256=lambda: meter.sha256,
             )
         except ObjectTooLarge:
-            raise FileTooLarge(
-                details={"limit_bytes": policy.max_bytes, "filename": filename}
-            ) from None
+            raise FileTooLarge(details={"limit_bytes": limit, "filename": filename}) from None
         self._keys.append(key)
         if stored.size != meter.size:
             raise StorageError(f"stored {stored.size} of {meter.size} bytes")

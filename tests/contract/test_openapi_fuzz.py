@@ -226,6 +226,11 @@ def _within_unwritten_rules(case: schemathesis.Case) -> None:
         # The uploads fuzzed beside it need the seeded workspace to accept them: the same
         # settings, at values that restrict nothing (tests/workspaces checks the others).
         case.body = {name: _OPEN_POLICY.get(name) for name in body}
+    dm = label == "POST /api/workspaces/{workspace_id}/dms" and isinstance(body, dict)
+    if dm and isinstance(body.get("user_ids"), list):
+        # 2 to 8 people, the caller always one of them.
+        others = [i for i in body["user_ids"] if i != SEEDED.user_id] or [SEEDED.bob_id]
+        case.body = {**body, "user_ids": others[:7]}
     if _names_an_upload(case) and isinstance(body, dict):
         # Only ids of my own uploads are; the seeded one is linked already (409).
         case.body = {**body, "attachment_ids": [SEEDED.attachment_id]}

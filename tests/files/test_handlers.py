@@ -171,6 +171,7 @@ def test_expect_routes_are_the_upload_routes() -> None:
         if route.resource is not None and route._expect_handler.__name__ == "handle"
     )
     assert expecting == [
+        ("POST", "/api/bots/{bot_id}/files"),
         ("POST", "/api/channels/{channel_id}/messages"),
         ("POST", "/api/upload"),
         ("PUT", "/api/upload"),
