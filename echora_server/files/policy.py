@@ -106,17 +106,23 @@ class UploadPolicy:
     denied: frozenset[str]
     tickets: bool
     direct_uploads: bool
+    own_max_bytes: int | None = None  # the workspace's own limit, if it set one
 
     @classmethod
     def of(cls, settings: WorkspaceSettings, server_max_bytes: int) -> UploadPolicy:
         own = settings.max_file_size
         return cls(
+            own_max_bytes=own,
             max_bytes=server_max_bytes if own is None else min(own, server_max_bytes),
             allowed=expand(settings.allowed_types) if settings.allowed_types is not None else None,
             denied=expand(settings.denied_types),
             tickets=settings.tickets,
             direct_uploads=settings.direct_uploads,
         )
+
+    def bounded(self, cap: int) -> int:
+        """A route's own per-file cap (files sent to a bot), under the workspace's limit."""
+        return cap if self.own_max_bytes is None else min(cap, self.own_max_bytes)
 
     def admits(self, media_type: str) -> bool:
         if media_type in self.denied:

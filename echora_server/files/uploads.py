@@ -109,7 +109,7 @@ class UploadService:
         self, target: UploadTarget, uploader_id: int, *, max_bytes: int | None = None
     ) -> UploadBatch:
         """``max_bytes``: the per-file cap, when not the upload limit (files sent to a bot)."""
-        return UploadBatch(self, target, uploader_id, max_bytes or self.limits.max_bytes)
+        return UploadBatch(self, target, uploader_id, max_bytes)
 
     async def target(self, identity: Identity, fields: TargetFields) -> UploadTarget:
         """Where the files go, and its policy, by one query."""
@@ -157,7 +157,11 @@ class UploadBatch:
     """``add`` each file, then ``commit``; leaving ``async with`` otherwise deletes them."""
 
     def __init__(
-        self, service: UploadService, target: UploadTarget, uploader_id: int, max_bytes: int
+        self,
+        service: UploadService,
+        target: UploadTarget,
+        uploader_id: int,
+        max_bytes: int | None = None,
     ) -> None:
         self._service = service
         self._max_bytes = max_bytes
@@ -208,7 +212,7 @@ class UploadBatch:
             raise TooManyFiles(details={"limit_files": limits.max_files})
         filename = sanitize_filename(incoming.filename)
         policy = self._target.policy
-        limit = min(policy.max_bytes, self._max_bytes)
+        limit = policy.max_bytes if self._max_bytes is None else policy.bounded(self._max_bytes)
         meter = FileMeter(
             incoming.reader,
             max_bytes=limit,
