@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 import asyncpg
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 
 from echora_server.agents.staging import InboxSink
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
 from echora_server.core.errors import Forbidden, NotFound
+from echora_server.core.metrics import METRICS
 from echora_server.db import bots, inbox
 from echora_server.db.pool import POOL
 from echora_server.db.records import InboxEntry
@@ -69,16 +71,22 @@ class InboxService:
         waiters: InboxWaiters,
         lease_seconds: float,
         clock: Clock = utc_now,
+        transitions: Counter | None = None,
     ) -> None:
         self._pool = pool
         self._waiters = waiters
         self.lease_seconds = lease_seconds
         self._clock = clock
+        self._transitions = transitions
+
+    def _count(self, transition: str, n: int) -> None:
+        if self._transitions is not None and n:
+            self._transitions.labels(transition).inc(n)
 
     async def poll(self, identity: Identity, limit: int, wait: float) -> list[InboxEntry]:
         """The oldest visible entries (at most ``limit``), leased; waits up to ``wait``
         seconds for one when there are none."""
-        bot_id = await self._bot_id(identity)
+        bot_id, workspace_id = await self._bot(identity)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait, MAX_WAIT)
         # Watching before each look: an entry staged during the query still wakes us.
@@ -100,13 +108,21 @@ class InboxService:
                     async with asyncio.timeout(max(remaining, 0.0)):
                         await woken.wait()
         for entry in entries:
-            log.info("inbox_leased", bot_id=bot_id, entry_id=entry.id, attempts=entry.attempts)
+            log.info(
+                "inbox_leased",
+                workspace_id=workspace_id,
+                bot_id=bot_id,
+                entry_id=entry.id,
+                type=entry.type,
+                attempts=entry.attempts,
+            )
+        self._count("leased", len(entries))
         return entries
 
     async def ack(self, identity: Identity, ids: Sequence[int]) -> list[int]:
         """All or nothing: any id that is no live entry of this bot is 404 and nothing changes.
         Acknowledging twice is fine."""
-        bot_id = await self._bot_id(identity)
+        bot_id, workspace_id = await self._bot(identity)
         async with self._pool.acquire() as conn, conn.transaction():
             missing = await inbox.ack_entries(conn, bot_id, ids, self._clock())
         if missing:
@@ -116,13 +132,17 @@ class InboxService:
                 details={"ids": sorted(missing)},
             )
         acked = sorted(set(ids))
-        log.info("inbox_acknowledged", bot_id=bot_id, entry_ids=acked)
+        for entry_id in acked:
+            log.info(
+                "inbox_acknowledged", workspace_id=workspace_id, bot_id=bot_id, entry_id=entry_id
+            )
+        self._count("acknowledged", len(acked))
         return acked
 
     async def entry(self, identity: Identity, entry_id: int) -> InboxEntry:
         """One live entry, acknowledged or not (an agent that crashed after acknowledging
         re-reads it); reading it leases nothing."""
-        bot_id = await self._bot_id(identity)
+        bot_id, _ = await self._bot(identity)
         async with self._pool.acquire() as conn:
             found = await inbox.select_entry(conn, bot_id, entry_id, self._clock())
         if found is None:
@@ -131,12 +151,13 @@ class InboxService:
             )
         return found
 
-    async def _bot_id(self, identity: Identity) -> int:
+    async def _bot(self, identity: Identity) -> tuple[int, int]:
+        """The caller's bot id and workspace; 403 for anyone but a bot."""
         async with self._pool.acquire() as conn:
             bot = await bots.select_bot(conn, identity.user.id)
         if bot is None or not identity.may_use_workspace(bot.workspace_id):
             raise Forbidden("Only bot accounts have an inbox.", code="bot_only")
-        return bot.user.id
+        return bot.user.id, bot.workspace_id
 
 
 INBOX = web.AppKey("inbox", InboxService)
@@ -146,7 +167,8 @@ async def inbox_ctx(app: web.Application) -> AsyncIterator[None]:
     """After the bus, before any service that writes: every write then stages entries."""
     config = app[CONFIG]
     waiters = InboxWaiters()
-    app[BUS].add_sink(InboxSink(config.inbox_ttl))
+    transitions = app[METRICS].inbox_transitions
+    app[BUS].add_sink(InboxSink(config.inbox_ttl, transitions.labels("staged")))
     app[BUS].add_listener(waiters.on_event)
-    app[INBOX] = InboxService(app[POOL], waiters, config.inbox_lease)
+    app[INBOX] = InboxService(app[POOL], waiters, config.inbox_lease, transitions=transitions)
     yield

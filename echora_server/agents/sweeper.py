@@ -58,11 +58,22 @@ async def sweep_once(
     totals = {"acknowledged": 0, "expired_unfetched": 0, "expired_fetched": 0}
     while True:
         async with pool.acquire() as conn:
-            swept = await inbox.delete_done(conn, now, acked_before, BATCH)
-        totals["acknowledged"] += swept.acknowledged
-        totals["expired_unfetched"] += swept.expired_unfetched
-        totals["expired_fetched"] += swept.expired_fetched
-        if swept.deleted < BATCH:
+            gone = await inbox.delete_done(conn, now, acked_before, BATCH)
+        for entry in gone:
+            if entry.acknowledged:
+                totals["acknowledged"] += 1
+                continue
+            totals["expired_fetched" if entry.fetched else "expired_unfetched"] += 1
+            log.info(
+                "inbox_expired",
+                workspace_id=entry.workspace_id,
+                bot_id=entry.bot_id,
+                entry_id=entry.entry_id,
+                type=entry.type,
+                file_ids=entry.attachment_ids,
+                fetched=entry.fetched,
+            )
+        if len(gone) < BATCH:
             break
     result = InboxSweepResult(**totals)
     if any(totals.values()):

@@ -38,6 +38,15 @@ class Metrics:
         )
         for outcome in ("delivered", "failed", "refused", "disabled"):
             self.push_attempts.labels(outcome)
+        self.inbox_transitions = Counter(
+            "echora_inbox_transitions",
+            "Bots' inbox entries by state transition: staged, leased, fetched (a file of the "
+            "entry downloaded by its bot, the first time), acknowledged.",
+            ["transition"],
+            registry=self.registry,
+        )
+        for transition in ("staged", "leased", "fetched", "acknowledged"):
+            self.inbox_transitions.labels(transition)
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -191,18 +191,19 @@ WITH found AS ({SELECT_ATTACHMENT_FOR_READER}), stamped AS (
     UPDATE inbox_entries e SET fetched_at = now()
     WHERE e.bot_id = $2 AND $1 = ANY(e.attachment_ids) AND e.fetched_at IS NULL
       AND e.expires_at > now() AND EXISTS (SELECT 1 FROM found)
-    RETURNING 1
+    RETURNING e.id
 )
-SELECT * FROM found
+SELECT *, (SELECT array_agg(id ORDER BY id) FROM stamped) AS stamped_entries FROM found
 """
 
 
 async def select_attachment_for_fetch(
     conn: asyncpg.Connection, attachment_id: str, user_id: int
-) -> Attachment | None:
-    """As ``select_attachment_for_reader``, for a download of the bytes."""
+) -> tuple[Attachment, list[int]] | None:
+    """As ``select_attachment_for_reader``, for a download of the bytes; with the ids of the
+    caller's inbox entries this fetch stamped (a bot's first download of the file)."""
     row = await conn.fetchrow(SELECT_ATTACHMENT_FOR_FETCH, attachment_id, user_id)
-    return to_attachment(row) if row else None
+    return (to_attachment(row), list(row["stamped_entries"] or ())) if row else None
 
 
 # Run in the message's insert transaction. The rule: an attachment is linked once, by its

@@ -33,7 +33,7 @@ INSERT INTO inbox_entries
 SELECT user_id, last_entry_id, $1, $2, $4, $5::jsonb, $6::text[],
        now() + make_interval(secs => $7)
 FROM numbered
-RETURNING bot_id
+RETURNING bot_id, id
 """
 
 
@@ -47,8 +47,8 @@ async def stage_entries(
     body: str,
     attachment_ids: Sequence[str],
     ttl_seconds: float,
-) -> list[int]:
-    """The ids of the bots an entry was staged for."""
+) -> list[tuple[int, int]]:
+    """(bot id, entry id) of each entry staged."""
     rows = await conn.fetch(
         STAGE_ENTRIES,
         workspace_id,
@@ -60,7 +60,7 @@ async def stage_entries(
         ttl_seconds,
         list(INBOX_DELIVERIES),
     )
-    return [row["bot_id"] for row in rows]
+    return [(row["bot_id"], row["id"]) for row in rows]
 
 
 def to_entry(row: asyncpg.Record) -> InboxEntry:
@@ -142,42 +142,48 @@ async def ack_entries(
     return missing
 
 
-# Expired (whatever their state), or acknowledged longer ago than the retention; counted by
-# what they were, so a pass can say how many were never fetched.
+# Expired (whatever their state), or acknowledged longer ago than the retention.
 DELETE_DONE = """
 WITH doomed AS (
     SELECT bot_id, id FROM inbox_entries
     WHERE expires_at <= $1 OR acked_at <= $2
     ORDER BY bot_id, id LIMIT $3
     FOR UPDATE SKIP LOCKED
-), gone AS (
-    DELETE FROM inbox_entries e USING doomed
-    WHERE e.bot_id = doomed.bot_id AND e.id = doomed.id
-    RETURNING e.acked_at, e.fetched_at
 )
-SELECT count(*) AS deleted,
-       count(*) FILTER (WHERE acked_at IS NOT NULL) AS acknowledged,
-       count(*) FILTER (WHERE acked_at IS NULL AND fetched_at IS NULL) AS expired_unfetched,
-       count(*) FILTER (WHERE acked_at IS NULL AND fetched_at IS NOT NULL) AS expired_fetched
-FROM gone
+DELETE FROM inbox_entries e USING doomed
+WHERE e.bot_id = doomed.bot_id AND e.id = doomed.id
+RETURNING e.bot_id, e.id, e.workspace_id, e.type, e.attachment_ids,
+          e.acked_at IS NOT NULL AS acknowledged, e.fetched_at IS NOT NULL AS fetched
 """
 
 
 @dataclass(frozen=True, slots=True)
-class Swept:
-    deleted: int
-    acknowledged: int
-    expired_unfetched: int
-    expired_fetched: int
+class Gone:
+    bot_id: int
+    entry_id: int
+    workspace_id: int
+    type: str
+    attachment_ids: list[str]
+    acknowledged: bool
+    fetched: bool
 
 
 async def delete_done(
     conn: asyncpg.Connection, now: dt.datetime, acked_before: dt.datetime, batch: int
-) -> Swept:
-    row = await conn.fetchrow(DELETE_DONE, now, acked_before, batch)
-    return Swept(
-        row["deleted"], row["acknowledged"], row["expired_unfetched"], row["expired_fetched"]
-    )
+) -> list[Gone]:
+    rows = await conn.fetch(DELETE_DONE, now, acked_before, batch)
+    return [
+        Gone(
+            r["bot_id"],
+            r["id"],
+            r["workspace_id"],
+            r["type"],
+            list(r["attachment_ids"]),
+            r["acknowledged"],
+            r["fetched"],
+        )
+        for r in rows
+    ]
 
 
 COUNT_PENDING = "SELECT count(*) FROM inbox_entries WHERE acked_at IS NULL AND expires_at > $1"

@@ -71,20 +71,35 @@ class Representation:
 
 
 async def readable_attachment(
-    pool: asyncpg.Pool, identity: Identity, attachment_id: str, *, fetching: bool = False
+    pool: asyncpg.Pool, identity: Identity, attachment_id: str
 ) -> Attachment:
-    """The attachment if the caller may read it now; else NotFound, whatever the reason.
-    ``fetching`` (its bytes are about to be sent): a bot's live inbox entries carrying it
-    are stamped fetched, the first time."""
+    """The attachment if the caller may read it now; else NotFound, whatever the reason."""
     found = None
     if _ATTACHMENT_ID.fullmatch(attachment_id):
-        select = (
-            attachments.select_attachment_for_fetch
-            if fetching
-            else attachments.select_attachment_for_reader
-        )
         async with pool.acquire() as conn:
-            found = await select(conn, attachment_id, identity.user.id)
+            found = await attachments.select_attachment_for_reader(
+                conn, attachment_id, identity.user.id
+            )
+    return _mine_to_read(identity, found)
+
+
+async def fetched_attachment(
+    pool: asyncpg.Pool, identity: Identity, attachment_id: str
+) -> tuple[Attachment, list[int]]:
+    """As ``readable_attachment`` when the bytes are about to be sent: a bot's live inbox
+    entries carrying the file are stamped fetched the first time, in the same statement;
+    their ids come back."""
+    found = None
+    if _ATTACHMENT_ID.fullmatch(attachment_id):
+        async with pool.acquire() as conn:
+            found = await attachments.select_attachment_for_fetch(
+                conn, attachment_id, identity.user.id
+            )
+    attachment = _mine_to_read(identity, found[0] if found else None)
+    return attachment, found[1] if found else []
+
+
+def _mine_to_read(identity: Identity, found: Attachment | None) -> Attachment:
     if found is None or not identity.may_use_workspace(found.workspace_id):
         raise NotFound(FILE_NOT_FOUND)
     return found

@@ -5,15 +5,18 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from echora_server.audit.tally import TALLY
-from echora_server.auth.identity import require_identity
+from echora_server.auth.identity import Identity, require_identity
 from echora_server.config import Config
+from echora_server.core.metrics import METRICS
 from echora_server.core.route import RequestContent, Route
 from echora_server.core.shapes import Shape
 from echora_server.core.validation import MAX_ID, read_query
 from echora_server.db.pool import POOL
+from echora_server.db.records import Attachment as AttachmentRow
 from echora_server.files import downloads
 from echora_server.files.shapes import Attachment, attachment_json
 from echora_server.files.upload_body import UploadBody, UploadQuery, refuse_before_body
@@ -23,6 +26,9 @@ from echora_server.storage.factory import STORAGE
 
 class Uploaded(Shape):
     attachments: list[Attachment]
+
+
+inbox_log = structlog.get_logger("echora.inbox")
 
 
 async def upload_files(request: web.Request) -> web.Response:
@@ -56,12 +62,14 @@ async def put_file(request: web.Request) -> web.Response:
 
 async def download_file(request: web.Request) -> web.StreamResponse:
     identity = await require_identity(request)
-    attachment = await downloads.readable_attachment(
-        request.app[POOL],
-        identity,
-        request.match_info["attachment_id"],
-        fetching=request.method == "GET",
-    )
+    attachment_id = request.match_info["attachment_id"]
+    pool = request.app[POOL]
+    if request.method == "GET":
+        attachment, stamped = await downloads.fetched_attachment(pool, identity, attachment_id)
+        if stamped:
+            _entries_fetched(request, identity, attachment, stamped)
+    else:
+        attachment = await downloads.readable_attachment(pool, identity, attachment_id)
     tally = request.app[TALLY]
     return await downloads.serve(
         request,
@@ -69,6 +77,22 @@ async def download_file(request: web.Request) -> web.StreamResponse:
         downloads.original(attachment),
         lambda: tally.download(attachment.workspace_id, identity.user.id, attachment.id),
     )
+
+
+def _entries_fetched(
+    request: web.Request, identity: Identity, attachment: AttachmentRow, entry_ids: list[int]
+) -> None:
+    request.app[METRICS].inbox_transitions.labels("fetched").inc(len(entry_ids))
+    for entry_id in entry_ids:
+        inbox_log.info(
+            "inbox_fetched",
+            workspace_id=attachment.workspace_id,
+            bot_id=identity.user.id,
+            entry_id=entry_id,
+            file_id=attachment.id,
+            size=attachment.size,
+            name=attachment.filename,
+        )
 
 
 async def download_thumbnail(request: web.Request) -> web.StreamResponse:
