@@ -18,6 +18,7 @@ from echora_server.db.pool import pool_ctx
 from echora_server.files.sweeper import sweeper_ctx
 from echora_server.files.uploads import uploads_ctx
 from echora_server.messages.service import messages_ctx
+from echora_server.reactions.service import reactions_ctx
 from echora_server.realtime.bus import bus_ctx
 from echora_server.realtime.hub import close_websockets, hub_ctx
 from echora_server.storage.factory import storage_ctx
@@ -77,6 +78,7 @@ def create_app(config: Config) -> web.Application:
             settings_ctx,
             tickets_ctx,
             messages_ctx,
+            reactions_ctx,
             bots_ctx,
             inbox_sweeper_ctx,
             sweeper_ctx,  # stopped first
