@@ -232,10 +232,14 @@ async def test_a_second_user_gets_the_events_on_a_websocket(people: People) -> N
     alice, bob = await people.create("alice"), await people.create("bob")
     channel = (await make_channel(alice, "general"))["id"]
     await bob.post(f"/api/channels/{channel}/join")
-    message = (await post(alice, channel, "react to me"))["id"]
     ws = await bob.client.ws_connect("/api/ws", headers=bob.auth)
     try:
         assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "hello"
+        # The fan-out keeps order but is asynchronous: once this message's event is here,
+        # every earlier one (bob's joining) is behind us.
+        message = (await post(alice, channel, "react to me"))["id"]
+        while (await ws.receive_json(timeout=TIMEOUT)).get("message", {}).get("id") != message:
+            pass
         await react(alice, message, THUMBS)
         await unreact(alice, message, THUMBS)
         frames = [await ws.receive_json(timeout=TIMEOUT) for _ in range(2)]
