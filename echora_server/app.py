@@ -21,6 +21,7 @@ from echora_server.db.pool import pool_ctx
 from echora_server.files.sweeper import sweeper_ctx
 from echora_server.files.uploads import uploads_ctx
 from echora_server.messages.service import messages_ctx
+from echora_server.reactions.service import reactions_ctx
 from echora_server.realtime.bus import bus_ctx
 from echora_server.realtime.hub import close_websockets, hub_ctx
 from echora_server.storage.factory import storage_ctx
@@ -81,6 +82,7 @@ def create_app(config: Config) -> web.Application:
             settings_ctx,
             tickets_ctx,
             messages_ctx,
+            reactions_ctx,
             bots_ctx,
             push_ctx,
             bot_files_ctx,

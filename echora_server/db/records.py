@@ -132,6 +132,17 @@ class Message:
     links: tuple[Link, ...] = ()
     # Loaded separately (messages.attachments.with_attachments), in the sender's order.
     attachments: tuple[Attachment, ...] = ()
+    # Loaded separately too (messages.tallies.with_reactions), by first use.
+    reactions: tuple[ReactionCount, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionCount:
+    """One emoji on a message: how many reacted with it, and whether the viewer did."""
+
+    emoji: str
+    count: int
+    mine: bool
 
 
 @dataclass(frozen=True, slots=True)

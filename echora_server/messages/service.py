@@ -25,6 +25,7 @@ from echora_server.files.deletion import delete_queued
 from echora_server.messages.attachments import link_attachments, with_attachments
 from echora_server.messages.drafts import Draft, check_content, empty_content
 from echora_server.messages.shapes import message_json
+from echora_server.messages.tallies import for_everyone, with_reactions
 from echora_server.realtime.bus import BUS, EventBus
 from echora_server.realtime.events import MESSAGE_CREATED, MESSAGE_DELETED, MESSAGE_UPDATED, Event
 from echora_server.storage.base import Storage
@@ -69,7 +70,10 @@ class MessageService:
             found = await messages.select_message_by_client_id(
                 conn, identity.user.id, channel_id, client_id
             )
-            return (await with_attachments(conn, [found]))[0] if found else None
+            if found is None:
+                return None
+            (message,) = await with_attachments(conn, [found])
+            return (await with_reactions(conn, [message], identity.user.id))[0]
 
     async def list_messages(
         self,
@@ -98,6 +102,7 @@ class MessageService:
                 cursor = before if before is not None else MAX_ID
                 page = await messages.select_messages_before(conn, channel_id, cursor, limit + 1)
             shown = await with_attachments(conn, page[:limit])
+            shown = await with_reactions(conn, shown, identity.user.id)
         return shown, len(page) > limit
 
     async def missed_messages(
@@ -109,6 +114,7 @@ class MessageService:
                 conn, identity.user.id, after_id, limit + 1, identity.token_workspace_id
             )
             shown = await with_attachments(conn, missed[:limit])
+            shown = await with_reactions(conn, shown, identity.user.id)
         return shown, len(missed) > limit
 
     async def edit_message(self, identity: Identity, message_id: int, content: str) -> Message:
@@ -125,6 +131,7 @@ class MessageService:
             (updated,) = await with_attachments(conn, [found])
             if not (content.strip() or updated.links or updated.attachments):
                 raise empty_content()  # the update rolls back
+            (updated,) = await with_reactions(conn, [updated], identity.user.id)
             events.append(message_event(MESSAGE_UPDATED, updated))
         return updated
 
@@ -172,6 +179,8 @@ async def write_message(
         raise NotFound(CHANNEL_NOT_FOUND)
     if not created or draft.attachment_ids:  # a new text-only one has none to load
         (message,) = await with_attachments(conn, [message])
+    if not created:  # a new one has no reactions yet
+        (message,) = await with_reactions(conn, [message], identity.user.id)
     return message, created
 
 
@@ -189,7 +198,7 @@ async def _visible_message(
 
 
 def message_event(kind: str, message: Message) -> Event:
-    data = {"channel_id": message.channel_id, "message": message_json(message)}
+    data = {"channel_id": message.channel_id, "message": message_json(for_everyone(message))}
     return Event(kind, message.workspace_id, message.channel_id, data)
 
 

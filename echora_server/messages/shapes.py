@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from pydantic import Field
+
 from echora_server.accounts.shapes import User, user_json
 from echora_server.core.shapes import Shape
 from echora_server.db import records
@@ -18,6 +20,17 @@ class LinkOut(Shape):
     title: str
 
 
+class Reaction(Shape):
+    """One emoji on a message, in the order of first use."""
+
+    emoji: str
+    count: int = Field(ge=1, description="How many people reacted with it.")
+    mine: bool = Field(
+        description="Whether I did; in events always false (they carry no viewer: "
+        "reaction.added and reaction.removed name the user)."
+    )
+
+
 class Message(Shape):
     id: int
     channel_id: int
@@ -29,6 +42,7 @@ class Message(Shape):
     edited_at: dt.datetime | None
     attachments: list[Attachment]
     links: list[LinkOut]
+    reactions: list[Reaction]
 
 
 def message_json(message: records.Message) -> dict[str, Any]:
@@ -43,4 +57,7 @@ def message_json(message: records.Message) -> dict[str, Any]:
         "edited_at": message.edited_at.isoformat() if message.edited_at else None,
         "attachments": [attachment_json(a) for a in message.attachments],
         "links": [{"url": link.url, "title": link.title} for link in message.links],
+        "reactions": [
+            {"emoji": r.emoji, "count": r.count, "mine": r.mine} for r in message.reactions
+        ],
     }

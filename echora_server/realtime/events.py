@@ -9,6 +9,8 @@ from typing import Any
 MESSAGE_CREATED = "message.created"
 MESSAGE_UPDATED = "message.updated"
 MESSAGE_DELETED = "message.deleted"
+REACTION_ADDED = "reaction.added"
+REACTION_REMOVED = "reaction.removed"
 CHANNEL_MEMBER_ADDED = "channel.member_added"
 CHANNEL_MEMBER_REMOVED = "channel.member_removed"
 WORKSPACE_MEMBER_REMOVED = "workspace.member_removed"
@@ -25,6 +27,8 @@ CLIENT_EVENTS = frozenset(
         MESSAGE_CREATED,
         MESSAGE_UPDATED,
         MESSAGE_DELETED,
+        REACTION_ADDED,
+        REACTION_REMOVED,
         CHANNEL_MEMBER_ADDED,
         CHANNEL_MEMBER_REMOVED,
         WORKSPACE_MEMBER_REMOVED,

@@ -72,11 +72,12 @@ async def test_message_json_shape(client: TestClient, people: People) -> None:
         "edited_at",
         "attachments",
         "links",
+        "reactions",
     }
     assert message["author"] == {"id": olive.user_id, "username": "olive", "display_name": ""}
     assert (message["channel_id"], message["workspace_id"]) == (general["id"], olive.workspace_id)
     assert (message["client_id"], message["edited_at"], message["attachments"]) == ("c-1", None, [])
-    assert message["links"] == []
+    assert message["links"] == [] and message["reactions"] == []
 
 
 async def test_history_pages_exactly(client: TestClient, people: People) -> None:
