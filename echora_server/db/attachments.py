@@ -160,6 +160,9 @@ async def select_attachments_by_ids(
 # Readable when linked to a message the reader may read (workspace member; channel member if
 # private), or unlinked and uploaded by them while still a member. Callers also apply the
 # token's workspace restriction (Identity.may_use_workspace).
+# A bot reads the files of the channels it is in, public ones too: removed from a channel,
+# its entries from there can no longer fetch that channel's files (people keep reading a
+# public channel's files without joining it).
 SELECT_ATTACHMENT_FOR_READER = f"""
 SELECT {_ATTACHMENT}
 FROM attachments a
@@ -169,7 +172,7 @@ LEFT JOIN channels c ON c.id = msg.channel_id
 WHERE a.id = $1
   AND CASE
       WHEN a.message_id IS NULL THEN a.uploader_id = $2
-      ELSE c.workspace_id = a.workspace_id AND (NOT c.private OR EXISTS (
+      ELSE c.workspace_id = a.workspace_id AND ((NOT c.private AND m.role <> 'bot') OR EXISTS (
           SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = $2))
   END
 """

@@ -321,3 +321,30 @@ async def test_an_acknowledged_entry_can_be_read_again_until_it_is_swept(
     swept = await sweep_once(client.app[POOL], acked + dt.timedelta(hours=1, seconds=1))
     assert swept.acknowledged == 2  # the channel's join (acked by channel_with_bot) and it
     assert (await bot.get(f"/api/inbox/entries/{entry['id']}")).status == 404
+
+
+async def test_a_bot_removed_from_a_public_channel_can_no_longer_fetch_its_files(
+    client: TestClient, people: People
+) -> None:
+    owner = await people.create("olive")
+    outsider = await people.create("otto")  # a person in the workspace, not in the channel
+    general, bot = await channel_with_bot(owner)  # public
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("file", io.BytesIO(b"minutes"), filename="minutes.txt")
+    sent = await owner.post(f"/api/channels/{general}/messages", data=form)
+    (attachment,) = (await sent.json())["attachments"]
+    (entry,) = await poll(bot)
+    assert (await bot.get(attachment["url"])).status == 200
+    removed = await owner.delete(f"/api/channels/{general}/members/{bot.user_id}")
+    assert removed.status == 204
+    await post(owner, general, "after the removal")
+    gone = await bot.get(attachment["url"])
+    missing = await bot.get(attachment["url"].replace(attachment["id"], "x" * 22))
+    assert (gone.status, await gone.read()) == (missing.status, await missing.read())
+    assert gone.status == 404
+    assert (await bot.get(f"/api/thumbnails/{attachment['id']}")).status == 404
+    # Its entry is still there to acknowledge; nothing new came from the channel.
+    assert (await ack(bot, entry["id"])).status == 200
+    assert [e["type"] for e in await poll(bot)] == ["channel.member_removed"]
+    # People read a public channel's files without joining it, as before.
+    assert (await outsider.get(attachment["url"])).status == 200
