@@ -48,6 +48,11 @@ export class Composer {
     this.blocker = null;
     this.limits = null; // the workspace's, from GET /api/workspaces/{id}/limits
     this.onRefused = () => {}; // the server refused by policy: the limits may have changed
+    // A message was just queued: the log goes to its newest end (the outbox row) and stays
+    // pinned there, whatever the composer's cards do to its height meanwhile.
+    this.onSubmitted = () => {
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+    };
 
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -327,7 +332,7 @@ export class Composer {
     for (const upload of outgoing.uploads) this.dropItem(upload);
     this.showError("");
     this.renderOutbox();
-    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.onSubmitted();
     this.update();
     this.focus();
     this.pump(draft);

@@ -124,6 +124,7 @@ const composer = new Composer(
 );
 
 composer.onRefused = () => loadLimits(state.workspaceId);
+composer.onSubmitted = () => messages.toBottom();
 
 /** The workspace's upload limits, for the composer to judge files by before sending.
  * Unknown (null) when they cannot be read: the one-step upload, judged by the server. */
