@@ -78,4 +78,5 @@ export const api = {
   postMessage: (channelId, body) => request("POST", `/api/channels/${channelId}/messages`, { json: body }),
   editMessage: (messageId, content) => request("PATCH", `/api/messages/${messageId}`, { json: { content } }),
   deleteMessage: (messageId) => request("DELETE", `/api/messages/${messageId}`),
+  limits: (workspaceId) => request("GET", `/api/workspaces/${workspaceId}/limits`),
 };

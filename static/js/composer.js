@@ -46,6 +46,13 @@ export class Composer {
     this.drafts = new Map();
     this.items = new Map(); // upload key -> its <li>
     this.blocker = null;
+    this.limits = null; // the workspace's, from GET /api/workspaces/{id}/limits
+    this.onRefused = () => {}; // the server refused by policy: the limits may have changed
+    // A message was just queued: the log goes to its newest end (the outbox row) and stays
+    // pinned there, whatever the composer's cards do to its height meanwhile.
+    this.onSubmitted = () => {
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+    };
 
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -114,6 +121,21 @@ export class Composer {
     return draft;
   }
 
+  /** The workspace's limits (null: unknown, the server judges alone). */
+  setLimits(limits) {
+    this.limits = limits;
+  }
+
+  /** Back online: uploads that failed for want of a connection go again. */
+  reconnected() {
+    for (const draft of this.drafts.values()) {
+      for (const upload of draft.uploads) {
+        if (upload.state === "failed" && upload.retryable && isConnectionError(upload.error)) upload.retry();
+      }
+    }
+    this.update();
+  }
+
   focus() {
     if (!this.textarea.disabled) this.textarea.focus();
   }
@@ -124,7 +146,10 @@ export class Composer {
     const draft = this.draft();
     if (!draft || !this.channel.joined) return;
     for (const file of Array.from(fileList || [])) {
-      const upload = new Upload(file, this.channel.id);
+      const upload = new Upload(file, this.channel.id, {
+        limits: () => this.limits,
+        refused: (error) => this.onRefused(error),
+      });
       upload.addEventListener("change", () => this.onUploadChange(draft, upload));
       draft.uploads.push(upload);
       draft.clientId = null;
@@ -162,6 +187,7 @@ export class Composer {
     if (this.draft() === draft && draft.uploads.includes(upload)) {
       this.renderUpload(upload);
       if (upload.state === "done") this.announce(`${upload.name} uploaded.`);
+      if (upload.state === "failed") draft.clientId = null;
     }
     this.update();
   }
@@ -205,12 +231,15 @@ export class Composer {
         : `Uploading… ${upload.percent}%`;
     parts.status.className = failed ? "upload-status error" : "upload-status";
     if (failed) parts.status.setAttribute("role", "alert");
+    else parts.status.removeAttribute("role");
     const uploading = upload.state === "uploading";
-    if (parts.cancel.hidden === uploading) {
-      const hadFocus = document.activeElement === parts.cancel;
+    const retryable = upload.retryable;
+    if (parts.cancel.hidden === uploading || parts.retry.hidden === retryable) {
+      const hadFocus = document.activeElement === parts.cancel || document.activeElement === parts.retry;
       parts.cancel.hidden = !uploading;
       parts.remove.hidden = uploading;
-      if (hadFocus) parts.remove.focus();
+      parts.retry.hidden = !retryable;
+      if (hadFocus) (uploading ? parts.cancel : retryable ? parts.retry : parts.remove).focus();
     }
   }
 
@@ -228,6 +257,11 @@ export class Composer {
       "button",
       { type: "button", class: "small", "aria-label": `Cancel upload of ${name}`, onclick: () => upload.cancel() },
       "Cancel",
+    );
+    const retry = h(
+      "button",
+      { type: "button", class: "small", hidden: true, "aria-label": `Retry upload of ${name}`, onclick: () => upload.retry() },
+      "Retry",
     );
     const remove = h(
       "button",
@@ -247,9 +281,10 @@ export class Composer {
         status,
       ),
       cancel,
+      retry,
       remove,
     );
-    li.upload = { progress, status, cancel, remove };
+    li.upload = { progress, status, cancel, retry, remove };
     return li;
   }
 
@@ -260,7 +295,7 @@ export class Composer {
     if (!this.channel.joined) return `Join #${this.channel.name} to post in it.`;
     const uploading = draft.uploads.filter((u) => u.state === "uploading").length;
     if (uploading) return `Waiting for ${uploading} ${uploading === 1 ? "upload" : "uploads"} to finish.`;
-    if (draft.uploads.some((u) => u.state === "failed")) return "Remove the files that failed before sending.";
+    if (draft.uploads.some((u) => u.state === "failed")) return "Retry or remove the files that failed before sending.";
     if (!draft.text.trim() && draft.uploads.length === 0) return "empty";
     return null;
   }
@@ -297,7 +332,7 @@ export class Composer {
     for (const upload of outgoing.uploads) this.dropItem(upload);
     this.showError("");
     this.renderOutbox();
-    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.onSubmitted();
     this.update();
     this.focus();
     this.pump(draft);
@@ -394,6 +429,11 @@ export class Composer {
     this.textarea.style.height = "auto";
     this.textarea.style.height = `${Math.min(this.textarea.scrollHeight, 200)}px`;
   }
+}
+
+/** A failure the connection coming back may cure. */
+function isConnectionError(error) {
+  return Boolean(error) && (error.status === 0 || error.status >= 502 || error.code === "storage_unavailable");
 }
 
 function extension(name) {

@@ -123,6 +123,22 @@ const composer = new Composer(
   },
 );
 
+composer.onRefused = () => loadLimits(state.workspaceId);
+composer.onSubmitted = () => messages.toBottom();
+
+/** The workspace's upload limits, for the composer to judge files by before sending.
+ * Unknown (null) when they cannot be read: the one-step upload, judged by the server. */
+async function loadLimits(workspaceId) {
+  if (!workspaceId) return;
+  let limits = null;
+  try {
+    limits = await api.limits(workspaceId);
+  } catch (error) {
+    console.warn("limits unavailable", error);
+  }
+  if (workspaceId === state.workspaceId) composer.setLimits(limits);
+}
+
 const sidebar = new Sidebar(
   {
     workspaceSelect: $("#workspace-select"),
@@ -279,7 +295,8 @@ async function openWorkspace(workspaceId) {
   messages.canModerate = Boolean(workspace && (workspace.role === "owner" || workspace.role === "admin"));
   localStorage.setItem(STORED_WORKSPACE, String(workspaceId));
   state.channels = [];
-  await refreshChannels();
+  composer.setLimits(null);
+  await Promise.all([refreshChannels(), loadLimits(workspaceId)]);
   const stored = Number(localStorage.getItem(storedChannelKey(workspaceId)));
   const joined = state.channels.filter((c) => c.joined);
   const channel = joined.find((c) => c.id === stored) || joined[0];
@@ -410,7 +427,11 @@ function applyLive(message, edit) {
 }
 
 const handlers = {
-  hello: () => fetchGap().catch(() => {}),
+  hello: () => {
+    composer.reconnected();
+    loadLimits(state.workspaceId);
+    return fetchGap().catch(() => {});
+  },
   "resume.done": (frame) => {
     if (frame.has_more) fetchGap().catch(() => {});
   },

@@ -169,12 +169,19 @@ export class MessageList {
     setUpLongPress(this.list);
     // Pinned to the newest message while the reader is there: when the log shrinks (the
     // composer grows with file cards or lines) it stays at the bottom instead of letting
-    // the newest message slide out of view.
+    // the newest message slide out of view. Only the reader's scrolling unpins it: when the
+    // log changes height, the browser may scroll it on its own (scroll anchoring, clamping)
+    // and that scroll event comes before the ResizeObserver's turn. Measured against the
+    // new height it looks like the reader left the bottom (the composer just grew by the
+    // distance), so a scroll at a height the observer has not seen yet is left to it.
     this.pinned = true;
+    this.observedHeight = this.scroller.clientHeight;
     this.scroller.addEventListener("scroll", () => {
+      if (this.scroller.clientHeight !== this.observedHeight) return; // resized: the observer decides
       this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
     });
     new ResizeObserver(() => {
+      this.observedHeight = this.scroller.clientHeight;
       if (this.pinned) this.toBottom();
     }).observe(this.scroller);
   }

@@ -1,24 +1,38 @@
-// One file, one XMLHttpRequest to POST /api/upload (fetch reports no upload progress).
-// An Upload starts at once and dispatches "change" whenever its state or progress moves:
-//   uploading -> done (attachment set) | failed (error set) | cancelled
+// One file's upload. With the workspace's tickets on: ask for a ticket (POST /api/uploads),
+// send the bytes where it says (a PUT to Echora with the ticket's token, or its presigned
+// POST form straight to the store), then finalize; an expired ticket is replaced once.
+// With tickets off: one POST /api/upload. Bytes go by XMLHttpRequest (fetch reports no
+// upload progress). An Upload dispatches "change" whenever its state or progress moves:
+//   uploading -> done (attachment set) | failed (error set) | cancelled; failed -> retry()
 
-import { errorFrom } from "./api.js";
+import { ApiError, errorFrom, request } from "./api.js";
 import { formatSize } from "./format.js";
+import { describeQuota, refusal } from "./limits.js";
 
 let counter = 0;
 
+class Cancelled extends Error {}
+
 export class Upload extends EventTarget {
-  constructor(file, channelId) {
+  /**
+   * @param {File} file
+   * @param {number} channelId
+   * @param {{limits: () => object|null, refused?: (error: ApiError) => void}} policy the
+   *   workspace's limits as known now, and who to tell when the server refuses by policy
+   */
+  constructor(file, channelId, policy = { limits: () => null }) {
     super();
     this.key = `u${++counter}`;
     this.file = file;
     this.channelId = channelId;
-    this.state = "uploading";
+    this.policy = policy;
+    this.state = "idle";
     this.loaded = 0;
     this.total = file.size;
     this.attachment = null;
     this.error = null;
     this.xhr = null;
+    this.aborter = null;
   }
 
   get name() {
@@ -32,49 +46,170 @@ export class Upload extends EventTarget {
     return Math.min(99, Math.floor((this.loaded / this.total) * 100));
   }
 
+  /** Whether trying again can help: not for what the workspace refuses. */
+  get retryable() {
+    if (this.state !== "failed" || !this.error) return false;
+    const code = this.error.code;
+    return !["file_too_large", "payload_too_large", "type_not_allowed", "type_mismatch"].includes(code);
+  }
+
+  /** Judge the file by the workspace's limits, then send it (nothing is sent if refused). */
   start() {
+    this.state = "uploading";
+    this.error = null;
+    this.loaded = 0;
+    this.attachment = null;
+    const refused = refusal(this.file, this.policy.limits());
+    if (refused) {
+      this.fail(refused);
+      return this;
+    }
+    this.changed();
+    this.run();
+    return this;
+  }
+
+  retry() {
+    if (this.state !== "failed") return;
+    this.start();
+  }
+
+  async run() {
+    try {
+      const limits = this.policy.limits();
+      const attachment = limits && limits.tickets ? await this.viaTicket() : await this.oneStep();
+      if (this.state !== "uploading") return;
+      this.attachment = attachment;
+      this.loaded = this.total;
+      this.finish("done");
+    } catch (error) {
+      if (error instanceof Cancelled || this.state !== "uploading") return;
+      const apiError = error instanceof ApiError ? error : errorFrom(0, null);
+      if ([413, 415, 507].includes(apiError.status) && this.policy.refused) this.policy.refused(apiError);
+      this.fail(apiError);
+    }
+  }
+
+  async oneStep() {
     const form = new FormData();
     // The target comes first: the server decides where the files go before reading them.
     if (this.channelId) form.append("channel_id", String(this.channelId));
     form.append("file", this.file, this.file.name);
-    const xhr = new XMLHttpRequest();
-    this.xhr = xhr;
-    xhr.open("POST", "/api/upload");
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.upload.addEventListener("progress", (event) => {
-      this.loaded = event.loaded;
-      if (event.lengthComputable) this.total = event.total;
-      this.changed();
-    });
-    xhr.addEventListener("load", () => {
-      let body = null;
+    const { status, body } = await this.send("POST", "/api/upload", { body: form });
+    const attachment = body && Array.isArray(body.attachments) ? body.attachments[0] : null;
+    if (status === 201 && attachment) return attachment;
+    throw errorFrom(status, body);
+  }
+
+  async viaTicket() {
+    for (let attempt = 0; ; attempt += 1) {
+      let ticket;
       try {
-        body = JSON.parse(xhr.responseText);
-      } catch {
-        body = null;
+        ticket = await this.api("POST", "/api/uploads", {
+          filename: this.file.name,
+          size: this.file.size,
+          content_type: this.file.type || "application/octet-stream",
+          channel_id: this.channelId,
+        });
+      } catch (error) {
+        // Turned off since the limits were read: the one-step upload still works.
+        if (error instanceof ApiError && error.code === "tickets_disabled") {
+          if (this.policy.refused) this.policy.refused(error);
+          return this.oneStep();
+        }
+        throw error;
       }
-      const attachment = body && Array.isArray(body.attachments) ? body.attachments[0] : null;
-      if (xhr.status === 201 && attachment) {
-        this.attachment = attachment;
-        this.loaded = this.total;
-        this.finish("done");
-      } else {
-        this.fail(errorFrom(xhr.status, body));
+      try {
+        await this.sendBytes(ticket);
+        const body = await this.api("POST", `/api/uploads/${encodeURIComponent(ticket.id)}/finalize`, {
+          token: ticket.token,
+        });
+        const attachment = body && Array.isArray(body.attachments) ? body.attachments[0] : null;
+        if (!attachment) throw errorFrom(500, null);
+        return attachment;
+      } catch (error) {
+        // An expired ticket: one new ticket, and the bytes sent again.
+        if (error instanceof ApiError && error.code === "upload_expired" && attempt === 0) {
+          this.loaded = 0;
+          this.changed();
+          continue;
+        }
+        throw error;
       }
+    }
+  }
+
+  async sendBytes(ticket) {
+    const upload = ticket.upload;
+    if (upload.method === "POST") {
+      // Straight to the store: the policy's fields first, in order, the file last.
+      const form = new FormData();
+      for (const [name, value] of Object.entries(upload.fields || {})) form.append(name, value);
+      form.append("file", this.file, this.file.name);
+      const { status, body } = await this.send("POST", upload.url, { body: form, headers: upload.headers });
+      if (status >= 200 && status < 300) return;
+      throw new ApiError(status, "store_refused", `The file store refused the upload (${status}).`, body);
+    }
+    const { status, body } = await this.send("PUT", upload.url, { body: this.file, headers: upload.headers });
+    if (status >= 200 && status < 300) return;
+    throw errorFrom(status, body);
+  }
+
+  /** A JSON request that the Cancel button can stop. */
+  async api(method, path, json) {
+    this.aborter = new AbortController();
+    try {
+      return await request(method, path, { json, signal: this.aborter.signal });
+    } catch (error) {
+      if (error && error.name === "AbortError") throw new Cancelled();
+      throw error;
+    } finally {
+      this.aborter = null;
+    }
+  }
+
+  /** Bytes by XMLHttpRequest, for their progress: resolves {status, body} (JSON or null). */
+  send(method, url, { body, headers = {} }) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      this.xhr = xhr;
+      xhr.open(method, url);
+      const sameOrigin = new URL(url, location.href).origin === location.origin;
+      if (sameOrigin) xhr.setRequestHeader("Accept", "application/json");
+      for (const [name, value] of Object.entries(headers || {})) xhr.setRequestHeader(name, value);
+      xhr.upload.addEventListener("progress", (event) => {
+        this.loaded = Math.min(event.loaded, this.total);
+        this.changed();
+      });
+      xhr.addEventListener("load", () => {
+        this.xhr = null;
+        let parsed = null;
+        try {
+          parsed = JSON.parse(xhr.responseText);
+        } catch {
+          parsed = null;
+        }
+        resolve({ status: xhr.status, body: parsed });
+      });
+      const lost = () => {
+        this.xhr = null;
+        reject(errorFrom(0, null));
+      };
+      xhr.addEventListener("error", lost);
+      xhr.addEventListener("timeout", lost);
+      xhr.addEventListener("abort", () => {
+        this.xhr = null;
+        reject(new Cancelled());
+      });
+      xhr.send(body);
     });
-    xhr.addEventListener("error", () => this.fail(errorFrom(0, null)));
-    xhr.addEventListener("timeout", () => this.fail(errorFrom(0, null)));
-    xhr.addEventListener("abort", () => {
-      if (this.state === "uploading") this.finish("cancelled");
-    });
-    xhr.send(form);
-    return this;
   }
 
   cancel() {
     if (this.state !== "uploading") return;
     this.state = "cancelled";
     this.xhr?.abort();
+    this.aborter?.abort();
     this.changed();
   }
 
@@ -97,14 +232,28 @@ export class Upload extends EventTarget {
 
 /** What to tell the user about a failed upload, from the server's error code. */
 export function describeUploadError(error) {
-  const limit = error.details && error.details.limit_bytes;
+  const details = error.details || {};
+  const limit = details.limit_bytes;
   switch (error.code) {
     case "file_too_large":
     case "payload_too_large":
       return limit ? `Too large: files may be at most ${formatSize(limit)}.` : "Too large for the server.";
+    case "type_not_allowed":
+      return details.type
+        ? `File type refused: this workspace does not accept ${details.type} files.`
+        : "File type refused: this workspace does not accept files of this type.";
+    case "quota_exceeded":
+      return describeQuota(details);
     case "type_mismatch":
     case "unsupported_media_type":
       return "File type refused: its contents do not match its type.";
+    case "upload_expired":
+      return "The upload took too long and its ticket expired; try again.";
+    case "upload_in_progress":
+    case "upload_finalized":
+      return "This upload is already being sent; try again.";
+    case "too_many_tickets":
+      return "Too many uploads at once; try again in a moment.";
     case "storage_unavailable":
       return "File storage is unavailable right now; try again shortly.";
     case "upload_timeout":

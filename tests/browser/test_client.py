@@ -344,7 +344,7 @@ async def test_oversize_file_shows_an_inline_error_and_sends_nothing(
     await page.get_by_label("Message", exact=True).fill("with the big file")
     await expect(page.get_by_role("button", name="Send")).to_be_disabled()
     await expect(page.locator("#composer-hint")).to_have_text(
-        "Remove the files that failed before sending."
+        "Retry or remove the files that failed before sending."
     )
     await page.keyboard.press("Enter")  # refused too
     assert await history(alice, channel_id) == []
