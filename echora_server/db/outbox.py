@@ -29,3 +29,8 @@ DELETE_OLD_EVENTS = "DELETE FROM events WHERE created_at < now() - make_interval
 
 async def delete_events_older_than(conn: asyncpg.Connection, seconds: float) -> None:
     await conn.execute(DELETE_OLD_EVENTS, seconds)
+
+
+async def notify(conn: asyncpg.Connection, channel: str, payload: str) -> None:
+    """A notification that carries its event (nothing stored)."""
+    await conn.execute("SELECT pg_notify($1, $2)", channel, payload)

@@ -4,6 +4,7 @@ then serve frames. A bad frame gets an error frame and the socket stays open."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Literal
 
 import structlog
@@ -11,15 +12,24 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import Field, ValidationError
 
 from echora_server.accounts.shapes import user_json
+from echora_server.auth.access import CHANNEL_NOT_FOUND
 from echora_server.auth.csrf import allowed_origins, log_refused_origin
 from echora_server.auth.identity import require_identity
 from echora_server.channels.service import CHANNELS
-from echora_server.core.errors import ApiError, Forbidden, InvalidRequest, error_body, unavailable
+from echora_server.core.errors import (
+    ApiError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    error_body,
+    unavailable,
+)
 from echora_server.core.route import Route
 from echora_server.core.validation import MAX_ID, Body, loads, validation_details
 from echora_server.messages.drafts import NewMessage
 from echora_server.messages.service import MESSAGES, MessageService
 from echora_server.messages.shapes import message_json
+from echora_server.realtime.events import TYPING, Event
 from echora_server.realtime.hub import HUB, Subscriber
 
 log = structlog.get_logger("echora.ws")
@@ -28,10 +38,18 @@ MAX_FRAME = 64 * 1024
 REPLY_CHUNK = 16 * 1024
 HEARTBEAT = 25.0
 RESUME_LIMIT = 1000
+# A client repeats "typing" while the person types; one event per channel this often.
+TYPING_EVERY = 2.0
 
 
 class SendFrame(NewMessage):
     type: Literal["message.send"]
+    channel_id: int = Field(ge=1, le=MAX_ID)
+    ref: str | int | None = None
+
+
+class TypingFrame(Body):
+    type: Literal["typing"]
     channel_id: int = Field(ge=1, le=MAX_ID)
     ref: str | int | None = None
 
@@ -114,6 +132,23 @@ async def _resume(messages: MessageService, subscriber: Subscriber, after_id: in
     await subscriber.reply(_frame({"type": "resume.done", "count": len(missed), "has_more": more}))
 
 
+async def _typing(messages: MessageService, subscriber: Subscriber, channel_id: int) -> None:
+    """Told to the channel's sockets, stored nowhere; at most one per channel per
+    ``TYPING_EVERY`` seconds per socket (the rest are dropped without a word)."""
+    workspace_id = subscriber.channels.get(channel_id)
+    if workspace_id is None:  # not subscribed: not a member, or not any more
+        raise NotFound(CHANNEL_NOT_FOUND)
+    now = time.monotonic()
+    if now - subscriber.typed.get(channel_id, -TYPING_EVERY) < TYPING_EVERY:
+        return
+    subscriber.typed[channel_id] = now
+    user = subscriber.identity.user
+    data = {"channel_id": channel_id, "user_id": user.id, "username": user.username}
+    await messages.bus.publish_ephemeral(
+        Event(TYPING, workspace_id, channel_id, data, user_id=user.id)
+    )
+
+
 async def _handle(messages: MessageService, subscriber: Subscriber, data: str) -> None:
     try:
         raw = loads(data)
@@ -134,6 +169,8 @@ async def _handle(messages: MessageService, subscriber: Subscriber, data: str) -
             await subscriber.reply(_frame(ack))
         elif kind == "resume":
             await _resume(messages, subscriber, ResumeFrame.model_validate(raw).after_id)
+        elif kind == "typing":
+            await _typing(messages, subscriber, TypingFrame.model_validate(raw).channel_id)
         elif kind == "ping":
             await subscriber.reply(_frame({"type": "pong", "ref": ref}))
         else:

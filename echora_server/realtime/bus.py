@@ -60,6 +60,13 @@ class EventBus:
             except Exception:
                 log.exception("event_publish_failed", type=event.type, channel_id=event.channel_id)
 
+    async def publish_ephemeral(self, event: Event) -> None:
+        """Best effort, stored nowhere (typing): a failure is logged, not raised."""
+        try:
+            await self.fanout.publish_ephemeral(event)
+        except Exception:
+            log.warning("event_publish_failed", type=event.type, exc_info=True)
+
     @asynccontextmanager
     async def transaction(self, conn: asyncpg.Connection) -> AsyncIterator[list[Event]]:
         events: list[Event] = []

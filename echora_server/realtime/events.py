@@ -20,6 +20,8 @@ CREDENTIAL_REVOKED = "credential.revoked"
 # Internal too: inbox entries were staged for these bots (``data["bot_ids"]``), so every
 # process wakes its long polls of them.
 INBOX_STAGED = "inbox.staged"
+# Ephemeral: someone is typing in a channel; never stored, never in a bot's inbox.
+TYPING = "typing"
 NO_WORKSPACE = 0
 # What a client may be sent, and so what a bot's inbox records.
 CLIENT_EVENTS = frozenset(

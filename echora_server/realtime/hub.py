@@ -48,6 +48,7 @@ class Subscriber:
         self.pending_bytes = 0
         self.removed_channels: set[int] = set()  # removals seen before attach()
         self.removed_workspaces: set[int] = set()
+        self.typed: dict[int, float] = {}  # channel id -> when this socket last said typing
         self.closing = False  # no more frames: dropped, disconnected or closing
         self._close_started = False
 

@@ -453,3 +453,33 @@ async def test_websocket_and_rest_store_the_same_text(room: Room) -> None:
     assert by_rest_refused.status == 422
     assert error["error"]["code"] == (await by_rest_refused.json())["error"]["code"]
     await ws.close()
+
+
+async def test_typing_reaches_the_channels_sockets_at_most_every_two_seconds(
+    room: Room,
+) -> None:
+    ws_alice, ws_bob, ws_carol = (
+        await connect(room.alice),
+        await connect(room.bob),
+        await connect(room.carol),
+    )
+    await ws_alice.send_json({"type": "typing", "channel_id": room.channel_id})
+    frame = await next_frame(ws_bob)
+    assert frame == {
+        "type": "typing",
+        "channel_id": room.channel_id,
+        "user_id": room.alice.user_id,
+        "username": "alice",
+    }
+    # Again at once: dropped, without an answer. The next thing bob sees is a message.
+    await ws_alice.send_json({"type": "typing", "channel_id": room.channel_id})
+    sentinel = await post(room.alice, room.channel_id, "after typing")
+    await expect_only_sentinel(ws_bob, sentinel)
+    # Carol is not in the private channel: refused, and bob hears nothing of it.
+    await ws_carol.send_json({"type": "typing", "channel_id": room.channel_id, "ref": 1})
+    refused = await next_frame(ws_carol)
+    assert (refused["type"], refused["ref"], refused["error"]["code"]) == ("error", 1, "not_found")
+    sentinel = await post(room.alice, room.channel_id, "still only messages")
+    await expect_only_sentinel(ws_bob, sentinel)
+    for ws in (ws_alice, ws_bob, ws_carol):
+        await ws.close()

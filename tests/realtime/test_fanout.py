@@ -191,3 +191,29 @@ async def test_message_posted_on_one_process_reaches_a_socket_on_the_other(
             assert json.dumps(frame["message"], sort_keys=True) == json.dumps(
                 posted, sort_keys=True
             )
+
+
+async def test_an_ephemeral_event_reaches_every_listener_and_is_stored_nowhere(
+    database_url: str,
+) -> None:
+    config = Config(database_url=database_url)
+    pool = await create_pool(config, database_url)
+    first, second = PostgresFanout(pool, database_url), PostgresFanout(pool, database_url)
+    seen_first, seen_second = Recorder(), Recorder()
+    await first.start(seen_first)
+    await second.start(seen_second)
+    try:
+        async with pool.acquire() as conn:
+            stored = await conn.fetchval("SELECT count(*) FROM events")
+        typing = Event("typing", 1, 7, {"channel_id": 7, "user_id": 3}, user_id=3)
+        await first.publish_ephemeral(typing)
+        assert await seen_first.wait_for(1) == [typing]
+        assert await seen_second.wait_for(1) == [typing]
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM events") == stored
+        with pytest.raises(ValueError, match="ephemeral"):
+            await first.publish_ephemeral(Event("typing", 1, 7, {"x": "y" * 5000}))
+    finally:
+        await first.close()
+        await second.close()
+        await pool.close()

@@ -27,6 +27,10 @@ class RecordingFanout:
         self.events.append(event)
         await self.inner.publish(event)
 
+    async def publish_ephemeral(self, event: Event) -> None:
+        self.events.append(event)
+        await self.inner.publish_ephemeral(event)
+
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         await self.inner.stage(conn, events)
 

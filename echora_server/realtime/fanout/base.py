@@ -22,6 +22,9 @@ class Fanout(Protocol):
     async def publish(self, event: Event) -> None:
         """Send an event whose write has committed."""
 
+    async def publish_ephemeral(self, event: Event) -> None:
+        """Send an event nothing stores (typing): to the processes listening now, else lost."""
+
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         """Inside the write's transaction on ``conn``: the events go out if it commits."""
 

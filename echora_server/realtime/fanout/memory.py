@@ -24,6 +24,9 @@ class MemoryFanout:
         if self._deliver is not None:
             await self._deliver(event)
 
+    async def publish_ephemeral(self, event: Event) -> None:
+        await self.publish(event)
+
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         pass  # nothing leaves the process before the commit
 

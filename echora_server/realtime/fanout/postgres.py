@@ -21,6 +21,9 @@ from echora_server.realtime.fanout.base import Deliver, OnLive
 log = structlog.get_logger("echora.fanout")
 
 CHANNEL = "echora_events"
+# Ephemeral events ride in the notification itself (small, never stored, lost if no one hears).
+EPHEMERAL_CHANNEL = "echora_ephemeral"
+MAX_EPHEMERAL = 4000  # bytes; NOTIFY takes up to 8000
 RECONNECT_DELAY = (0.2, 0.5, 1.0, 2.0, 5.0)
 TRIM_EVERY = 60.0
 KEEP_FOR_SECONDS = 600
@@ -36,6 +39,7 @@ class PostgresFanout:
         self._listener: asyncpg.Connection | None = None
         self._connected = asyncio.Event()
         self._on_live: OnLive | None = None
+        self._ephemeral: set[asyncio.Future[None]] = set()
 
     async def start(self, deliver: Deliver, on_live: OnLive | None = None) -> None:
         self._deliver = deliver
@@ -52,6 +56,13 @@ class PostgresFanout:
         async with self._pool.acquire() as conn:
             await outbox.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
 
+    async def publish_ephemeral(self, event: Event) -> None:
+        payload = json.dumps(event.to_json(), separators=(",", ":"))
+        if len(payload.encode()) > MAX_EPHEMERAL:
+            raise ValueError(f"an ephemeral event of {len(payload)} bytes")
+        async with self._pool.acquire() as conn:
+            await outbox.notify(conn, EPHEMERAL_CHANNEL, payload)
+
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         # NOTIFY is transactional: delivered at COMMIT, dropped on rollback.
         for event in events:
@@ -61,6 +72,8 @@ class PostgresFanout:
         pass  # the commit sent them
 
     async def close(self) -> None:
+        for task in self._ephemeral:
+            task.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -71,6 +84,24 @@ class PostgresFanout:
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
             self._ids.put_nowait(int(payload))
+
+    def _on_ephemeral(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            event = Event.from_json(json.loads(payload))
+        except (ValueError, KeyError, TypeError):
+            log.warning("fanout_ephemeral_malformed")
+            return
+        task = asyncio.ensure_future(self._deliver_ephemeral(event))
+        self._ephemeral.add(task)
+        task.add_done_callback(self._ephemeral.discard)
+
+    async def _deliver_ephemeral(self, event: Event) -> None:
+        if self._deliver is None:
+            return
+        try:
+            await self._deliver(event)
+        except Exception:
+            log.exception("fanout_deliver_failed", type=event.type)
 
     async def _listen_forever(self) -> None:
         attempt = 0
@@ -87,6 +118,7 @@ class PostgresFanout:
             try:
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.add_listener(EPHEMERAL_CHANNEL, self._on_ephemeral)
                 self._listener = conn
                 self._connected.set()
                 if attempt and self._on_live is not None:
