@@ -316,6 +316,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=15.0, help="paced phase length")
     parser.add_argument("--burst", type=int, default=50, help="messages back to back")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--server-env", action="append", default=[], metavar="NAME=VALUE",
+        help="an ECHORA_* setting for the server (repeatable), e.g. ECHORA_DB_POOL_MAX=40",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args()
 
@@ -336,6 +340,7 @@ def main() -> int:
                 "ECHORA_WEBHOOK_ALLOW_PRIVATE": "true",
                 "ECHORA_MESSAGE_RATE_PER_MINUTE": "100000",
                 "ECHORA_MESSAGE_RATE_BURST": "1000",
+                **dict(item.split("=", 1) for item in args.server_env),
             }
             server = await start_echora("inbox", procs, workdir, account, settings)
             rounds = []
