@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 import structlog
@@ -188,22 +188,33 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+async def record_step(
+    conn: asyncpg.Connection, action: str, ticket: Ticket, **details: Any
+) -> None:
+    """A ticket's step in the audit log: its owner acted, on the ticket's id."""
+    await record(
+        conn,
+        action,
+        workspace_id=ticket.workspace_id,
+        actor_id=ticket.owner_id,
+        attachment_id=ticket.id,
+        **details,
+    )
+
+
+async def record_refusal(conn: asyncpg.Connection, ticket: Ticket, reason: str) -> None:
+    await record_step(
+        conn, UPLOAD_REFUSED, ticket, reason=reason, filename=ticket.filename, size=ticket.size
+    )
+
+
 async def _refuse(check: ObjectCheck, refusal: ApiError) -> NoReturn:
     """Delete the ticket (its trigger queues the object), then the object, then say why."""
     ticket = check.ticket
     async with check.pool.acquire() as conn, conn.transaction():
         deleted = await tickets.delete_ticket(conn, ticket.id)
         if deleted:
-            await record(
-                conn,
-                UPLOAD_REFUSED,
-                workspace_id=ticket.workspace_id,
-                actor_id=ticket.owner_id,
-                attachment_id=ticket.id,
-                reason=refusal.code,
-                filename=ticket.filename,
-                size=ticket.size,
-            )
+            await record_refusal(conn, ticket, refusal.code)
     check.settled = True
     if deleted:
         await delete_queued(check.pool, check.storage, [check.ticket.storage_key])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from echora_server.audit.record import TICKET_CREATED, UPLOAD_RECEIVED, UPLOAD_REFUSED, record
+from echora_server.audit.record import TICKET_CREATED, UPLOAD_RECEIVED
 from echora_server.audit.tally import TALLY, Tally
 from echora_server.auth.identity import Identity
 from echora_server.auth.secrets import UPLOAD_TICKET_PREFIX, digest, new_secret, well_formed
@@ -45,7 +45,13 @@ from echora_server.files.policy import TicketsDisabled, quota_exceeded
 from echora_server.files.upload_body import ChunkReader, TargetFields
 from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, UploadService
 from echora_server.storage.base import ObjectTooLarge, PresignedPost, new_key
-from echora_server.tickets.checks import ObjectCheck, check_object, discard_refused
+from echora_server.tickets.checks import (
+    ObjectCheck,
+    check_object,
+    discard_refused,
+    record_refusal,
+    record_step,
+)
 
 Clock = Callable[[], dt.datetime]
 # A finalize reads the object's head and maybe all of it: no holder waits longer.
@@ -164,12 +170,10 @@ class TicketService:
                 raise quota_exceeded(opened.refusal)
             ticket = await tickets.select_ticket(conn, new.id, new.token_hash)
             if ticket is not None:
-                await record(
+                await record_step(
                     conn,
                     TICKET_CREATED,
-                    workspace_id=ticket.workspace_id,
-                    actor_id=ticket.owner_id,
-                    attachment_id=ticket.id,
+                    ticket,
                     filename=ticket.filename,
                     size=ticket.size,
                     type=ticket.declared_type,
@@ -238,12 +242,10 @@ class TicketService:
             async with self.pool.acquire() as conn, conn.transaction():
                 if not await tickets.mark_received(conn, ticket.id, self.clock(), received):
                     raise NotFound(NOT_FOUND)  # gone meanwhile (its channel was deleted)
-                await record(
+                await record_step(
                     conn,
                     UPLOAD_RECEIVED,
-                    workspace_id=ticket.workspace_id,
-                    actor_id=ticket.owner_id,
-                    attachment_id=ticket.id,
+                    ticket,
                     size=put.size,
                     type=media.detected,
                 )
@@ -258,16 +260,7 @@ class TicketService:
         async with self.pool.acquire() as conn:
             await tickets.release_sending(conn, ticket.id)
             if isinstance(exc, ApiError) and exc.status < 500:  # refused, not failed
-                await record(
-                    conn,
-                    UPLOAD_REFUSED,
-                    workspace_id=ticket.workspace_id,
-                    actor_id=ticket.owner_id,
-                    attachment_id=ticket.id,
-                    reason=exc.code,
-                    filename=ticket.filename,
-                    size=ticket.size,
-                )
+                await record_refusal(conn, ticket, exc.code)
 
     async def _why_not_sending(
         self, conn: asyncpg.Connection, ticket_id: str, token_hash: bytes, now: dt.datetime
