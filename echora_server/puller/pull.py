@@ -83,17 +83,17 @@ class Puller:
         while True:
             try:
                 entries = await self._poll()
+                for entry in entries:  # in order; after a failure they come back after the lease
+                    await self.handle(entry)
                 failures = 0
             except (aiohttp.ClientError, TimeoutError) as exc:
                 delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
                 failures += 1
                 log.warning(
-                    "agent_poll_failed", error=str(exc) or type(exc).__name__, retry_in=delay
+                    "agent_server_unreachable", error=str(exc) or type(exc).__name__, retry_in=delay
                 )
                 await asyncio.sleep(delay)
                 continue
-            for entry in entries:
-                await self.handle(entry)
             if self.settings.once and not entries:
                 return
 
@@ -118,7 +118,7 @@ class Puller:
                 if not await self._fetch_file(attachment):
                     missing.append(attachment["id"])
             record = {**entry, "unavailable_files": missing} if missing else entry
-            if self.settings.command and not await self._run_command(record, done):
+            if self.settings.command and not await self._run_command(record):
                 return  # not acknowledged: it comes back after its lease
             _write_atomically(done, json.dumps(record, indent=1).encode())
         await self._ack(int(entry["id"]))
@@ -168,7 +168,7 @@ class Puller:
         log.info("agent_file_written", attachment_id=attachment["id"], size=size, path=str(final))
         return True
 
-    async def _run_command(self, entry: dict[str, Any], done: Path) -> bool:
+    async def _run_command(self, entry: dict[str, Any]) -> bool:
         assert self.settings.command
         files = [str(file_path(self.settings.out, a)) for a in attachments_of(entry)]
         env = {

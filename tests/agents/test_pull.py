@@ -120,10 +120,11 @@ async def test_three_dropped_files_are_written_identically_and_acknowledged(
 
 class StallingProxy:
     """Forwards to the server, but stops passing its answers on once ``after`` bytes of
-    them went through on one connection: a download stuck half way."""
+    them went through on one connection: a download stuck half way. With ``cut``, that
+    connection is reset instead, once, and later ones pass untouched."""
 
-    def __init__(self, port: int, after: int) -> None:
-        self.port, self.after = port, after
+    def __init__(self, port: int, after: int, *, cut: bool = False) -> None:
+        self.port, self.after, self.cut = port, after, cut
         self.server: asyncio.Server | None = None
         self.stalled = asyncio.Event()
 
@@ -147,15 +148,17 @@ class StallingProxy:
                 await up_writer.drain()
 
         async def downstream() -> None:
-            sent = 0
+            sent, tripped = 0, False
             while data := await up_reader.read(65536):
-                if sent + len(data) > self.after:
-                    data = data[: self.after - sent]
+                if not (self.cut and self.stalled.is_set()) and sent + len(data) > self.after:
+                    data, tripped = data[: self.after - sent], True
                     self.stalled.set()
                 writer.write(data)
                 await writer.drain()
                 sent += len(data)
-                if self.stalled.is_set():
+                if tripped and self.cut:
+                    return  # the connection is reset below
+                if tripped:
                     await asyncio.Event().wait()  # hold the connection open, silent
 
         tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
@@ -266,3 +269,34 @@ async def test_an_entry_whose_command_fails_is_not_acknowledged_and_its_files_ar
     assert lines[2:] == ["1 channel.member_added", "2 message.created", "quarterly"]
     assert (out / "files" / dropped["id"] / "report.txt").stat().st_mtime_ns == mtime
     assert await unacked(client, bot) == 0
+
+
+async def test_a_connection_lost_mid_download_is_retried_without_a_restart(
+    client: TestClient, people: People, tmp_path: Path
+) -> None:
+    owner = await people.create("olive")
+    channel_id, bot = await bot_in_channel(owner)
+    data = os.urandom(4 * 1024 * 1024)
+    dropped = await drop(owner, channel_id, "big.bin", data)
+    out, token = tmp_path / "inbox", token_file(tmp_path, bot)
+    assert client.server.port is not None
+    cutting = StallingProxy(client.server.port, after=1024 * 1024, cut=True)
+    async with cutting.running() as via_proxy:
+        process = await asyncio.create_subprocess_exec(
+            *puller_args(via_proxy, token, out, "--wait", "1"),
+            env=echora_env(),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await asyncio.wait_for(cutting.stalled.wait(), 30)
+            for _ in range(200):  # the same process carries on once the lease is over
+                if await unacked(client, bot) == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert process.returncode is None  # it did not exit on the lost connection
+        finally:
+            process.kill()
+            _, stderr = await process.communicate()
+    assert await unacked(client, bot) == 0, stderr.decode()
+    assert b"agent_server_unreachable" in stderr
+    assert written_files(out) == {f"{dropped['id']}/big.bin": data}
