@@ -78,6 +78,9 @@ class InboxService:
         self.lease_seconds = lease_seconds
         self._clock = clock
         self._transitions = transitions
+        # A bot's account and workspace never change (a deleted bot's token no longer
+        # authenticates), so its lookup is kept; bounded by clearing when full.
+        self._bots: dict[int, tuple[int, int]] = {}
 
     def _count(self, transition: str, n: int) -> None:
         if self._transitions is not None and n:
@@ -123,7 +126,7 @@ class InboxService:
         """All or nothing: any id that is no live entry of this bot is 404 and nothing changes.
         Acknowledging twice is fine."""
         bot_id, workspace_id = await self._bot(identity)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
             missing = await inbox.ack_entries(conn, bot_id, ids, self._clock())
         if missing:
             raise NotFound(
@@ -153,11 +156,17 @@ class InboxService:
 
     async def _bot(self, identity: Identity) -> tuple[int, int]:
         """The caller's bot id and workspace; 403 for anyone but a bot."""
-        async with self._pool.acquire() as conn:
-            bot = await bots.select_bot(conn, identity.user.id)
-        if bot is None or not identity.may_use_workspace(bot.workspace_id):
+        found = self._bots.get(identity.user.id)
+        if found is None:
+            async with self._pool.acquire() as conn:
+                bot = await bots.select_bot(conn, identity.user.id)
+            if bot is not None:
+                if len(self._bots) >= 10_000:
+                    self._bots.clear()
+                found = self._bots[identity.user.id] = (bot.user.id, bot.workspace_id)
+        if found is None or not identity.may_use_workspace(found[1]):
             raise Forbidden("Only bot accounts have an inbox.", code="bot_only")
-        return bot.user.id, bot.workspace_id
+        return found
 
 
 INBOX = web.AppKey("inbox", InboxService)

@@ -119,27 +119,32 @@ async def next_lease_end(
     return value
 
 
-LOCK_LIVE_ENTRIES = """
-SELECT id FROM inbox_entries
-WHERE bot_id = $1 AND id = ANY($2::bigint[]) AND expires_at > $3
-FOR UPDATE
-"""
+# One statement, so all or nothing without a transaction around it: the live ids are
+# locked, and the update runs only when every asked id is one of them.
 ACK_ENTRIES = """
-UPDATE inbox_entries SET acked_at = $3, leased_until = NULL
-WHERE bot_id = $1 AND id = ANY($2::bigint[]) AND acked_at IS NULL
+WITH asked AS (SELECT DISTINCT unnest($2::bigint[]) AS id),
+live AS (
+    SELECT e.id, e.acked_at FROM inbox_entries e JOIN asked USING (id)
+    WHERE e.bot_id = $1 AND e.expires_at > $3
+    FOR UPDATE OF e
+),
+missing AS (SELECT id FROM asked EXCEPT SELECT id FROM live),
+done AS (
+    UPDATE inbox_entries e SET acked_at = $3, leased_until = NULL
+    FROM live
+    WHERE e.bot_id = $1 AND e.id = live.id AND live.acked_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM missing)
+)
+SELECT id FROM missing
 """
 
 
 async def ack_entries(
     conn: asyncpg.Connection, bot_id: int, ids: Sequence[int], now: dt.datetime
 ) -> set[int]:
-    """In the caller's transaction: acknowledge every id if each is a live entry of this bot
-    (acknowledged already is fine); returns the ids that are not (then nothing was changed)."""
-    live = {row["id"] for row in await conn.fetch(LOCK_LIVE_ENTRIES, bot_id, list(ids), now)}
-    missing = set(ids) - live
-    if not missing:
-        await conn.execute(ACK_ENTRIES, bot_id, list(ids), now)
-    return missing
+    """Acknowledge every id if each is a live entry of this bot (acknowledged already is
+    fine); returns the ids that are not (then nothing was changed)."""
+    return {row["id"] for row in await conn.fetch(ACK_ENTRIES, bot_id, list(ids), now)}
 
 
 # Expired (whatever their state), or acknowledged longer ago than the retention.
