@@ -20,10 +20,19 @@ class Batcher(Generic[K, A, R]):
     turn as one ``run({key: arg, ...})``, whose mapping answers each caller (a key it leaves
     out answers ``default``; its error is every caller's). A key already in the open batch
     opens the next one, so ``run`` sees each key once: two polls of one bot never share a
-    statement. At most ``max_size`` calls per batch."""
+    statement. At most ``max_size`` calls per batch. A result whose caller was cancelled
+    meanwhile goes to ``unclaimed`` (a claim to release, say)."""
 
-    def __init__(self, run: RunBatch[K, A, R], default: R, *, max_size: int = 500) -> None:
+    def __init__(
+        self,
+        run: RunBatch[K, A, R],
+        default: R,
+        *,
+        max_size: int = 500,
+        unclaimed: Callable[[R], Awaitable[None]] | None = None,
+    ) -> None:
         self._run = run
+        self._unclaimed = unclaimed
         self._default = default
         self._max_size = max_size
         self._open: list[dict[K, tuple[A, asyncio.Future[R]]]] = []
@@ -63,9 +72,16 @@ class Batcher(Generic[K, A, R]):
                 if not future.done():
                     future.set_exception(error)
             return
+        left = []
         for key, (_, future) in batch.items():
-            if not future.done():  # a caller cancelled meanwhile has left
-                future.set_result(results.get(key, self._default))
+            result = results.get(key, self._default)
+            if not future.done():
+                future.set_result(result)
+            elif key in results:  # its caller has left
+                left.append(result)
+        if self._unclaimed is not None:
+            for result in left:
+                await self._unclaimed(result)
 
     async def close(self) -> None:
         """Wait for the batches under way (shutdown)."""

@@ -65,3 +65,20 @@ async def test_a_cancelled_caller_leaves_the_others_answered() -> None:
     with pytest.raises(asyncio.CancelledError):
         await leaving
     await batcher.close()
+
+
+async def test_a_result_whose_caller_left_goes_to_unclaimed() -> None:
+    recorder = Recorder()
+    released: list[int] = []
+
+    async def release(result: int) -> None:
+        released.append(result)
+
+    batcher: Batcher[str, int, int] = Batcher(recorder.run, -1, unclaimed=release)
+    leaving = asyncio.ensure_future(batcher("a", 1))
+    staying = asyncio.ensure_future(batcher("b", 2))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    assert await staying == 20
+    await batcher.close()
+    assert released == [10]
