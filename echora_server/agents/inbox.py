@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from echora_server.agents.staging import InboxSink
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
+from echora_server.core.batching import Batcher
 from echora_server.core.errors import Forbidden, NotFound
 from echora_server.core.metrics import METRICS
 from echora_server.db import bots, inbox
@@ -78,6 +79,14 @@ class InboxService:
         self.lease_seconds = lease_seconds
         self._clock = clock
         self._transitions = transitions
+        # A bot's account and workspace never change (a deleted bot's token no longer
+        # authenticates), so its lookup is kept; bounded by clearing when full.
+        self._bots: dict[int, tuple[int, int]] = {}
+        # The polls one staged event wakes lease in one statement.
+        self._leases: Batcher[int, int, list[InboxEntry]] = Batcher(self._lease, [])
+        self._lease_ends: Batcher[int, dt.datetime, dt.datetime | None] = Batcher(
+            self._lease_end, None
+        )
 
     def _count(self, transition: str, n: int) -> None:
         if self._transitions is not None and n:
@@ -93,15 +102,12 @@ class InboxService:
         with self._waiters.watch(bot_id) as woken:
             while True:
                 woken.clear()
-                now = self._clock()
-                async with self._pool.acquire() as conn:
-                    entries = await inbox.lease_entries(
-                        conn, bot_id, now, limit, self.lease_seconds
-                    )
-                    lease_end = None if entries else await inbox.next_lease_end(conn, bot_id, now)
+                entries = await self._leases(bot_id, limit)
                 remaining = deadline - loop.time()
                 if entries or remaining <= 0:
                     break
+                now = self._clock()
+                lease_end = await self._lease_ends(bot_id, now)
                 if lease_end is not None:  # a lease running out makes its entry visible
                     remaining = min(remaining, (lease_end - now).total_seconds())
                 with contextlib.suppress(TimeoutError):
@@ -119,11 +125,25 @@ class InboxService:
         self._count("leased", len(entries))
         return entries
 
+    async def _lease(self, limits: dict[int, int]) -> dict[int, list[InboxEntry]]:
+        async with self._pool.acquire() as conn:
+            return await inbox.lease_entries_of_bots(
+                conn, limits, self._clock(), self.lease_seconds
+            )
+
+    async def _lease_end(self, asked: dict[int, dt.datetime]) -> dict[int, dt.datetime | None]:
+        async with self._pool.acquire() as conn:
+            return dict(await inbox.next_lease_ends(conn, list(asked), min(asked.values())))
+
+    async def close(self) -> None:
+        await self._leases.close()
+        await self._lease_ends.close()
+
     async def ack(self, identity: Identity, ids: Sequence[int]) -> list[int]:
         """All or nothing: any id that is no live entry of this bot is 404 and nothing changes.
         Acknowledging twice is fine."""
         bot_id, workspace_id = await self._bot(identity)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
             missing = await inbox.ack_entries(conn, bot_id, ids, self._clock())
         if missing:
             raise NotFound(
@@ -153,11 +173,17 @@ class InboxService:
 
     async def _bot(self, identity: Identity) -> tuple[int, int]:
         """The caller's bot id and workspace; 403 for anyone but a bot."""
-        async with self._pool.acquire() as conn:
-            bot = await bots.select_bot(conn, identity.user.id)
-        if bot is None or not identity.may_use_workspace(bot.workspace_id):
+        found = self._bots.get(identity.user.id)
+        if found is None:
+            async with self._pool.acquire() as conn:
+                bot = await bots.select_bot(conn, identity.user.id)
+            if bot is not None:
+                if len(self._bots) >= 10_000:
+                    self._bots.clear()
+                found = self._bots[identity.user.id] = (bot.user.id, bot.workspace_id)
+        if found is None or not identity.may_use_workspace(found[1]):
             raise Forbidden("Only bot accounts have an inbox.", code="bot_only")
-        return bot.user.id, bot.workspace_id
+        return found
 
 
 INBOX = web.AppKey("inbox", InboxService)
@@ -170,5 +196,8 @@ async def inbox_ctx(app: web.Application) -> AsyncIterator[None]:
     transitions = app[METRICS].inbox_transitions
     app[BUS].add_sink(InboxSink(config.inbox_ttl, transitions.labels("staged")))
     app[BUS].add_listener(waiters.on_event)
-    app[INBOX] = InboxService(app[POOL], waiters, config.inbox_lease, transitions=transitions)
+    app[INBOX] = service = InboxService(
+        app[POOL], waiters, config.inbox_lease, transitions=transitions
+    )
     yield
+    await service.close()

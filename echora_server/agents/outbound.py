@@ -71,12 +71,14 @@ def literal_refused(url: str) -> bool:
 
 
 def new_session(timeout: float, *, allow_private: bool) -> aiohttp.ClientSession:
-    """One session per process. Connections are not kept: every attempt resolves and checks
-    the host again (a name may be pointed elsewhere between two attempts)."""
+    """One session per process. Where addresses are checked, connections are not kept:
+    every attempt resolves and checks the host again (a name may be pointed elsewhere between
+    two attempts). Where any address is allowed (an agent on this host), there is nothing to
+    check again, and connections are kept for the next attempt."""
     connector = aiohttp.TCPConnector(
         resolver=None if allow_private else GuardedResolver(),
         use_dns_cache=False,
-        force_close=True,
+        **({"keepalive_timeout": 15} if allow_private else {"force_close": True}),
         limit=256,
     )
     return aiohttp.ClientSession(

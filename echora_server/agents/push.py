@@ -20,6 +20,7 @@ from aiohttp import web
 from echora_server.agents import outbound
 from echora_server.agents.webhooks import message_id, webhook_headers
 from echora_server.config import CONFIG
+from echora_server.core.batching import Batcher
 from echora_server.core.metrics import METRICS, Metrics
 from echora_server.db import push
 from echora_server.db.pool import POOL
@@ -74,6 +75,12 @@ class PushDispatcher:
         self._draining: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()
         self._sending = asyncio.Semaphore(MAX_SENDING)
+        # The heads one event makes due are claimed, and their deliveries recorded, in one
+        # statement each rather than one per bot.
+        self._claims: Batcher[int, float, PushClaim | None] = Batcher(
+            self._claim, None, unclaimed=self._release_unsent
+        )
+        self._delivered: Batcher[int, PushClaim, None] = Batcher(self._record_delivered, None)
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds from a failed attempt ``attempt`` (from 1) to the next."""
@@ -128,8 +135,7 @@ class PushDispatcher:
                 self._again.discard(bot_id)
                 # The lease starts at the claim: no waiting for a sending slot after it.
                 async with self._sending:
-                    async with self._pool.acquire() as conn:
-                        claim = await push.claim_head(conn, bot_id, self.timeout + LEASE_MARGIN)
+                    claim = await self._claims(bot_id, self.timeout + LEASE_MARGIN)
                     if claim is not None:
                         await self._attempt(claim)
                 if claim is None:
@@ -169,12 +175,12 @@ class PushDispatcher:
             "attempt": claim.attempt,
             "ms": round(took * 1000, 1),
         }
+        if outcome.error is None:
+            await self._delivered(claim.bot_id, claim)
+            self._metrics.push_attempts.labels("delivered").inc()
+            log.info("push_delivered", status=outcome.status, **where)
+            return
         async with self._pool.acquire() as conn:
-            if outcome.error is None:
-                await push.mark_delivered(conn, claim)
-                self._metrics.push_attempts.labels("delivered").inc()
-                log.info("push_delivered", status=outcome.status, **where)
-                return
             disable = outcome.status == 410
             retry_in = self.retry_delay(claim.attempt)
             if outcome.retry_after is not None:
@@ -195,6 +201,19 @@ class PushDispatcher:
             **where,
         )
 
+    async def _claim(self, asked: dict[int, float]) -> dict[int, PushClaim]:
+        async with self._pool.acquire() as conn:
+            return await push.claim_heads(conn, list(asked), max(asked.values()))
+
+    async def _record_delivered(self, claims: dict[int, PushClaim]) -> dict[int, None]:
+        async with self._pool.acquire() as conn:
+            await push.mark_delivered(conn, list(claims.values()))
+        return {}
+
+    async def _release_unsent(self, claim: PushClaim | None) -> None:
+        if claim is not None:
+            await self._release(claim)
+
     async def _release(self, claim: PushClaim) -> None:
         with contextlib.suppress(Exception):
             async with self._pool.acquire() as conn:
@@ -205,6 +224,8 @@ class PushDispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._claims.close()
+        await self._delivered.close()
 
 
 PUSH = web.AppKey("push", PushDispatcher)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -80,66 +80,83 @@ def to_entry(row: asyncpg.Record) -> InboxEntry:
 
 # Visible: live, not acknowledged, not under another poll's lease. Rows another poll is
 # leasing right now are skipped, not waited for.
+# Several bots' polls in one statement (each bot once): each bot's oldest visible entries,
+# up to its own limit, leased until $3 + $4 seconds.
 LEASE_ENTRIES = """
-WITH picked AS (
-    SELECT bot_id, id FROM inbox_entries
-    WHERE bot_id = $1 AND acked_at IS NULL AND expires_at > $2
-      AND (leased_until IS NULL OR leased_until <= $2)
-    ORDER BY id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
+WITH asked AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS a(bot_id, lim)),
+picked AS (
+    SELECT p.bot_id, p.id FROM asked a CROSS JOIN LATERAL (
+        SELECT e.bot_id, e.id FROM inbox_entries e
+        WHERE e.bot_id = a.bot_id AND e.acked_at IS NULL AND e.expires_at > $3
+          AND (e.leased_until IS NULL OR e.leased_until <= $3)
+        ORDER BY e.id
+        LIMIT a.lim
+        FOR UPDATE SKIP LOCKED
+    ) p
 )
 UPDATE inbox_entries e
-SET leased_until = $2 + make_interval(secs => $4), attempts = e.attempts + 1
+SET leased_until = $3 + make_interval(secs => $4), attempts = e.attempts + 1
 FROM picked WHERE e.bot_id = picked.bot_id AND e.id = picked.id
 RETURNING e.bot_id, e.id, e.type, e.body::text AS body, e.created_at, e.expires_at,
           e.leased_until, e.fetched_at, e.acked_at, e.attempts
 """
 
 
-async def lease_entries(
-    conn: asyncpg.Connection, bot_id: int, now: dt.datetime, limit: int, lease_seconds: float
-) -> list[InboxEntry]:
-    """The oldest visible entries, leased until ``now`` + ``lease_seconds``; oldest first."""
-    rows = await conn.fetch(LEASE_ENTRIES, bot_id, now, limit, lease_seconds)
-    return sorted((to_entry(row) for row in rows), key=lambda entry: entry.id)
+async def lease_entries_of_bots(
+    conn: asyncpg.Connection, limits: Mapping[int, int], now: dt.datetime, lease_seconds: float
+) -> dict[int, list[InboxEntry]]:
+    """``lease_entries`` for several bots (bot id: limit) in one statement; by bot, oldest
+    first."""
+    rows = await conn.fetch(LEASE_ENTRIES, list(limits), list(limits.values()), now, lease_seconds)
+    found: dict[int, list[InboxEntry]] = {}
+    for row in rows:
+        found.setdefault(row["bot_id"], []).append(to_entry(row))
+    for entries in found.values():
+        entries.sort(key=lambda entry: entry.id)
+    return found
 
 
-NEXT_LEASE_END = """
-SELECT min(leased_until) FROM inbox_entries
-WHERE bot_id = $1 AND acked_at IS NULL AND expires_at > $2 AND leased_until > $2
+NEXT_LEASE_ENDS = """
+SELECT bot_id, min(leased_until) AS lease_end FROM inbox_entries
+WHERE bot_id = ANY($1::bigint[]) AND acked_at IS NULL AND expires_at > $2 AND leased_until > $2
+GROUP BY bot_id
 """
 
 
-async def next_lease_end(
-    conn: asyncpg.Connection, bot_id: int, now: dt.datetime
-) -> dt.datetime | None:
-    """When the first entry leased now becomes visible again (None: none is leased)."""
-    value: dt.datetime | None = await conn.fetchval(NEXT_LEASE_END, bot_id, now)
-    return value
+async def next_lease_ends(
+    conn: asyncpg.Connection, bot_ids: Sequence[int], now: dt.datetime
+) -> dict[int, dt.datetime]:
+    """When the first entry leased now becomes visible again, by bot (absent: none leased)."""
+    rows = await conn.fetch(NEXT_LEASE_ENDS, list(bot_ids), now)
+    return {row["bot_id"]: row["lease_end"] for row in rows}
 
 
-LOCK_LIVE_ENTRIES = """
-SELECT id FROM inbox_entries
-WHERE bot_id = $1 AND id = ANY($2::bigint[]) AND expires_at > $3
-FOR UPDATE
-"""
+# One statement, so all or nothing without a transaction around it: the live ids are
+# locked, and the update runs only when every asked id is one of them.
 ACK_ENTRIES = """
-UPDATE inbox_entries SET acked_at = $3, leased_until = NULL
-WHERE bot_id = $1 AND id = ANY($2::bigint[]) AND acked_at IS NULL
+WITH asked AS (SELECT DISTINCT unnest($2::bigint[]) AS id),
+live AS (
+    SELECT e.id, e.acked_at FROM inbox_entries e JOIN asked USING (id)
+    WHERE e.bot_id = $1 AND e.expires_at > $3
+    FOR UPDATE OF e
+),
+missing AS (SELECT id FROM asked EXCEPT SELECT id FROM live),
+done AS (
+    UPDATE inbox_entries e SET acked_at = $3, leased_until = NULL
+    FROM live
+    WHERE e.bot_id = $1 AND e.id = live.id AND live.acked_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM missing)
+)
+SELECT id FROM missing
 """
 
 
 async def ack_entries(
     conn: asyncpg.Connection, bot_id: int, ids: Sequence[int], now: dt.datetime
 ) -> set[int]:
-    """In the caller's transaction: acknowledge every id if each is a live entry of this bot
-    (acknowledged already is fine); returns the ids that are not (then nothing was changed)."""
-    live = {row["id"] for row in await conn.fetch(LOCK_LIVE_ENTRIES, bot_id, list(ids), now)}
-    missing = set(ids) - live
-    if not missing:
-        await conn.execute(ACK_ENTRIES, bot_id, list(ids), now)
-    return missing
+    """Acknowledge every id if each is a live entry of this bot (acknowledged already is
+    fine); returns the ids that are not (then nothing was changed)."""
+    return {row["id"] for row in await conn.fetch(ACK_ENTRIES, bot_id, list(ids), now)}
 
 
 # Expired (whatever their state), or acknowledged longer ago than the retention.

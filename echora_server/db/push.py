@@ -5,6 +5,8 @@ a crashed sender's claim runs out and two processes never send one attempt."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from echora_server.db.records import PushClaim
@@ -28,14 +30,17 @@ async def select_heads(conn: asyncpg.Connection) -> list[tuple[int, float | None
     return [(row["bot_id"], row["wait"]) for row in await conn.fetch(SELECT_HEADS)]
 
 
-# The head is picked first, then locked: SKIP LOCKED must never skip to the second entry
-# (order), so a head another sender holds means nothing to do. The lock re-reads the row,
-# so a head acknowledged or claimed meanwhile is not taken either.
-CLAIM_HEAD = """
+# Each asked bot's head is picked first, then locked: SKIP LOCKED must never skip to the
+# second entry (order), so a head another sender holds means nothing to do. The lock re-reads
+# the row, so a head acknowledged or claimed meanwhile is not taken either. Several bots in
+# one statement (each once).
+CLAIM_HEADS = """
 WITH head AS (
-    SELECT e.bot_id, e.id FROM inbox_entries e
-    WHERE e.bot_id = $1 AND e.acked_at IS NULL AND e.expires_at > now()
-    ORDER BY e.id LIMIT 1
+    SELECT h.bot_id, h.id FROM unnest($1::bigint[]) AS a(bot_id) CROSS JOIN LATERAL (
+        SELECT e.bot_id, e.id FROM inbox_entries e
+        WHERE e.bot_id = a.bot_id AND e.acked_at IS NULL AND e.expires_at > now()
+        ORDER BY e.id LIMIT 1
+    ) h
 ), claimed AS (
     SELECT e.bot_id, e.id FROM inbox_entries e JOIN head USING (bot_id, id)
     WHERE e.acked_at IS NULL AND e.expires_at > now()
@@ -55,44 +60,58 @@ RETURNING e.bot_id, e.workspace_id, e.id, e.type, e.body::text AS body, e.create
 """
 
 
-async def claim_head(
-    conn: asyncpg.Connection, bot_id: int, lease_seconds: float
-) -> PushClaim | None:
-    """The bot's head entry for one attempt, if it is due and no other sender holds it."""
-    row = await conn.fetchrow(CLAIM_HEAD, bot_id, lease_seconds)
-    if row is None:
-        return None
-    secrets: tuple[str, ...] = (row["webhook_secret"],)
-    if row["previous_secret"] is not None:
-        secrets += (row["previous_secret"],)
-    return PushClaim(
-        row["bot_id"],
-        row["workspace_id"],
-        row["id"],
-        row["type"],
-        row["body"],
-        row["created_at"],
-        row["expires_at"],
-        row["attempts"],
-        row["callback_url"],
-        secrets,
-    )
+async def claim_heads(
+    conn: asyncpg.Connection, bot_ids: Sequence[int], lease_seconds: float
+) -> dict[int, PushClaim]:
+    """Each bot's head entry for one attempt, if it is due and no other sender holds it."""
+    claims = {}
+    for row in await conn.fetch(CLAIM_HEADS, list(bot_ids), lease_seconds):
+        secrets: tuple[str, ...] = (row["webhook_secret"],)
+        if row["previous_secret"] is not None:
+            secrets += (row["previous_secret"],)
+        claims[row["bot_id"]] = PushClaim(
+            row["bot_id"],
+            row["workspace_id"],
+            row["id"],
+            row["type"],
+            row["body"],
+            row["created_at"],
+            row["expires_at"],
+            row["attempts"],
+            row["callback_url"],
+            secrets,
+        )
+    return claims
 
 
 # Only the claim's own attempt is settled: one that ran past its lease and was taken over
 # changes nothing.
+# Several claims in one statement; the bots' rows are locked in id order, so two processes'
+# statements never wait for each other in a circle.
 DELIVERED = """
-WITH e AS (
-    UPDATE inbox_entries SET acked_at = now(), next_attempt_at = NULL, leased_until = NULL
-    WHERE bot_id = $1 AND id = $2 AND attempts = $3 AND acked_at IS NULL
-    RETURNING bot_id
+WITH d AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS d(bot_id, id, attempts)
+), e AS (
+    UPDATE inbox_entries i SET acked_at = now(), next_attempt_at = NULL, leased_until = NULL
+    FROM d
+    WHERE i.bot_id = d.bot_id AND i.id = d.id AND i.attempts = d.attempts
+      AND i.acked_at IS NULL
+    RETURNING i.bot_id
+), b AS (
+    SELECT user_id FROM bots WHERE user_id IN (SELECT bot_id FROM e)
+    ORDER BY user_id FOR NO KEY UPDATE
 )
-UPDATE bots SET last_delivered_at = now() WHERE user_id IN (SELECT bot_id FROM e)
+UPDATE bots SET last_delivered_at = now() FROM b WHERE bots.user_id = b.user_id
 """
 
 
-async def mark_delivered(conn: asyncpg.Connection, claim: PushClaim) -> None:
-    await conn.execute(DELIVERED, claim.bot_id, claim.entry_id, claim.attempt)
+async def mark_delivered(conn: asyncpg.Connection, claims: Sequence[PushClaim]) -> None:
+    await conn.execute(
+        DELIVERED,
+        [claim.bot_id for claim in claims],
+        [claim.entry_id for claim in claims],
+        [claim.attempt for claim in claims],
+    )
 
 
 # A failure sets the next attempt (NULL when disabling: due once the callback is back on).
