@@ -7,7 +7,7 @@ every process hears them in commit order. Each process renews a lease (its heart
 sweeps the leases that ran out, so a process that died takes its users offline. Sockets that
 asked for presence (``/api/ws?presence=1``) get a snapshot in ``hello`` and then
 ``presence.updated`` frames for the members of their workspaces, at most one per user per
-``INTERVAL`` (``presence.throttle``)."""
+``ECHORA_PRESENCE_INTERVAL`` (``presence.throttle``)."""
 
 from __future__ import annotations
 
@@ -42,8 +42,6 @@ from echora_server.realtime.hub import HUB, Hub, Subscriber
 
 log = structlog.get_logger("echora.presence")
 
-# Observers get at most one presence.updated per user this often (the first at once).
-INTERVAL = 1.0
 # Between two writes of this process: a client flipping idle and back costs little.
 WRITE_GAP = 0.05
 MAX_BATCH = 500
@@ -94,7 +92,14 @@ def _away(here: Here) -> bool | None:
 
 class PresenceService:
     def __init__(
-        self, pool: asyncpg.Pool, bus: EventBus, hub: Hub, *, grace: float, lease: float
+        self,
+        pool: asyncpg.Pool,
+        bus: EventBus,
+        hub: Hub,
+        *,
+        grace: float,
+        lease: float,
+        interval: float,
     ) -> None:
         self._pool = pool
         self._bus = bus
@@ -115,7 +120,7 @@ class PresenceService:
         self._by_workspace: defaultdict[int, set[Subscriber]] = defaultdict(set)
         self._watchers_of: defaultdict[int, set[Subscriber]] = defaultdict(set)
         self._throttle: Throttle[int, tuple[Status, list[int] | None]] = Throttle(
-            INTERVAL, self._announce
+            interval, self._announce
         )
 
     # ----- lifecycle -----
@@ -387,6 +392,7 @@ async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
         app[HUB],
         grace=config.presence_grace,
         lease=config.presence_lease,
+        interval=config.presence_interval,
     )
     await presence.start()
     try:

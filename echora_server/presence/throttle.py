@@ -30,6 +30,9 @@ class Throttle(Generic[K, V]):
         return len(self._windows)
 
     def push(self, key: K, value: V) -> None:
+        if self.interval <= 0:
+            self._deliver(key, value)
+            return
         window = self._windows.get(key)
         if window is None:
             self._open(key)
