@@ -1,4 +1,4 @@
-"""Presence (sql/0016): each process's lease, what its sockets say of their users, and what
+"""Presence (sql/0014): each process's lease, what its sockets say of their users, and what
 was last announced of each user. The functions settle a user's status under a lock of theirs,
 so a change is reported once whichever process made it (see docs/architecture.md)."""
 
