@@ -21,6 +21,7 @@ from echora_server.db.pool import pool_ctx
 from echora_server.files.sweeper import sweeper_ctx
 from echora_server.files.uploads import uploads_ctx
 from echora_server.messages.service import messages_ctx
+from echora_server.presence.service import presence_ctx
 from echora_server.reactions.service import reactions_ctx
 from echora_server.realtime.bus import bus_ctx
 from echora_server.realtime.hub import close_websockets, hub_ctx
@@ -74,6 +75,7 @@ def create_app(config: Config) -> web.Application:
             hub_ctx,
             bus_ctx,
             inbox_ctx,  # before any service that writes: every write stages bots' entries
+            presence_ctx,
             accounts_ctx,
             channels_ctx,
             direct_messages_ctx,

@@ -87,6 +87,23 @@ class Config(BaseModel):
         "read them is dropped (closed with 1013).",
     )
 
+    presence_grace: Annotated[Duration, within(0, 300)] = Field(
+        15.0,
+        description="How long a user stays online (or away) after their last WebSocket "
+        "closed: a reload or a short network cut does not show them offline.",
+    )
+    presence_interval: Annotated[Duration, within(0, 60)] = Field(
+        1.0,
+        description="Sockets hear of one user's presence changes at most this often (the "
+        "first at once, then the latest one per interval); 0: every change.",
+    )
+    presence_lease: Annotated[Duration, within(0.5, 600)] = Field(
+        30.0,
+        description="How long a server process's sockets count for presence without its "
+        "heartbeat (renewed every third of it): a process that dies takes its users offline "
+        "after at most this and a third.",
+    )
+
     storage: Literal["local", "s3"] | None = Field(
         None, description="Storage backend; default s3 when ECHORA_S3_BUCKET is set."
     )

@@ -34,3 +34,16 @@ async def delete_events_older_than(conn: asyncpg.Connection, seconds: float) -> 
 async def notify(conn: asyncpg.Connection, channel: str, payload: str) -> None:
     """A notification that carries its event (nothing stored)."""
     await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+
+# In the order given (a volatile output is computed after the sort).
+NOTIFY_ALL = """
+SELECT pg_notify($1, t.payload)
+FROM unnest($2::text[]) WITH ORDINALITY AS t(payload, n) ORDER BY t.n
+"""
+
+
+async def notify_all(conn: asyncpg.Connection, channel: str, payloads: list[str]) -> None:
+    """Notifications that carry their events, in one statement; in a transaction they are
+    sent by its commit (and PostgreSQL delivers transactions' notifications in commit order)."""
+    await conn.execute(NOTIFY_ALL, channel, payloads)

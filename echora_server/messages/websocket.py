@@ -29,6 +29,7 @@ from echora_server.core.validation import MAX_ID, Body, loads, validation_detail
 from echora_server.messages.drafts import NewMessage
 from echora_server.messages.service import MESSAGES, MessageService
 from echora_server.messages.shapes import message_json
+from echora_server.presence.service import PRESENCE, PresenceService, Snapshot
 from echora_server.realtime.events import TYPING, Event
 from echora_server.realtime.hub import HUB, Subscriber
 
@@ -51,6 +52,12 @@ class SendFrame(NewMessage):
 class TypingFrame(Body):
     type: Literal["typing"]
     channel_id: int = Field(ge=1, le=MAX_ID)
+    ref: str | int | None = None
+
+
+class PresenceFrame(Body):
+    type: Literal["presence"]
+    status: Literal["online", "away"]
     ref: str | int | None = None
 
 
@@ -87,34 +94,41 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     transport = request.transport
     if transport is None:  # the peer is already gone
         return ws
-    hub, messages = request.app[HUB], request.app[MESSAGES]
+    hub, messages, presence = request.app[HUB], request.app[MESSAGES], request.app[PRESENCE]
+    watch = request.query.get("presence", "") in ("1", "true")
     subscriber = hub.connect(ws, identity, transport)
     try:
         try:
             channels = await request.app[CHANNELS].subscriptions(identity)
+            snapshot = await presence.watch(subscriber) if watch else None
         except Exception as exc:
             if unavailable(exc) is None:
                 raise
             log.warning("ws_subscribe_failed", exc_info=True)
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"database unavailable")
             return ws
-        hub.attach(subscriber, channels, _hello)
+        hub.attach(subscriber, channels, lambda s: _hello(s, snapshot))
+        presence.connected(subscriber)
         after_id = request.query.get("after_id", "")
         if after_id.isdigit() and int(after_id) <= MAX_ID:  # else not a message id: no gap
             await _resume(messages, subscriber, int(after_id))
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await _handle(messages, subscriber, msg.data)
+                await _handle(messages, presence, subscriber, msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
     finally:
+        presence.disconnected(subscriber)
         await hub.disconnect(subscriber)
     return ws
 
 
-def _hello(subscriber: Subscriber) -> str:
+def _hello(subscriber: Subscriber, presence: Snapshot | None) -> str:
     user = user_json(subscriber.identity.user)
-    return _frame({"type": "hello", "user": user, "channel_ids": sorted(subscriber.channels)})
+    body = {"type": "hello", "user": user, "channel_ids": sorted(subscriber.channels)}
+    if presence is not None:
+        body["presence"] = presence
+    return _frame(body)
 
 
 async def _resume(messages: MessageService, subscriber: Subscriber, after_id: int) -> None:
@@ -149,7 +163,9 @@ async def _typing(messages: MessageService, subscriber: Subscriber, channel_id: 
     )
 
 
-async def _handle(messages: MessageService, subscriber: Subscriber, data: str) -> None:
+async def _handle(
+    messages: MessageService, presence: PresenceService, subscriber: Subscriber, data: str
+) -> None:
     try:
         raw = loads(data)
     except ValueError:
@@ -171,6 +187,9 @@ async def _handle(messages: MessageService, subscriber: Subscriber, data: str) -
             await _resume(messages, subscriber, ResumeFrame.model_validate(raw).after_id)
         elif kind == "typing":
             await _typing(messages, subscriber, TypingFrame.model_validate(raw).channel_id)
+        elif kind == "presence":
+            frame_ = PresenceFrame.model_validate(raw)
+            presence.set_away(subscriber, frame_.status == "away")
         elif kind == "ping":
             await subscriber.reply(_frame({"type": "pong", "ref": ref}))
         else:
@@ -194,7 +213,8 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/api/ws",
         websocket,
-        "WebSocket: live events, message.send, resume (protocol: docs/websocket.md)",
+        "WebSocket: live events, message.send, resume, typing, presence (protocol: "
+        "docs/websocket.md; ?presence=1 for presence events)",
         "messages",
         responses={
             101: "Switching protocols",

@@ -35,6 +35,7 @@ class EventBus:
         self._deliver = deliver
         self._sinks: list[Sink] = []
         self._listeners: list[Deliver] = []
+        self._live_listeners: list[OnLive] = []
 
     def add_sink(self, sink: Sink) -> None:
         """A feature that records events durably (the bots' inbox), in the same transaction."""
@@ -43,6 +44,17 @@ class EventBus:
     def add_listener(self, listener: Deliver) -> None:
         """Called with every event the fan-out delivers to this process, after the hub."""
         self._listeners.append(listener)
+
+    def add_live_listener(self, listener: OnLive) -> None:
+        """Told when events may be missed from now on (False), and when they flow again."""
+        self._live_listeners.append(listener)
+
+    def live_changed(self, live: bool) -> None:
+        for listener in self._live_listeners:
+            try:
+                listener(live)
+            except Exception:
+                log.exception("event_live_listener_failed")
 
     async def deliver(self, event: Event) -> None:
         await self._deliver(event)
@@ -74,6 +86,20 @@ class EventBus:
             yield events
             await self.stage(conn, events)
         await self.committed(events)
+
+    @asynccontextmanager
+    async def ephemeral_transaction(self, conn: asyncpg.Connection) -> AsyncIterator[list[Event]]:
+        """Events stored nowhere, sent by the commit of this transaction (on PostgreSQL
+        their NOTIFY is in it: processes hear them in commit order). Not for bots' inboxes."""
+        events: list[Event] = []
+        async with conn.transaction():
+            yield events
+            await self.fanout.stage_ephemeral(conn, events)
+        if events:
+            try:
+                await self.fanout.committed_ephemeral(events)
+            except Exception:  # the write stands
+                log.exception("event_publish_failed", types=[event.type for event in events])
 
     async def stage(self, conn: asyncpg.Connection, events: list[Event]) -> None:
         if events:
@@ -124,7 +150,8 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
     fanout = create_fanout(app[CONFIG], app[POOL])
     tokens = app[TOKEN_CACHE]
     bus = app[BUS] = EventBus(fanout, with_token_cache(app[HUB].deliver, tokens))
-    await fanout.start(bus.deliver, cache_follows(tokens))
+    bus.add_live_listener(cache_follows(tokens))
+    await fanout.start(bus.deliver, bus.live_changed)
     try:
         yield
     finally:

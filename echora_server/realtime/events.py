@@ -20,6 +20,9 @@ CREDENTIAL_REVOKED = "credential.revoked"
 # Internal too: inbox entries were staged for these bots (``data["bot_ids"]``), so every
 # process wakes its long polls of them.
 INBOX_STAGED = "inbox.staged"
+# Internal and ephemeral: users' presence changed (``data["changes"]``: [user id, status,
+# the user's workspace ids or None when too many to carry]); each process tells its sockets.
+PRESENCE_CHANGED = "presence.changed"
 # Ephemeral: someone is typing in a channel; never stored, never in a bot's inbox.
 TYPING = "typing"
 NO_WORKSPACE = 0

@@ -217,9 +217,13 @@ class Hub:
 
     def _send_to_channel(self, channel_id: int, wire: bytes) -> None:
         members = self._by_channel.get(channel_id)
-        if not members:
-            return
-        slow = [subscriber for subscriber in members if not self._enqueue(subscriber, wire)]
+        if members:
+            self.send(members, wire)
+
+    def send(self, subscribers: Iterable[Subscriber], wire: bytes) -> None:
+        """A framed event to these subscribers, in order with the rest (held before hello);
+        one too slow to take it is dropped."""
+        slow = [subscriber for subscriber in subscribers if not self._enqueue(subscriber, wire)]
         for subscriber in slow:
             log.warning("ws_slow_consumer_dropped", user_id=subscriber.user_id)
             self._drop(subscriber)

@@ -72,6 +72,7 @@ export const api = {
   channels: (workspaceId) => request("GET", "/api/channels", { query: { workspace_id: workspaceId } }),
   createChannel: (workspaceId, name, isPrivate) =>
     request("POST", "/api/channels", { json: { workspace_id: workspaceId, name, private: isPrivate } }),
+  channelMembers: (channelId) => request("GET", `/api/channels/${channelId}/members`),
   joinChannel: (channelId) => request("POST", `/api/channels/${channelId}/join`),
   messages: (channelId, { before, after, limit } = {}) =>
     request("GET", `/api/channels/${channelId}/messages`, { query: { before, after, limit } }),

@@ -2,6 +2,7 @@
 
 import { copyText, messageLink, parseMessageLink, setUpDeleteDialog } from "./actions.js";
 import { ApiError, api, onUnauthorized } from "./api.js";
+import { setUpAwareness } from "./awareness.js";
 import { Composer } from "./composer.js";
 import { showConnection } from "./connection.js";
 import { $ } from "./dom.js";
@@ -37,6 +38,7 @@ function show(name) {
 }
 
 const socket = new LiveSocket({
+  path: "/api/ws?presence=1",
   lastSeenId: () => state.lastSeenId,
   canRetry: async () => {
     try {
@@ -48,6 +50,7 @@ const socket = new LiveSocket({
   },
 });
 showConnection(socket);
+const awareness = setUpAwareness(socket);
 
 const openImage = setUpViewer();
 const confirmDelete = setUpDeleteDialog({
@@ -211,6 +214,7 @@ async function enterChat() {
   composer.authorName = me.user.display_name || me.user.username;
   $("#me-name").textContent = me.user.display_name || me.user.username;
   show("chat");
+  awareness.setMe(me.user);
   socket.start();
   const stored = Number(localStorage.getItem(STORED_WORKSPACE));
   const workspace = me.workspaces.find((w) => w.id === stored) || me.workspaces[0];
@@ -260,6 +264,7 @@ window.addEventListener("hashchange", () => {
 
 function leaveChat(message = "") {
   socket.stop();
+  awareness.setMe(null);
   Object.assign(state, { me: null, workspaces: [], workspaceId: null, channels: [], channelId: null });
   state.unread.clear();
   state.lastSeenId = 0;
@@ -321,6 +326,7 @@ function selectNothing() {
   $("#join-channel").hidden = true;
   messages.reset();
   composer.setChannel(null);
+  awareness.setChannel(null);
   renderSidebar();
   roomBusy(false);
 }
@@ -338,6 +344,7 @@ async function selectChannel(channelId) {
   document.title = `#${channel.name} · Echora`;
   renderSidebar();
   composer.setChannel(channel);
+  awareness.setChannel(channel);
   messages.reset();
   state.loadedChannelId = null;
   state.loading = { channelId, buffered: [] };

@@ -31,6 +31,14 @@ class RecordingFanout:
         self.events.append(event)
         await self.inner.publish_ephemeral(event)
 
+    # Presence's notifications: passed on, not recorded (sockets opened by any test make
+    # them, which would change what tests of other events count).
+    async def stage_ephemeral(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        await self.inner.stage_ephemeral(conn, events)
+
+    async def committed_ephemeral(self, events: Sequence[Event]) -> None:
+        await self.inner.committed_ephemeral(events)
+
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         await self.inner.stage(conn, events)
 

@@ -25,6 +25,13 @@ class Fanout(Protocol):
     async def publish_ephemeral(self, event: Event) -> None:
         """Send an event nothing stores (typing): to the processes listening now, else lost."""
 
+    async def stage_ephemeral(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        """Inside a transaction on ``conn``: events nothing stores, sent by its commit, in
+        commit order among processes (presence)."""
+
+    async def committed_ephemeral(self, events: Sequence[Event]) -> None:
+        """After that transaction committed: send what ``stage_ephemeral`` could not."""
+
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         """Inside the write's transaction on ``conn``: the events go out if it commits."""
 

@@ -27,6 +27,12 @@ class MemoryFanout:
     async def publish_ephemeral(self, event: Event) -> None:
         await self.publish(event)
 
+    async def stage_ephemeral(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        pass
+
+    async def committed_ephemeral(self, events: Sequence[Event]) -> None:
+        await self.committed(events)
+
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         pass  # nothing leaves the process before the commit
 

@@ -29,6 +29,13 @@ TRIM_EVERY = 60.0
 KEEP_FOR_SECONDS = 600
 
 
+def _ephemeral_payload(event: Event) -> str:
+    payload = json.dumps(event.to_json(), separators=(",", ":"))
+    if len(payload.encode()) > MAX_EPHEMERAL:
+        raise ValueError(f"an ephemeral event of {len(payload)} bytes")
+    return payload
+
+
 class PostgresFanout:
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
@@ -57,11 +64,17 @@ class PostgresFanout:
             await outbox.insert_and_notify(conn, CHANNEL, json.dumps(event.to_json()))
 
     async def publish_ephemeral(self, event: Event) -> None:
-        payload = json.dumps(event.to_json(), separators=(",", ":"))
-        if len(payload.encode()) > MAX_EPHEMERAL:
-            raise ValueError(f"an ephemeral event of {len(payload)} bytes")
+        payload = _ephemeral_payload(event)
         async with self._pool.acquire() as conn:
             await outbox.notify(conn, EPHEMERAL_CHANNEL, payload)
+
+    async def stage_ephemeral(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        if events:
+            payloads = [_ephemeral_payload(event) for event in events]
+            await outbox.notify_all(conn, EPHEMERAL_CHANNEL, payloads)
+
+    async def committed_ephemeral(self, events: Sequence[Event]) -> None:
+        pass  # the commit sent them
 
     async def stage(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         # NOTIFY is transactional: delivered at COMMIT, dropped on rollback.
