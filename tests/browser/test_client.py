@@ -495,15 +495,19 @@ async def test_reconnect_after_the_server_drops_the_socket_shows_what_was_missed
         ws.on("framereceived", lambda payload: frames.append(json.loads(payload)))
 
     page_b.on("websocket", on_websocket)
-    # While held, B's reconnects are refused before reaching the server: what A sends
-    # then is a real gap, whatever the timing.
-    held = True
+    # Until "Reconnect now" is clicked, B's reconnects are refused before reaching the
+    # server: what A sends then is a real gap, and the client's own retries cannot
+    # reconnect (and hide the button) before the click, whatever the timing.
+    await page_b.evaluate(
+        """document.getElementById("reconnect").addEventListener(
+            "click", () => { window.reconnectClicked = true; }, { capture: true })"""
+    )
 
     async def hold_or_pass(route: WebSocketRoute) -> None:
-        if held:
-            await route.close(code=1013, reason="held by the test")
-        else:
+        if await page_b.evaluate("window.reconnectClicked === true"):
             route.connect_to_server()
+        else:
+            await route.close(code=1013, reason="held by the test")
 
     await page_b.route_web_socket(re.compile(r"/api/ws"), hold_or_pass)
     await client.app[HUB].close_all(WSCloseCode.GOING_AWAY, "test drops every socket")
@@ -516,7 +520,6 @@ async def test_reconnect_after_the_server_drops_the_socket_shows_what_was_missed
         await expect(message_with(page_a, text)).to_be_visible()
     assert await message_with(page_b, "sent in between").count() == 0
 
-    held = False
     await page_b.get_by_role("button", name="Reconnect now").click()
     await expect(status_b).to_have_attribute("data-state", "open")
     await expect(status_b).to_contain_text("Connected")
