@@ -90,7 +90,8 @@ class PostgresFanout:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A listener that ended on a lost connection has nothing left to do at close.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
 
