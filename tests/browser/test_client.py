@@ -15,7 +15,6 @@ import random
 import re
 import shutil
 import wave
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,7 +29,6 @@ from support.browser import (
     Tab,
     artifact_path,
     expect,
-    open_browsers,
 )
 from support.people import People, Person
 
@@ -49,12 +47,6 @@ UPLOAD_BYTES_PER_SECOND = 3 * MiB
 def config_overrides() -> dict[str, Any]:
     # One test posts 60 messages of history at once.
     return {"max_upload_bytes": UPLOAD_LIMIT, "message_rate_burst": 100}
-
-
-@pytest.fixture
-async def browsers(client: TestClient) -> AsyncIterator[Browsers]:
-    async with open_browsers(str(client.make_url("/"))) as opened:
-        yield opened
 
 
 # ----- files -----

@@ -10,36 +10,19 @@ refusal, or a 503 answered in its place. Both window sizes run every test.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from playwright.async_api import Page, Route
-from support.browser import Browsers, Tab, artifact_path, expect, open_browsers
+from support.browser import SIZES, Browsers, Tab, artifact_path, expect
 from support.people import People, Person
 
 LATENCY_MS = 700
-SIZES = {
-    "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True},
-}
 
 
 @pytest.fixture
 def config_overrides() -> dict[str, Any]:
     return {"message_rate_burst": 100}
-
-
-@pytest.fixture
-async def browsers(client: TestClient) -> AsyncIterator[Browsers]:
-    async with open_browsers(str(client.make_url("/"))) as opened:
-        yield opened
-
-
-@pytest.fixture(params=sorted(SIZES))
-def size(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def make_channel(person: Person, name: str = "general") -> int:

@@ -8,36 +8,18 @@ owners and admins delete), and another user's tab sees every change live.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Locator, Page
-from support.browser import Browsers, Tab, artifact_path, expect, open_browsers
+from support.browser import SIZES, Browsers, Tab, artifact_path, expect
 from support.people import People, Person
-
-SIZES = {
-    "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True},
-}
 
 
 @pytest.fixture
 def config_overrides() -> dict[str, Any]:
     return {"message_rate_burst": 100}  # one test posts 60 messages at once
-
-
-@pytest.fixture
-async def browsers(client: TestClient) -> AsyncIterator[Browsers]:
-    async with open_browsers(str(client.make_url("/"))) as opened:
-        yield opened
-
-
-@pytest.fixture(params=sorted(SIZES))
-def size(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def channel_with(owner: Person, *members: Person) -> int:

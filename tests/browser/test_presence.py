@@ -10,37 +10,19 @@ every test.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Locator, Page, WebSocket
-from support.browser import Browsers, Tab, artifact_path, expect, open_browsers
+from support.browser import SIZES, Browsers, Tab, artifact_path, expect
 from support.people import People, Person
-
-SIZES = {
-    "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True},
-}
 
 
 @pytest.fixture
 def config_overrides() -> dict[str, Any]:
     return {"presence_grace": 0.3, "presence_interval": 0.1}
-
-
-@pytest.fixture
-async def browsers(client: TestClient) -> AsyncIterator[Browsers]:
-    async with open_browsers(str(client.make_url("/"))) as opened:
-        yield opened
-
-
-@pytest.fixture(params=sorted(SIZES))
-def size(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def channel_with(owner: Person, *members: Person) -> int:

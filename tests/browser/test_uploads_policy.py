@@ -15,37 +15,20 @@ sends those forms with an HTTP client.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 from aiohttp import WSCloseCode
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Page, Request, Route
-from support.browser import Browsers, Tab, expect, open_browsers
+from support.browser import SIZES, Browsers, Tab, expect
 from support.people import People, Person
 
 from echora_server.config import Config
 from echora_server.realtime.hub import HUB
 from echora_server.storage.local.tempfile import TEMP_DIR
 
-SIZES = {
-    "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True},
-}
 EXPIRED = {"error": {"code": "upload_expired", "message": "The upload ticket has expired."}}
-
-
-@pytest.fixture
-async def browsers(client: TestClient) -> AsyncIterator[Browsers]:
-    async with open_browsers(str(client.make_url("/"))) as opened:
-        yield opened
-
-
-@pytest.fixture(params=sorted(SIZES))
-def size(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def make_channel(person: Person, name: str = "general") -> int:

@@ -40,6 +40,13 @@ pw_expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 expect = pw_expect
 
 
+# The window sizes the client is checked at.
+SIZES = {
+    "desktop": {"viewport": {"width": 1280, "height": 800}},
+    "phone": {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True},
+}
+
+
 @dataclass
 class Tab:
     """One browser context (its own cookies) with one page, and what went wrong in it."""
