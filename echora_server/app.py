@@ -13,6 +13,7 @@ from echora_server.agents.sweeper import inbox_sweeper_ctx
 from echora_server.audit.tally import tally_ctx
 from echora_server.auth.token_cache import token_cache_ctx
 from echora_server.channels.direct import direct_messages_ctx
+from echora_server.channels.lifecycle import channel_lifecycle_ctx
 from echora_server.channels.service import channels_ctx
 from echora_server.config import CONFIG, Config
 from echora_server.core.metrics import METRICS, Metrics
@@ -78,6 +79,7 @@ def create_app(config: Config) -> web.Application:
             presence_ctx,
             accounts_ctx,
             channels_ctx,
+            channel_lifecycle_ctx,
             direct_messages_ctx,
             workspaces_ctx,
             uploads_ctx,

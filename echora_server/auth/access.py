@@ -12,6 +12,7 @@ from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Membership, U
 WORKSPACE_NOT_FOUND = "Workspace not found."
 CHANNEL_NOT_FOUND = "Channel not found."
 USER_NOT_FOUND = "No such member of this workspace."
+CHANNEL_ARCHIVED = "channel_archived"
 # A direct message is a conversation of this many people, the caller included.
 MIN_DIRECT_MEMBERS = 2
 MAX_DIRECT_MEMBERS = 8
@@ -50,6 +51,24 @@ async def require_channel(
     its workspace is out of the caller's (or token's) reach, or it is private and not theirs."""
     access = await channels.select_channel_access(conn, channel_id, identity.user.id)
     return channel_or_404(identity, access)
+
+
+async def require_writable_channel(
+    conn: asyncpg.Connection, identity: Identity, channel_id: int
+) -> ChannelAccess:
+    """``require_channel`` for a write into the channel (a message posted, edited or deleted),
+    in the caller's transaction: the channel's row is held until it ends, so an archive or
+    delete under way is waited for and seen, and one that comes later waits for this write."""
+    access = await channels.select_channel_access(conn, channel_id, identity.user.id, "share")
+    access = channel_or_404(identity, access)
+    refuse_archived(access)
+    return access
+
+
+def refuse_archived(access: ChannelAccess) -> None:
+    """An archived channel is read-only until it is unarchived."""
+    if access.channel.archived:
+        raise Forbidden("This channel is archived: it is read-only.", code=CHANNEL_ARCHIVED)
 
 
 def channel_or_404(identity: Identity, access: ChannelAccess | None) -> ChannelAccess:

@@ -6,6 +6,7 @@ Who may do what:
 - A private channel exists only for its members, even to workspace owners and admins.
 - A channel member may add any other workspace member to it.
 - Workspace owners and admins remove anyone from a channel; anyone may remove themselves.
+- An archived channel (``channels.lifecycle``) takes no new members; members may leave.
 - A direct message (``channels.direct``) is a private channel whose members are fixed: none of
   the membership calls here apply to it (``auth.access.refuse_direct``)."""
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from echora_server.accounts.shapes import user_json
 from echora_server.auth.access import (
     CHANNEL_NOT_FOUND,
+    refuse_archived,
     refuse_direct,
     require_channel,
     require_membership,
@@ -33,6 +35,7 @@ from echora_server.db.pool import POOL
 from echora_server.db.records import MANAGER_ROLES, Channel, ChannelMember, ChannelView, User
 from echora_server.realtime.bus import BUS, EventBus
 from echora_server.realtime.events import (
+    CHANNEL_CREATED,
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,
     WORKSPACE_MEMBER_REMOVED,
@@ -70,8 +73,10 @@ class ChannelService:
                     "A channel with that name exists already.", code="channel_name_taken"
                 )
             await channels.insert_channel_member(conn, channel.id, workspace_id, identity.user.id)
-            # On member_added (it carries the channel) the hub subscribes the creator's sockets.
+            # On member_added (it carries the channel) the hub subscribes the creator's sockets,
+            # which then hear channel.created like the rest of its audience.
             events.append(member_added(channel, identity.user))
+            events.append(channel_event(CHANNEL_CREATED, channel))
         return ChannelView(channel, joined=True)
 
     async def list_channels(self, identity: Identity, workspace_id: int) -> list[ChannelView]:
@@ -80,12 +85,17 @@ class ChannelService:
             await require_membership(conn, identity, workspace_id)
             return await channels.select_visible_channels(conn, workspace_id, identity.user.id)
 
-    async def subscriptions(self, identity: Identity) -> list[tuple[int, int]]:
-        """(channel, workspace) of each channel the caller is in now: what a socket follows."""
+    async def subscriptions(self, identity: Identity) -> tuple[list[tuple[int, int]], list[int]]:
+        """What a socket follows: (channel, workspace) of each channel the caller is in now,
+        and the caller's workspaces (their public channels' lifecycle events)."""
         async with self._pool.acquire() as conn:
-            return await channels.select_channel_ids_for_user(
+            found = await channels.select_channel_ids_for_user(
                 conn, identity.user.id, identity.token_workspace_id
             )
+            mine = await workspaces.select_workspace_ids_of_user(
+                conn, identity.user.id, identity.token_workspace_id
+            )
+        return found, mine
 
     async def get_channel(self, identity: Identity, channel_id: int) -> ChannelView:
         async with self._pool.acquire() as conn:
@@ -97,6 +107,7 @@ class ChannelService:
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
             access = await require_channel(conn, identity, channel_id)
             refuse_direct(access)
+            refuse_archived(access)
             added = await _insert_member(conn, access.channel, identity.user.id)
             if added is None:
                 raise NotFound(CHANNEL_NOT_FOUND)
@@ -134,6 +145,7 @@ class ChannelService:
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
             access = await require_channel(conn, identity, channel_id)
             refuse_direct(access)
+            refuse_archived(access)
             if not access.joined:
                 raise Forbidden("Join the channel to add others to it.", code="not_channel_member")
             user = await _workspace_user(conn, access.channel.workspace_id, user_id, username)
@@ -207,6 +219,12 @@ def member_added(channel: Channel, user: User) -> Event:
     # The channel rides along: the added user's devices may not know it yet.
     data = {"channel_id": channel.id, "channel": channel_json(channel), "user": user_json(user)}
     return Event(CHANNEL_MEMBER_ADDED, channel.workspace_id, channel.id, data, user_id=user.id)
+
+
+def channel_event(kind: str, channel: Channel) -> Event:
+    """A lifecycle event (``realtime.events.CHANNEL_LIFECYCLE``) with the channel's shape."""
+    data = {"channel_id": channel.id, "channel": channel_json(channel)}
+    return Event(kind, channel.workspace_id, channel.id, data)
 
 
 def _member_removed(workspace_id: int, channel_id: int, user: User) -> Event:

@@ -49,6 +49,7 @@ def channel_json(channel: records.Channel) -> dict[str, Any]:
         "created_by": channel.created_by,
         "created_at": channel.created_at.isoformat(),
         "kind": channel.kind,
+        "archived": channel.archived,
     }
 
 

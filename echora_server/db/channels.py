@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import asyncpg
 
 from echora_server.db.records import (
@@ -14,7 +16,10 @@ from echora_server.db.records import (
 )
 from echora_server.db.users import to_user
 
-_CHANNEL = "c.id, c.workspace_id, c.name, c.topic, c.private, c.created_by, c.created_at, c.kind"
+_CHANNEL = (
+    "c.id, c.workspace_id, c.name, c.topic, c.private, c.created_by, c.created_at, c.kind, "
+    "c.archived_at"
+)
 
 
 def to_channel(row: asyncpg.Record) -> Channel:
@@ -27,6 +32,7 @@ def to_channel(row: asyncpg.Record) -> Channel:
         row["created_by"],
         row["created_at"],
         row["kind"],
+        row["archived_at"],
     )
 
 
@@ -61,11 +67,88 @@ WHERE c.id = $1
 """
 
 
+# Writes to a channel hold its row: FOR SHARE (writing in it) waits for a rename, archive or
+# delete in progress and then reads what it committed; those take the stronger locks, so they
+# wait for the writes under way. Every path takes the channel's lock before its messages'.
+_LOCKS = {
+    None: "",
+    "share": "FOR SHARE OF c",
+    "update": "FOR NO KEY UPDATE OF c",
+    "delete": "FOR UPDATE OF c",
+}
+ChannelLock = Literal["share", "update", "delete"]
+SELECT_CHANNEL_ACCESS_LOCKED = {
+    lock: f"{SELECT_CHANNEL_ACCESS} {clause}" for lock, clause in _LOCKS.items()
+}
+
+
 async def select_channel_access(
-    conn: asyncpg.Connection, channel_id: int, user_id: int
+    conn: asyncpg.Connection, channel_id: int, user_id: int, lock: ChannelLock | None = None
 ) -> ChannelAccess | None:
-    row = await conn.fetchrow(SELECT_CHANNEL_ACCESS, channel_id, user_id)
+    """``lock``: hold the channel's row until the caller's transaction ends."""
+    row = await conn.fetchrow(SELECT_CHANNEL_ACCESS_LOCKED[lock], channel_id, user_id)
     return ChannelAccess(to_channel(row), row["role"], row["joined"]) if row else None
+
+
+UPDATE_CHANNEL = f"""
+UPDATE channels AS c SET name = coalesce($2, c.name), topic = coalesce($3, c.topic)
+WHERE c.id = $1
+RETURNING {_CHANNEL}
+"""
+
+
+async def update_channel(
+    conn: asyncpg.Connection, channel_id: int, name: str | None, topic: str | None
+) -> Channel | None:
+    """Rename and/or set the topic (None keeps it); None when the name is taken (any case)."""
+    try:
+        async with conn.transaction():  # a savepoint: the violation must not end the caller's
+            row = await conn.fetchrow(UPDATE_CHANNEL, channel_id, name, topic)
+    except asyncpg.UniqueViolationError:
+        return None
+    assert row is not None, "the caller holds the channel's row"
+    return to_channel(row)
+
+
+SET_ARCHIVED = f"""
+UPDATE channels AS c SET archived_at = CASE WHEN $2 THEN now() END
+WHERE c.id = $1
+RETURNING {_CHANNEL}
+"""
+
+
+async def set_archived(conn: asyncpg.Connection, channel_id: int, archived: bool) -> Channel:
+    row = await conn.fetchrow(SET_ARCHIVED, channel_id, archived)
+    assert row is not None, "the caller holds the channel's row"
+    return to_channel(row)
+
+
+# The rows the cascade from channels would delete silently, deleted here to learn their
+# stored objects (their triggers queue those in storage_deletions all the same): the
+# attachments of its messages, its channel-scoped uploads, its tickets not yet finalized.
+DELETE_CHANNEL_FILES = """
+WITH files AS (
+    DELETE FROM attachments a
+    WHERE a.channel_id = $1
+       OR a.message_id IN (SELECT m.id FROM messages m WHERE m.channel_id = $1)
+    RETURNING a.storage_key, a.thumbnail_key
+), tickets AS (
+    DELETE FROM upload_tickets t WHERE t.channel_id = $1 AND t.finalized_at IS NULL
+    RETURNING t.storage_key
+)
+SELECT storage_key AS key FROM files
+UNION ALL SELECT thumbnail_key FROM files WHERE thumbnail_key IS NOT NULL
+UNION ALL SELECT storage_key FROM tickets
+"""
+DELETE_CHANNEL = "DELETE FROM channels WHERE id = $1"
+
+
+async def delete_channel(conn: asyncpg.Connection, channel_id: int) -> list[str]:
+    """Delete the channel with its members, messages and files; returns the storage keys now
+    queued for deletion, to delete after the commit."""
+    rows = await conn.fetch(DELETE_CHANNEL_FILES, channel_id)
+    await conn.execute(DELETE_CHANNEL, channel_id)
+    return sorted(r["key"] for r in rows)
 
 
 SELECT_VISIBLE_CHANNELS = f"""

@@ -76,10 +76,16 @@ class Channel:
     created_by: int | None  # None once the creator's account is gone
     created_at: dt.datetime
     kind: ChannelKind = "channel"
+    # Set while the channel is archived: read-only, its history still readable.
+    archived_at: dt.datetime | None = None
 
     @property
     def direct(self) -> bool:
         return self.kind == DIRECT
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,3 +114,19 @@ SELECT_WORKSPACE_ID = "SELECT id FROM workspaces WHERE slug = $1"
 async def select_workspace_id(conn: asyncpg.Connection, slug: str) -> int | None:
     value: int | None = await conn.fetchval(SELECT_WORKSPACE_ID, slug)
     return value
+
+
+SELECT_WORKSPACE_IDS_OF_USER = """
+SELECT workspace_id FROM memberships
+WHERE user_id = $1 AND ($2::bigint IS NULL OR workspace_id = $2)
+ORDER BY workspace_id
+"""
+
+
+async def select_workspace_ids_of_user(
+    conn: asyncpg.Connection, user_id: int, only: int | None = None
+) -> list[int]:
+    """The user's workspaces (``only``: that one, if the user is in it)."""
+    return [
+        r["workspace_id"] for r in await conn.fetch(SELECT_WORKSPACE_IDS_OF_USER, user_id, only)
+    ]

@@ -23,6 +23,7 @@ from echora_server.auth.access import (
     WORKSPACE_NOT_FOUND,
     channel_or_404,
     membership_or_404,
+    refuse_archived,
 )
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
@@ -146,6 +147,9 @@ class UploadService:
         access = channel_or_404(identity, found)
         if not access.joined:
             raise Forbidden(join_first, code="not_channel_member")
+        # Checked at the start only: an upload that races an archive stays unlinked (posting
+        # to the channel is refused) and is swept like any unlinked upload.
+        refuse_archived(access)
         return UploadTarget(access.channel.workspace_id, access.channel.id, self.policy(settings))
 
 

@@ -1,7 +1,8 @@
 """Messages, for REST and the WebSocket alike. Calls check *current* memberships; a write is one
 transaction whose events go out on commit. A message the caller may not see answers 404 like a
 missing one, so its existence does not leak. Channel members post; workspace members read public
-channels; the author edits; the author or a workspace owner or admin deletes."""
+channels; the author edits; the author or a workspace owner or admin deletes. An archived
+channel's messages are read-only: posting, editing and deleting answer 403 ``channel_archived``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import asyncpg
 from aiohttp import web
 
 from echora_server.audit.record import attribute
-from echora_server.auth.access import CHANNEL_NOT_FOUND, require_channel
+from echora_server.auth.access import (
+    CHANNEL_NOT_FOUND,
+    require_channel,
+    require_writable_channel,
+)
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
 from echora_server.core.errors import Forbidden, InvalidRequest, NotFound
@@ -122,7 +127,7 @@ class MessageService:
         content = check_content(content, may_be_empty=True)
         self.take_send_token(identity)  # edits fan out like posts: one budget
         async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
-            message, _access = await _visible_message(conn, identity, message_id)
+            message, _access = await _visible_message(conn, identity, message_id, writing=True)
             if message.author.id != identity.user.id:
                 raise Forbidden("Only the author can edit a message.")
             found = await messages.update_message_content(conn, message_id, content)
@@ -139,7 +144,7 @@ class MessageService:
         """Rows first (queuing their objects in the same transaction), objects after the
         commit, so no row points at a lost object."""
         async with self._pool.acquire() as conn, self.bus.transaction(conn) as events:
-            message, access = await _visible_message(conn, identity, message_id)
+            message, access = await _visible_message(conn, identity, message_id, writing=True)
             if message.author.id != identity.user.id and access.role not in MANAGER_ROLES:
                 raise Forbidden("Only the author or a workspace owner or admin can delete this.")
             await attribute(conn, identity.user.id)  # the files' deletion records name who
@@ -162,7 +167,7 @@ async def write_message(
 ) -> tuple[Message, bool]:
     """Insert and link in the caller's transaction, which any error must roll back; returns the
     message with its attachments and whether it is new."""
-    access = await require_channel(conn, identity, channel_id)
+    access = await require_writable_channel(conn, identity, channel_id)
     if not access.joined:
         raise Forbidden("Join the channel to post in it.", code="not_channel_member")
     message = await messages.insert_message(
@@ -185,13 +190,14 @@ async def write_message(
 
 
 async def _visible_message(
-    conn: asyncpg.Connection, identity: Identity, message_id: int
+    conn: asyncpg.Connection, identity: Identity, message_id: int, *, writing: bool = False
 ) -> tuple[Message, ChannelAccess]:
     message = await messages.select_message(conn, message_id)
     if message is None:
         raise NotFound(MESSAGE_NOT_FOUND)
+    check = require_writable_channel if writing else require_channel
     try:
-        access = await require_channel(conn, identity, message.channel_id)
+        access = await check(conn, identity, message.channel_id)
     except NotFound:
         raise NotFound(MESSAGE_NOT_FOUND) from None  # no hint that the message exists
     return message, access

@@ -99,7 +99,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     subscriber = hub.connect(ws, identity, transport)
     try:
         try:
-            channels = await request.app[CHANNELS].subscriptions(identity)
+            channels, workspaces = await request.app[CHANNELS].subscriptions(identity)
             snapshot = await presence.watch(subscriber) if watch else None
         except Exception as exc:
             if unavailable(exc) is None:
@@ -107,7 +107,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             log.warning("ws_subscribe_failed", exc_info=True)
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"database unavailable")
             return ws
-        hub.attach(subscriber, channels, lambda s: _hello(s, snapshot))
+        hub.attach(subscriber, channels, lambda s: _hello(s, snapshot), workspaces)
         presence.connected(subscriber)
         after_id = request.query.get("after_id", "")
         if after_id.isdigit() and int(after_id) <= MAX_ID:  # else not a message id: no gap

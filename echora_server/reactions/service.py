@@ -1,5 +1,6 @@
 """Reactions: whoever may read a message's channel may add and remove their own, one per
-emoji. A message they cannot see answers like a missing one. Each change is one transaction
+emoji, unless its channel is archived (403 ``channel_archived``). A message they cannot see
+answers like a missing one. Each change is one transaction
 holding the message's row, so reactions to one message take turns and every event's count
 is the count its commit left; a change that changes nothing publishes nothing."""
 
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 from aiohttp import web
 
-from echora_server.auth.access import require_channel
+from echora_server.auth.access import refuse_archived, require_channel
 from echora_server.auth.identity import Identity
 from echora_server.core.errors import NotFound
 from echora_server.db import reactions
@@ -51,6 +52,10 @@ class ReactionService:
                 access = await require_channel(conn, identity, channel_id)
             except NotFound:
                 raise NotFound(MESSAGE_NOT_FOUND) from None  # no hint that it exists
+            # Read, not held: the message's row is held first here, and a channel's delete
+            # holds the channel's row before its messages'. An archive committed meanwhile
+            # may let this one change through.
+            refuse_archived(access)
             write = reactions.insert_reaction if add else reactions.delete_reaction
             change = await write(conn, message_id, user_id, emoji)
             if change.changed:

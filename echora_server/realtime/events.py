@@ -14,6 +14,17 @@ REACTION_REMOVED = "reaction.removed"
 CHANNEL_MEMBER_ADDED = "channel.member_added"
 CHANNEL_MEMBER_REMOVED = "channel.member_removed"
 WORKSPACE_MEMBER_REMOVED = "workspace.member_removed"
+# A channel's lifecycle (``data["channel"]``: its shape after the change, before a delete).
+# They go to the channel's members and, for a public channel, to every member of its
+# workspace, whose channel lists show it (``reaches_workspace``).
+CHANNEL_CREATED = "channel.created"
+CHANNEL_UPDATED = "channel.updated"  # renamed, or its topic set
+CHANNEL_ARCHIVED = "channel.archived"
+CHANNEL_UNARCHIVED = "channel.unarchived"
+CHANNEL_DELETED = "channel.deleted"  # the last event of that channel
+CHANNEL_LIFECYCLE = frozenset(
+    {CHANNEL_CREATED, CHANNEL_UPDATED, CHANNEL_ARCHIVED, CHANNEL_UNARCHIVED, CHANNEL_DELETED}
+)
 # Internal to the hubs (never sent to clients): a token was revoked or a session ended,
 # so sockets opened with it close. ``data`` holds "token_id" or "session" (digest, hex).
 CREDENTIAL_REVOKED = "credential.revoked"
@@ -37,8 +48,14 @@ CLIENT_EVENTS = frozenset(
         CHANNEL_MEMBER_ADDED,
         CHANNEL_MEMBER_REMOVED,
         WORKSPACE_MEMBER_REMOVED,
+        *CHANNEL_LIFECYCLE,
     }
 )
+
+
+def reaches_workspace(event: Event) -> bool:
+    """A public channel's lifecycle event: for its whole workspace, not just its members."""
+    return event.type in CHANNEL_LIFECYCLE and not event.data["channel"]["private"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@ each socket's frames in one call. A subscriber whose backlog would pass the limi
 (1013) rather than slowing the others. Joining is two-step so nothing is missed and ``hello``
 comes first: ``connect`` holds events while the handler loads the channels; ``attach``
 subscribes them, minus removals seen meanwhile, writes ``hello``, then releases the rest.
-Subscriptions follow membership events: a removed member stops receiving at once."""
+Subscriptions follow membership events: a removed member stops receiving at once. A socket
+also follows its workspaces (those it had when it connected, and any it is added to a channel
+of since) for the lifecycle events of their public channels."""
 
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ from aiohttp import WSCloseCode, web
 from echora_server.auth.identity import Identity
 from echora_server.config import CONFIG
 from echora_server.realtime.events import (
+    CHANNEL_DELETED,
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,
     CREDENTIAL_REVOKED,
     WORKSPACE_MEMBER_REMOVED,
     Event,
+    reaches_workspace,
 )
 from echora_server.realtime.frames import text_frame
 
@@ -43,6 +47,7 @@ class Subscriber:
         self.transport = transport
         self.identity = identity
         self.channels: dict[int, int] = {}  # channel id -> workspace id
+        self.workspaces: set[int] = set()
         self.ready = False  # hello written; before that, frames are only held
         self.pending: list[bytes] = []
         self.pending_bytes = 0
@@ -108,6 +113,7 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._by_user: defaultdict[int, set[Subscriber]] = defaultdict(set)
         self._by_channel: defaultdict[int, set[Subscriber]] = defaultdict(set)
+        self._by_workspace: defaultdict[int, set[Subscriber]] = defaultdict(set)
         self._dirty: dict[Subscriber, None] = {}  # subscribers with pending frames, in order
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -139,7 +145,11 @@ class Hub:
         subscriber: Subscriber,
         channels: Iterable[tuple[int, int]],
         hello: Callable[[Subscriber], str],
+        workspaces: Iterable[int] = (),
     ) -> None:
+        for workspace_id in workspaces:
+            if workspace_id not in subscriber.removed_workspaces:
+                self._follow(subscriber, workspace_id)
         for channel_id, workspace_id in channels:
             if (
                 channel_id not in subscriber.removed_channels
@@ -162,6 +172,17 @@ class Hub:
         self._discard(self._by_user, subscriber.user_id, subscriber)
         for channel_id in tuple(subscriber.channels):
             self._unsubscribe(subscriber, channel_id)
+        for workspace_id in tuple(subscriber.workspaces):
+            self._unfollow(subscriber, workspace_id)
+
+    def _follow(self, subscriber: Subscriber, workspace_id: int) -> None:
+        if subscriber in self._subscribers and subscriber.identity.may_use_workspace(workspace_id):
+            subscriber.workspaces.add(workspace_id)
+            self._by_workspace[workspace_id].add(subscriber)
+
+    def _unfollow(self, subscriber: Subscriber, workspace_id: int) -> None:
+        subscriber.workspaces.discard(workspace_id)
+        self._discard(self._by_workspace, workspace_id, subscriber)
 
     def _subscribe(self, subscriber: Subscriber, channel_id: int, workspace_id: int) -> None:
         if subscriber in self._subscribers and subscriber.identity.may_use_workspace(workspace_id):
@@ -188,9 +209,19 @@ class Hub:
             for subscriber in subjects:
                 subscriber.removed_channels.discard(event.channel_id)
                 self._subscribe(subscriber, event.channel_id, event.workspace_id)
-        if event.channel_id is not None:
+                self._follow(subscriber, event.workspace_id)
+        if event.channel_id is not None and reaches_workspace(event):
+            audience = self._by_workspace.get(event.workspace_id, set()).union(
+                self._by_channel.get(event.channel_id, ())
+            )
+            if audience:
+                self.send(audience, text_frame(event.frame().encode()))
+        elif event.channel_id is not None:
             self._send_to_channel(event.channel_id, text_frame(event.frame().encode()))
-        if event.type == CHANNEL_MEMBER_REMOVED and event.channel_id is not None:
+        if event.type == CHANNEL_DELETED and event.channel_id is not None:
+            for subscriber in tuple(self._by_channel.get(event.channel_id, ())):
+                self._unsubscribe(subscriber, event.channel_id)
+        elif event.type == CHANNEL_MEMBER_REMOVED and event.channel_id is not None:
             for subscriber in subjects:
                 subscriber.removed_channels.add(event.channel_id)
                 self._unsubscribe(subscriber, event.channel_id)
@@ -207,6 +238,7 @@ class Hub:
                 if not subscriber.identity.may_use_workspace(event.workspace_id):
                     continue
                 subscriber.removed_workspaces.add(event.workspace_id)
+                self._unfollow(subscriber, event.workspace_id)
                 for channel_id, workspace_id in tuple(subscriber.channels.items()):
                     if workspace_id == event.workspace_id:
                         self._unsubscribe(subscriber, channel_id)

@@ -11,6 +11,7 @@ from aiohttp.http import HttpVersion11
 from echora_server.accounts import handlers as accounts
 from echora_server.agents import handlers as agents
 from echora_server.channels import handlers as channels
+from echora_server.channels import lifecycle_handlers as channel_lifecycle
 from echora_server.core.route import Check, Route
 from echora_server.files import handlers as files
 from echora_server.messages import handlers as messages
@@ -31,6 +32,7 @@ ROUTES: tuple[Route, ...] = (
     *workspace_audit.ROUTES,
     *settings_handlers.ROUTES,
     *channels.ROUTES,
+    *channel_lifecycle.ROUTES,
     *messages.ROUTES,
     *reactions.ROUTES,
     *websocket.ROUTES,
