@@ -26,6 +26,10 @@ class Channel(Shape):
         description="channel, or dm: a direct message (private, its members fixed; its name is "
         "empty)"
     )
+    archived: bool = Field(
+        description="Read-only while archived: posting, editing, deleting, reacting, uploading "
+        "and joining answer 403 channel_archived; its history stays readable"
+    )
 
 
 class ChannelView(Channel):

@@ -125,6 +125,8 @@ def _spares_the_seed(path: dict[str, Any]) -> dict[str, bool]:
         "DELETE /api/tokens/{token_id}": ids.get("token_id") != SEEDED.token_id,
         "DELETE /api/messages/{message_id}": ids.get("message_id") != SEEDED.message_id,
         "POST /api/channels/{channel_id}/leave": ids.get("channel_id") != SEEDED.channel_id,
+        "POST /api/channels/{channel_id}/archive": ids.get("channel_id") != SEEDED.channel_id,
+        "DELETE /api/channels/{channel_id}": ids.get("channel_id") != SEEDED.channel_id,
         "DELETE /api/channels/{channel_id}/members/{user_id}": not (
             ids.get("channel_id") == SEEDED.channel_id and ids.get("user_id") in people
         ),
