@@ -70,8 +70,15 @@ export const api = {
   logout: () => request("POST", "/api/auth/logout"),
   me: () => request("GET", "/api/me"),
   channels: (workspaceId) => request("GET", "/api/channels", { query: { workspace_id: workspaceId } }),
-  createChannel: (workspaceId, name, isPrivate) =>
-    request("POST", "/api/channels", { json: { workspace_id: workspaceId, name, private: isPrivate } }),
+  createChannel: (workspaceId, name, isPrivate, topic = "") =>
+    request("POST", "/api/channels", { json: { workspace_id: workspaceId, name, private: isPrivate, topic } }),
+  /** @param {{name?: string, topic?: string}} changes */
+  updateChannel: (channelId, changes) => request("PATCH", `/api/channels/${channelId}`, { json: changes }),
+  leaveChannel: (channelId) => request("POST", `/api/channels/${channelId}/leave`),
+  directMessages: (workspaceId) => request("GET", `/api/workspaces/${workspaceId}/dms`),
+  openDirectMessage: (workspaceId, userIds) =>
+    request("POST", `/api/workspaces/${workspaceId}/dms`, { json: { user_ids: userIds } }),
+  workspaceMembers: (workspaceId) => request("GET", `/api/workspaces/${workspaceId}/members`),
   channelMembers: (channelId) => request("GET", `/api/channels/${channelId}/members`),
   joinChannel: (channelId) => request("POST", `/api/channels/${channelId}/join`),
   messages: (channelId, { before, after, limit } = {}) =>

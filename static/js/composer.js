@@ -99,7 +99,7 @@ export class Composer {
     this.textarea.disabled = !usable;
     this.attachButton.disabled = !usable;
     this.fileInput.disabled = !usable;
-    this.textarea.placeholder = channel ? `Message #${channel.name}` : "";
+    this.textarea.placeholder = channel ? `Message ${channel.kind === "dm" ? "" : "#"}${channel.name}` : "";
     const draft = this.draft();
     this.textarea.value = draft ? draft.text : "";
     this.autosize();
@@ -292,6 +292,7 @@ export class Composer {
 
   currentBlocker(draft) {
     if (!this.channel) return "Pick a channel to write in.";
+    if (this.channel.archived) return "This channel is archived: it is read-only.";
     if (!this.channel.joined) return `Join #${this.channel.name} to post in it.`;
     const uploading = draft.uploads.filter((u) => u.state === "uploading").length;
     if (uploading) return `Waiting for ${uploading} ${uploading === 1 ? "upload" : "uploads"} to finish.`;

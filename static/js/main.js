@@ -3,6 +3,7 @@
 import { copyText, messageLink, parseMessageLink, setUpDeleteDialog } from "./actions.js";
 import { ApiError, api, onUnauthorized } from "./api.js";
 import { setUpAwareness } from "./awareness.js";
+import { setUpBrowseDialog, setUpCreateDialog, setUpDirectDialog, setUpEditDialog } from "./channel_dialogs.js";
 import { Composer } from "./composer.js";
 import { showConnection } from "./connection.js";
 import { $ } from "./dom.js";
@@ -22,6 +23,7 @@ const state = {
   workspaces: [],
   workspaceId: null,
   channels: [],
+  dms: [], // my direct messages, as rooms (see roomOfDirect)
   channelId: null,
   unread: new Map(),
   lastSeenId: 0, // the highest message id seen anywhere: what a reconnect resumes after
@@ -146,33 +148,124 @@ const sidebar = new Sidebar(
   {
     workspaceSelect: $("#workspace-select"),
     myList: $("#my-channels"),
-    otherList: $("#other-channels"),
-    noOthers: $("#no-other-channels"),
-    createForm: $("#create-channel"),
-    nameInput: $("#channel-name"),
-    privateInput: $("#channel-private"),
-    createError: $("#create-channel-error"),
+    dmList: $("#dm-list"),
+    noDms: $("#no-dms"),
   },
   {
     selectWorkspace: (id) => openWorkspace(id),
     selectChannel: (id) => selectChannel(id),
-    join: async (id) => {
-      await api.joinChannel(id);
-      await refreshChannels();
-      await selectChannel(id);
-    },
-    create: async (name, isPrivate) => {
-      const channel = await api.createChannel(state.workspaceId, name, isPrivate);
+  },
+);
+
+async function joinChannel(id) {
+  await api.joinChannel(id);
+  await refreshChannels();
+  await selectChannel(id);
+}
+
+const browseDialog = setUpBrowseDialog(
+  {
+    dialog: $("#browse-dialog"),
+    search: $("#browse-search"),
+    list: $("#browse-list"),
+    empty: $("#browse-empty"),
+    error: $("#browse-error"),
+    close: $("#browse-close"),
+  },
+  { channels: () => state.channels, join: (id) => api.joinChannel(id), open: (id) => refreshChannels().then(() => selectChannel(id)) },
+);
+const createDialog = setUpCreateDialog(
+  {
+    dialog: $("#create-dialog"),
+    form: $("#create-channel"),
+    name: $("#channel-name"),
+    topic: $("#channel-new-topic"),
+    privateBox: $("#channel-private"),
+    error: $("#create-channel-error"),
+    cancel: $("#create-cancel"),
+  },
+  {
+    create: async (name, topic, isPrivate) => {
+      const channel = await api.createChannel(state.workspaceId, name, isPrivate, topic);
       await refreshChannels();
       await selectChannel(channel.id);
     },
   },
 );
+const directDialog = setUpDirectDialog(
+  {
+    dialog: $("#dm-dialog"),
+    form: $("#dm-form"),
+    search: $("#dm-search"),
+    people: $("#dm-people"),
+    error: $("#dm-error"),
+    cancel: $("#dm-cancel"),
+  },
+  {
+    members: async () => {
+      const { members } = await api.workspaceMembers(state.workspaceId);
+      return members.filter((m) => m.id !== state.me?.id);
+    },
+    start: async (userIds) => {
+      const dm = await api.openDirectMessage(state.workspaceId, userIds);
+      await refreshChannels();
+      await selectChannel(dm.id);
+    },
+  },
+);
+const editDialog = setUpEditDialog(
+  {
+    dialog: $("#edit-dialog"),
+    form: $("#edit-form"),
+    name: $("#edit-name"),
+    topic: $("#edit-topic"),
+    error: $("#edit-error"),
+    cancel: $("#edit-cancel"),
+  },
+  {
+    save: async (channel, changes) => upsertChannel(await api.updateChannel(channel.id, changes)),
+  },
+);
+$("#browse-channels").addEventListener("click", () => browseDialog.open());
+$("#new-channel").addEventListener("click", () => createDialog.open());
+$("#new-dm").addEventListener("click", () => directDialog.open());
+$("#edit-channel").addEventListener("click", () => {
+  const channel = currentChannel();
+  if (channel && channel.kind !== "dm") editDialog.open(channel);
+});
+$("#leave-channel").addEventListener("click", async () => {
+  const channel = currentChannel();
+  if (!channel) return;
+  try {
+    await api.leaveChannel(channel.id);
+    await refreshChannels();
+    afterChannelGone(channel.id);
+    announce(`You left #${channel.name}.`);
+  } catch (error) {
+    showRoomError(`Could not leave: ${error.message}`);
+  }
+});
 
 const login = setUpLogin(() => enterChat());
 
+function findRoom(id) {
+  return state.channels.find((c) => c.id === id) || state.dms.find((dm) => dm.id === id) || null;
+}
+
 function currentChannel() {
-  return state.channels.find((c) => c.id === state.channelId) || null;
+  return findRoom(state.channelId);
+}
+
+function isManager() {
+  const workspace = state.workspaces.find((w) => w.id === state.workspaceId);
+  return Boolean(workspace && (workspace.role === "owner" || workspace.role === "admin"));
+}
+
+/** A direct message shown like a channel: named after the others in it. */
+function roomOfDirect(dm) {
+  const others = dm.members.filter((m) => m.id !== state.me?.id);
+  const names = (others.length ? others : dm.members).map((m) => m.display_name || m.username);
+  return { ...dm, kind: "dm", name: names.join(", "), topic: "", private: true, joined: true, archived: false };
 }
 
 function seen(message) {
@@ -180,7 +273,28 @@ function seen(message) {
 }
 
 function renderSidebar() {
-  sidebar.setChannels(state.channels, state.channelId, state.unread);
+  sidebar.setChannels(state.channels, state.dms, state.channelId, state.unread);
+  browseDialog.refresh();
+}
+
+const byName = (a, b) => a.name.toLowerCase().localeCompare(b.name.toLowerCase()) || a.id - b.id;
+
+/** A channel as an event or an answer shows it now; whether I am in it is kept. */
+function upsertChannel(channel) {
+  if (channel.workspace_id !== state.workspaceId || channel.kind === "dm") return;
+  const known = state.channels.find((c) => c.id === channel.id);
+  const joined = channel.joined ?? (known ? known.joined : false);
+  state.channels = [...state.channels.filter((c) => c.id !== channel.id), { ...channel, joined }].sort(byName);
+  if (channel.id === state.channelId) showRoomHeader(currentChannel());
+  renderSidebar();
+}
+
+/** The shown channel was left or deleted: show another of mine, or none. */
+function afterChannelGone(channelId) {
+  state.unread.delete(channelId);
+  if (channelId !== state.channelId) return renderSidebar();
+  const next = state.channels.find((c) => c.joined) || state.dms[0];
+  return next ? selectChannel(next.id) : selectNothing();
 }
 
 // ----- entering and leaving -----
@@ -239,7 +353,7 @@ async function followLink(link) {
     localStorage.setItem(storedChannelKey(link.workspace), String(link.channel));
     await openWorkspace(link.workspace);
   }
-  const channel = state.channels.find((c) => c.id === link.channel);
+  const channel = findRoom(link.channel);
   if (!channel) {
     showRoomError("The linked message is in a channel you cannot see.");
     return;
@@ -300,10 +414,11 @@ async function openWorkspace(workspaceId) {
   messages.canModerate = Boolean(workspace && (workspace.role === "owner" || workspace.role === "admin"));
   localStorage.setItem(STORED_WORKSPACE, String(workspaceId));
   state.channels = [];
+  state.dms = [];
   composer.setLimits(null);
   await Promise.all([refreshChannels(), loadLimits(workspaceId)]);
   const stored = Number(localStorage.getItem(storedChannelKey(workspaceId)));
-  const joined = state.channels.filter((c) => c.joined);
+  const joined = [...state.channels.filter((c) => c.joined), ...state.dms];
   const channel = joined.find((c) => c.id === stored) || joined[0];
   if (channel) await selectChannel(channel.id);
   else selectNothing();
@@ -311,9 +426,10 @@ async function openWorkspace(workspaceId) {
 
 async function refreshChannels() {
   const workspaceId = state.workspaceId;
-  const { channels } = await api.channels(workspaceId);
+  const [{ channels }, { dms }] = await Promise.all([api.channels(workspaceId), api.directMessages(workspaceId)]);
   if (workspaceId !== state.workspaceId) return;
   state.channels = channels;
+  state.dms = dms.map(roomOfDirect);
   renderSidebar();
 }
 
@@ -323,7 +439,7 @@ function selectNothing() {
   state.generation += 1;
   $("#channel-title").textContent = "No channel";
   $("#channel-topic").textContent = "Create or join a channel to start.";
-  $("#join-channel").hidden = true;
+  for (const id of ["#join-channel", "#edit-channel", "#leave-channel", "#archived-note"]) $(id).hidden = true;
   messages.reset();
   composer.setChannel(null);
   awareness.setChannel(null);
@@ -332,18 +448,14 @@ function selectNothing() {
 }
 
 async function selectChannel(channelId) {
-  const channel = state.channels.find((c) => c.id === channelId);
+  const channel = findRoom(channelId);
   if (!channel) return selectNothing();
   const generation = ++state.generation;
   state.channelId = channelId;
   state.unread.delete(channelId);
   localStorage.setItem(storedChannelKey(state.workspaceId), String(channelId));
-  $("#channel-title").textContent = `#${channel.name}`;
-  $("#channel-topic").textContent = channel.topic || "";
-  $("#join-channel").hidden = channel.joined;
-  document.title = `#${channel.name} · Echora`;
+  showRoomHeader(channel);
   renderSidebar();
-  composer.setChannel(channel);
   awareness.setChannel(channel);
   messages.reset();
   state.loadedChannelId = null;
@@ -369,6 +481,28 @@ async function selectChannel(channelId) {
   composer.focus();
 }
 
+/** The room's header (and what the composer allows) for the shown channel, as it is now. */
+function showRoomHeader(channel) {
+  const direct = channel.kind === "dm";
+  const title = direct ? channel.name : `#${channel.name}`;
+  $("#channel-title").textContent = title;
+  $("#channel-topic").textContent = channel.topic || "";
+  $("#archived-note").hidden = !channel.archived;
+  $("#join-channel").hidden = channel.joined || channel.archived;
+  // As the server decides: members of a public channel, owners and admins (in a private one).
+  const mayEdit = !direct && !channel.archived && (isManager() || (channel.joined && !channel.private));
+  $("#edit-channel").hidden = !mayEdit;
+  $("#edit-channel").setAttribute("aria-label", `Edit ${title}: name and topic`);
+  $("#leave-channel").hidden = direct || !channel.joined;
+  $("#leave-channel").setAttribute("aria-label", `Leave ${title}`);
+  document.title = `${title} · Echora`;
+  const previous = composer.channel;
+  const writable = { ...channel, joined: channel.joined && !channel.archived };
+  if (!previous || previous.id !== channel.id || previous.joined !== writable.joined || previous.name !== channel.name) {
+    composer.setChannel(writable);
+  }
+}
+
 function showRoomError(text) {
   const el = $("#room-error");
   el.textContent = text;
@@ -377,7 +511,7 @@ function showRoomError(text) {
 
 $("#join-channel").addEventListener("click", () => {
   const channel = currentChannel();
-  if (channel) sidebar.actions.join(channel.id);
+  if (channel) joinChannel(channel.id).catch((error) => showRoomError(`Could not join: ${error.message}`));
 });
 
 $("#load-older").addEventListener("click", async () => {
@@ -447,7 +581,7 @@ const handlers = {
     if (frame.message.author?.id === state.me?.id) composer.delivered(frame.message);
     if (frame.channel_id === state.channelId) {
       showLive(frame.channel_id, frame.message);
-    } else if (frame.message.author?.id !== state.me?.id && state.channels.some((c) => c.id === frame.channel_id)) {
+    } else if (frame.message.author?.id !== state.me?.id && findRoom(frame.channel_id)) {
       state.unread.set(frame.channel_id, (state.unread.get(frame.channel_id) || 0) + 1);
       renderSidebar();
     }
@@ -469,6 +603,17 @@ const handlers = {
       if (channel) await selectChannel(channel.id);
       else selectNothing();
     }
+  },
+  "channel.created": (frame) => upsertChannel(frame.channel),
+  "channel.updated": (frame) => upsertChannel(frame.channel),
+  "channel.archived": (frame) => upsertChannel(frame.channel),
+  "channel.unarchived": (frame) => upsertChannel(frame.channel),
+  "channel.deleted": (frame) => {
+    const known = state.channels.find((c) => c.id === frame.channel_id);
+    if (!known) return;
+    state.channels = state.channels.filter((c) => c.id !== frame.channel_id);
+    if (frame.channel_id === state.channelId) announce(`#${known.name} was deleted.`);
+    return afterChannelGone(frame.channel_id);
   },
   "workspace.member_removed": () => enterChat().catch(() => leaveChat()),
 };

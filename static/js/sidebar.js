@@ -1,13 +1,12 @@
-// The sidebar: workspace picker, my channels (with unread counts), channels to join, and
-// the new-channel form.
+// The sidebar: workspace picker, my channels (with unread counts) and my direct messages.
+// Finding, creating and starting conversations happen in dialogs (channel_dialogs.js).
 
-import { ApiError } from "./api.js";
 import { h } from "./dom.js";
 
 export class Sidebar {
   /**
    * @param {object} parts elements from index.html
-   * @param {{selectWorkspace, selectChannel, join, create}} actions async callbacks
+   * @param {{selectWorkspace, selectChannel}} actions async callbacks
    */
   constructor(parts, actions) {
     Object.assign(this, parts);
@@ -15,10 +14,6 @@ export class Sidebar {
     this.workspaceSelect.addEventListener("change", () =>
       this.actions.selectWorkspace(Number(this.workspaceSelect.value)),
     );
-    this.createForm.addEventListener("submit", (event) => {
-      event.preventDefault();
-      this.create();
-    });
   }
 
   setWorkspaces(workspaces, currentId) {
@@ -28,25 +23,29 @@ export class Sidebar {
     this.workspaceSelect.disabled = workspaces.length < 2;
   }
 
-  /** @param {Array} channels @param {number|null} currentId @param {Map<number, number>} unread */
-  setChannels(channels, currentId, unread) {
+  /**
+   * @param {Array} channels the workspace's channels (those I am in are listed)
+   * @param {Array} dms my direct messages, as rooms ({id, name, ...})
+   * @param {number|null} currentId @param {Map<number, number>} unread
+   */
+  setChannels(channels, dms, currentId, unread) {
     // Re-rendering must not take the keyboard focus away from the channel it was on.
     const focused = document.activeElement;
-    const refocus = this.myList.contains(focused) || this.otherList.contains(focused) ? focused.dataset.focusKey : null;
+    const lists = [this.myList, this.dmList];
+    const refocus = lists.some((list) => list.contains(focused)) ? focused.dataset.focusKey : null;
     const mine = channels.filter((c) => c.joined);
-    const others = channels.filter((c) => !c.joined);
     this.myList.replaceChildren(...mine.map((c) => this.channelItem(c, c.id === currentId, unread.get(c.id) || 0)));
-    this.otherList.replaceChildren(...others.map((c) => this.joinItem(c)));
-    this.noOthers.hidden = others.length > 0;
+    this.dmList.replaceChildren(...dms.map((dm) => this.channelItem(dm, dm.id === currentId, unread.get(dm.id) || 0)));
+    this.noDms.hidden = dms.length > 0;
     if (refocus) {
-      const again = [...this.myList.querySelectorAll("button"), ...this.otherList.querySelectorAll("button")].find(
-        (b) => b.dataset.focusKey === refocus,
-      );
+      const again = lists.flatMap((list) => [...list.querySelectorAll("button")]).find((b) => b.dataset.focusKey === refocus);
       if (again) again.focus();
     }
   }
 
   channelItem(channel, current, unread) {
+    const direct = channel.kind === "dm";
+    const classes = ["channel", unread ? "unread" : "", channel.archived ? "archived" : ""].filter(Boolean);
     return h(
       "li",
       {},
@@ -54,66 +53,19 @@ export class Sidebar {
         "button",
         {
           type: "button",
-          class: unread ? "channel unread" : "channel",
+          class: classes.join(" "),
           "aria-current": current ? "page" : null,
           dataset: { focusKey: `open-${channel.id}` },
           onclick: () => this.actions.selectChannel(channel.id),
         },
-        h("span", { "aria-hidden": "true", class: "hash" }, channel.private ? "🔒" : "#"),
+        h("span", { "aria-hidden": "true", class: "hash" }, direct ? "@" : channel.private ? "🔒" : "#"),
         h("span", { class: "channel-name" }, channel.name),
-        channel.private ? h("span", { class: "visually-hidden" }, " (private)") : null,
+        channel.private && !direct ? h("span", { class: "visually-hidden" }, " (private)") : null,
+        channel.archived ? h("span", { class: "visually-hidden" }, " (archived)") : null,
         unread
           ? h("span", { class: "badge" }, String(unread), h("span", { class: "visually-hidden" }, " unread"))
           : null,
       ),
     );
-  }
-
-  joinItem(channel) {
-    return h(
-      "li",
-      { class: "joinable" },
-      h("span", { class: "channel-name" }, `#${channel.name}`),
-      h(
-        "button",
-        {
-          type: "button",
-          class: "small",
-          "aria-label": `Join #${channel.name}`,
-          dataset: { focusKey: `join-${channel.id}` },
-          onclick: () => this.actions.join(channel.id),
-        },
-        "Join",
-      ),
-    );
-  }
-
-  async create() {
-    const name = this.nameInput.value.trim();
-    this.showCreateError("");
-    if (!name) {
-      this.showCreateError("Give the channel a name.");
-      this.nameInput.focus();
-      return;
-    }
-    const button = this.createForm.querySelector("button[type=submit]");
-    button.disabled = true;
-    try {
-      await this.actions.create(name, this.privateInput.checked);
-      this.nameInput.value = "";
-      this.privateInput.checked = false;
-    } catch (error) {
-      this.showCreateError(error instanceof ApiError ? error.message : "The channel could not be created.");
-      this.nameInput.focus();
-    } finally {
-      button.disabled = false;
-    }
-  }
-
-  showCreateError(text) {
-    this.createError.textContent = text;
-    this.createError.hidden = !text;
-    if (text) this.nameInput.setAttribute("aria-invalid", "true");
-    else this.nameInput.removeAttribute("aria-invalid");
   }
 }

@@ -545,9 +545,13 @@ async def test_channels_history_and_composer_keys(browsers: Browsers, people: Pe
     page = tab.page
     await expect(page.locator("#channel-title")).to_have_text("No channel")
 
-    # Join by keyboard.
+    # Join by keyboard, from the channel browser.
+    await page.get_by_role("button", name="Browse").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("dialog", name="Browse channels")).to_be_visible()
     await page.get_by_role("button", name="Join #random").focus()
     await page.keyboard.press("Enter")
+    await expect(page.get_by_role("dialog", name="Browse channels")).to_be_hidden()
     await expect(page.locator("#channel-title")).to_have_text("#random")
     log = page.get_by_role("log", name="#random")
     await expect(log.locator("#message-list > li")).to_have_count(50)
@@ -571,15 +575,20 @@ async def test_channels_history_and_composer_keys(browsers: Browsers, people: Pe
     await expect(box).to_have_value("")
 
     # A new channel: created, joined, selected.
-    await page.get_by_label("Name", exact=True).fill("projects")
-    await page.get_by_role("button", name="Create channel").click()
+    create = page.get_by_role("dialog", name="New channel")
+    await page.get_by_role("button", name="New channel").click()
+    await create.get_by_label("Name", exact=True).fill("projects")
+    await create.get_by_role("button", name="Create channel").click()
+    await expect(create).to_be_hidden()
     await expect(page.locator("#channel-title")).to_have_text("#projects")
     await expect(page.get_by_role("button", name="projects", exact=True)).to_have_attribute(
         "aria-current", "page"
     )
-    await page.get_by_label("Name", exact=True).fill("Projects")
-    await page.get_by_role("button", name="Create channel").click()
+    await page.get_by_role("button", name="New channel").click()
+    await create.get_by_label("Name", exact=True).fill("Projects")
+    await create.get_by_role("button", name="Create channel").click()
     await expect(page.locator("#create-channel-error")).to_be_visible()
+    await expect(create).to_be_visible()  # kept open to correct the name
     assert bob.username == "bob"
     tab.assert_no_problems()
 
