@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from PIL import Image
+from support.bots import make_bot, poll
 from support.chat import assert_same_response, fetch, make_channel, post
 from support.people import People, Person
 from support.recording import recorder
@@ -336,3 +337,27 @@ async def test_lifecycle_events_reach_their_audience(client: TestClient, people:
     assert public["id"] not in {c for s in hub._subscribers for c in s.channels}
     for ws in sockets.values():
         await ws.close()
+
+
+async def test_a_poll_bot_in_the_channel_finds_its_lifecycle_in_its_inbox(
+    client: TestClient, people: People
+) -> None:
+    owner = await people.create("olive")
+    bot = await make_bot(owner, "poller", "poll")
+    elsewhere = await make_bot(owner, "bystander", "poll")
+    general = (await make_channel(owner, "general"))["id"]
+    added = await owner.post(f"/api/channels/{general}/members", json={"user_id": bot.user_id})
+    assert added.status == 201
+    await patch(owner, general, topic="news")
+    await owner.post(f"/api/channels/{general}/archive")
+    assert (await owner.delete(f"/api/channels/{general}")).status == 204
+
+    entries = await poll(bot)
+    assert [e["type"] for e in entries] == [
+        "channel.member_added",
+        CHANNEL_UPDATED,
+        CHANNEL_ARCHIVED,
+        CHANNEL_DELETED,  # staged while the bot was still in the channel
+    ]
+    assert entries[-1]["body"]["channel"]["name"] == "general"
+    assert await poll(elsewhere) == []
