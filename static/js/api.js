@@ -74,6 +74,9 @@ export const api = {
     request("POST", "/api/channels", { json: { workspace_id: workspaceId, name, private: isPrivate, topic } }),
   /** @param {{name?: string, topic?: string}} changes */
   updateChannel: (channelId, changes) => request("PATCH", `/api/channels/${channelId}`, { json: changes }),
+  archiveChannel: (channelId, archived) =>
+    request("POST", `/api/channels/${channelId}/${archived ? "archive" : "unarchive"}`),
+  deleteChannel: (channelId) => request("DELETE", `/api/channels/${channelId}`),
   leaveChannel: (channelId) => request("POST", `/api/channels/${channelId}/leave`),
   directMessages: (workspaceId) => request("GET", `/api/workspaces/${workspaceId}/dms`),
   openDirectMessage: (workspaceId, userIds) =>

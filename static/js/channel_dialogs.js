@@ -216,15 +216,33 @@ export function setUpDirectDialog(parts, actions) {
   };
 }
 
-/** @param {{save: (channel, changes) => Promise}} actions */
+/**
+ * A channel's name and topic, and (for whom the server allows it) archiving and deleting it.
+ * @param {{save: (channel, changes) => Promise, archive: (channel, archived) => Promise,
+ *   remove: (channel) => Promise}} actions
+ */
 export function setUpEditDialog(parts, actions) {
-  const { dialog, form, name, topic, error, cancel } = parts;
+  const { dialog, form, name, topic, archivedNote, error, cancel, save } = parts;
+  const { manage, archive, remove, confirmBox, confirmText, confirmYes } = parts;
   const box = modal(dialog, cancel);
-  const submit = form.querySelector("button[type=submit]");
   let channel = null;
+
+  async function act(button, work, fallback) {
+    button.disabled = true;
+    showError(error, "");
+    try {
+      await work();
+      box.close();
+    } catch (exc) {
+      showError(error, failure(exc, fallback));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (!channel) return;
+    if (!channel || channel.archived) return;
     const changes = {};
     const wanted = name.value.trim();
     if (!wanted) {
@@ -234,24 +252,47 @@ export function setUpEditDialog(parts, actions) {
     }
     if (wanted !== channel.name) changes.name = wanted;
     if (topic.value.trim() !== (channel.topic || "")) changes.topic = topic.value.trim();
-    submit.disabled = true;
+    save.disabled = true;
     try {
       if (Object.keys(changes).length) await actions.save(channel, changes);
       box.close();
     } catch (exc) {
       showError(error, failure(exc, "The channel could not be changed."), name);
     } finally {
-      submit.disabled = false;
+      save.disabled = false;
     }
   });
+  archive.addEventListener("click", () => {
+    if (!channel) return;
+    const wanted = !channel.archived;
+    act(archive, () => actions.archive(channel, wanted), "The channel could not be archived.");
+  });
+  remove.addEventListener("click", () => {
+    confirmBox.hidden = false;
+    confirmYes.focus();
+  });
+  confirmYes.addEventListener("click", () => {
+    if (channel) act(confirmYes, () => actions.remove(channel), "The channel could not be deleted.");
+  });
   return {
-    /** @param {object} shown the channel, @param {boolean} topicFirst focus the topic */
-    open(shown, topicFirst = false) {
+    /**
+     * @param {object} shown the channel
+     * @param {{rename: boolean, archive: boolean, remove: boolean}} may what I may do to it
+     */
+    open(shown, may) {
       channel = shown;
       name.value = shown.name;
       topic.value = shown.topic || "";
+      for (const field of [name, topic, save]) field.disabled = !may.rename;
+      archivedNote.hidden = !shown.archived;
+      manage.hidden = !(may.archive || may.remove);
+      archive.hidden = !may.archive;
+      archive.textContent = shown.archived ? "Unarchive channel" : "Archive channel";
+      remove.hidden = !may.remove;
+      confirmBox.hidden = true;
+      confirmText.textContent = `Delete #${shown.name} with all its messages and files, for everyone? This cannot be undone.`;
       showError(error, "", name);
-      box.open(topicFirst ? topic : name);
+      box.open(may.rename ? name : may.archive ? archive : cancel);
     },
   };
 }

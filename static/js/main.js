@@ -219,11 +219,26 @@ const editDialog = setUpEditDialog(
     form: $("#edit-form"),
     name: $("#edit-name"),
     topic: $("#edit-topic"),
+    archivedNote: $("#edit-archived"),
     error: $("#edit-error"),
     cancel: $("#edit-cancel"),
+    save: $("#edit-save"),
+    manage: $("#edit-manage"),
+    archive: $("#edit-archive"),
+    remove: $("#edit-delete"),
+    confirmBox: $("#edit-delete-confirm"),
+    confirmText: $("#edit-delete-text"),
+    confirmYes: $("#edit-delete-yes"),
   },
   {
     save: async (channel, changes) => upsertChannel(await api.updateChannel(channel.id, changes)),
+    archive: async (channel, archived) => upsertChannel(await api.archiveChannel(channel.id, archived)),
+    remove: async (channel) => {
+      await api.deleteChannel(channel.id);
+      state.channels = state.channels.filter((c) => c.id !== channel.id);
+      announce(`#${channel.name} was deleted.`);
+      await afterChannelGone(channel.id);
+    },
   },
 );
 $("#browse-channels").addEventListener("click", () => browseDialog.open());
@@ -231,7 +246,7 @@ $("#new-channel").addEventListener("click", () => createDialog.open());
 $("#new-dm").addEventListener("click", () => directDialog.open());
 $("#edit-channel").addEventListener("click", () => {
   const channel = currentChannel();
-  if (channel && channel.kind !== "dm") editDialog.open(channel);
+  if (channel && channel.kind !== "dm") editDialog.open(channel, allowed(channel));
 });
 $("#leave-channel").addEventListener("click", async () => {
   const channel = currentChannel();
@@ -481,6 +496,19 @@ async function selectChannel(channelId) {
   composer.focus();
 }
 
+/** What I may do to a channel, as the server decides (channels/lifecycle.py): rename it as a
+ * member of a public one or an owner or admin (in a private one, whom only its members see);
+ * archive it as an owner, admin or its creator in it; delete it as an owner or admin. */
+function allowed(channel) {
+  if (channel.kind === "dm") return { rename: false, archive: false, remove: false };
+  const manager = isManager();
+  return {
+    rename: !channel.archived && (manager || (channel.joined && !channel.private)),
+    archive: manager || (channel.joined && channel.created_by === state.me?.id),
+    remove: manager,
+  };
+}
+
 /** The room's header (and what the composer allows) for the shown channel, as it is now. */
 function showRoomHeader(channel) {
   const direct = channel.kind === "dm";
@@ -489,10 +517,9 @@ function showRoomHeader(channel) {
   $("#channel-topic").textContent = channel.topic || "";
   $("#archived-note").hidden = !channel.archived;
   $("#join-channel").hidden = channel.joined || channel.archived;
-  // As the server decides: members of a public channel, owners and admins (in a private one).
-  const mayEdit = !direct && !channel.archived && (isManager() || (channel.joined && !channel.private));
-  $("#edit-channel").hidden = !mayEdit;
-  $("#edit-channel").setAttribute("aria-label", `Edit ${title}: name and topic`);
+  const may = allowed(channel);
+  $("#edit-channel").hidden = !(may.rename || may.archive || may.remove);
+  $("#edit-channel").setAttribute("aria-label", `Edit ${title}`);
   $("#leave-channel").hidden = direct || !channel.joined;
   $("#leave-channel").setAttribute("aria-label", `Leave ${title}`);
   document.title = `${title} · Echora`;

@@ -167,7 +167,7 @@ async def test_topic_and_name_edits_archive_and_delete_are_seen_live(
     await expect(page_b.locator("#channel-title")).to_have_text("#general")
 
     # Alice sets the topic and renames from the room header; bob sees both at once.
-    await page_a.get_by_role("button", name="Edit #general: name and topic").click()
+    await page_a.get_by_role("button", name="Edit #general").click()
     dialog = page_a.get_by_role("dialog", name="Edit channel")
     await dialog.get_by_label("Topic").fill("launch on Friday")
     await dialog.get_by_label("Name", exact=True).fill("launch")
@@ -178,19 +178,25 @@ async def test_topic_and_name_edits_archive_and_delete_are_seen_live(
     await expect(page_b.locator("#channel-topic")).to_have_text("launch on Friday")
     await expect(sidebar_channel(page_b, "launch")).to_be_visible()
     # A name taken answers in the dialog.
-    await page_a.get_by_role("button", name="Edit #launch: name and topic").click()
+    await page_a.get_by_role("button", name="Edit #launch").click()
     await dialog.get_by_label("Name", exact=True).fill("RANDOM")
     await dialog.get_by_role("button", name="Save").click()
     await expect(dialog.locator("#edit-error")).to_contain_text("exists already")
     await dialog.get_by_role("button", name="Cancel").click()
 
-    # Archived: read-only, for bob as well.
+    # Archived: read-only, for bob as well; alice, its creator, unarchives it.
     assert (await admin.post(f"/api/channels/{general}/archive")).status == 200
     await expect(page_b.locator("#archived-note")).to_be_visible()
     await expect(page_b.get_by_label("Message", exact=True)).to_be_disabled()
-    await expect(page_a.locator("#edit-channel")).to_be_hidden()
-    assert (await admin.post(f"/api/channels/{general}/unarchive")).status == 200
+    await expect(page_b.locator("#edit-channel")).to_be_hidden()  # neither creator nor admin
+    await page_a.get_by_role("button", name="Edit #launch").click()
+    await expect(dialog.locator("#edit-archived")).to_be_visible()
+    await expect(dialog.get_by_label("Name", exact=True)).to_be_disabled()
+    await expect(dialog.get_by_role("button", name="Delete channel…")).to_be_hidden()
+    await dialog.get_by_role("button", name="Unarchive channel").click()
+    await expect(dialog).to_be_hidden()
     await expect(page_b.get_by_label("Message", exact=True)).to_be_enabled()
+    await expect(page_b.locator("#archived-note")).to_be_hidden()
 
     # Deleted: gone from the lists of its members and of carol's open browser.
     await page_c.get_by_role("button", name="Browse").click()
@@ -204,4 +210,39 @@ async def test_topic_and_name_edits_archive_and_delete_are_seen_live(
     await expect(browse_c.get_by_role("button", name="Join #doomed")).to_have_count(0)
     await expect(page_b.locator("#channel-title")).not_to_have_text("#doomed")
     for tab in (tab_a, tab_b, tab_c):
+        tab.assert_no_problems()
+
+
+async def test_an_admin_archives_and_deletes_from_the_edit_dialog(
+    browsers: Browsers, people: People
+) -> None:
+    await people.create("adam", role="admin")  # the first is the workspace's owner
+    alice = await people.create("alice")
+    scratch = await make_channel(alice, "scratch")
+    await make_channel(alice, "general")
+    tab_admin, tab_a = await logged_in(browsers, "adam"), await logged_in(browsers, "alice")
+    page, page_a = tab_admin.page, tab_a.page
+    await sidebar_channel(page_a, "scratch").click()
+
+    # The admin is in no channel yet: he joins it from the browser.
+    await page.get_by_role("button", name="Browse").click()
+    await page.get_by_role("button", name="Join #scratch").click()
+    await expect(page.locator("#channel-title")).to_have_text("#scratch")
+    await page.get_by_role("button", name="Edit #scratch").click()
+    dialog = page.get_by_role("dialog", name="Edit channel")
+    await dialog.get_by_role("button", name="Archive channel").click()
+    await expect(page_a.locator("#archived-note")).to_be_visible()
+    await expect(page_a.locator("#my-channels .channel.archived")).to_have_count(1)
+
+    await page.get_by_role("button", name="Edit #scratch").click()
+    await dialog.get_by_role("button", name="Delete channel…").click()
+    await expect(dialog.locator("#edit-delete-text")).to_contain_text("Delete #scratch")
+    await dialog.get_by_role("button", name="Delete for good").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#channel-title")).to_have_text("No channel")
+    await expect(sidebar_channel(page_a, "scratch (archived)")).to_have_count(0)
+    await expect(page_a.locator("#channel-title")).to_have_text("#general")
+    response = await alice.get(f"/api/channels/{scratch}")
+    assert response.status == 404
+    for tab in (tab_admin, tab_a):
         tab.assert_no_problems()
