@@ -20,6 +20,7 @@ import asyncpg
 import click
 import structlog
 from pydantic import SecretStr
+from yarl import URL
 
 from echora_server.accounts import service as accounts
 from echora_server.agents import bots
@@ -177,7 +178,20 @@ async def _reach(config: Config) -> dict[str, str]:
         await storage.ping()
         found["storage"] = "ok"
         problem = storage.direct_upload_problem
-        click.echo(f"direct uploads: {'off: ' + problem if problem else 'on'}", err=True)
+        if problem:
+            click.echo(f"direct uploads: off: {problem}", err=True)
+        else:
+            click.echo(f"direct uploads: on, to {storage.direct_upload_origin}", err=True)
+            if config.public_url:
+                page = str(URL(config.public_url).origin())
+                if await storage.accepts_pages_from(page):
+                    click.echo(f"direct uploads from pages of {page}: on", err=True)
+                else:
+                    click.echo(
+                        f"direct uploads from pages of {page}: off: the store's CORS rules "
+                        "do not let that origin post (the browser client sends through Echora)",
+                        err=True,
+                    )
     except Exception as exc:
         found["storage"] = f"unreachable: {type(exc).__name__}: {exc}"
     finally:

@@ -78,6 +78,8 @@ class TicketRequest:
     size: int
     content_type: str | None
     target: TargetFields
+    # A web page's origin (its Origin header): the store's CORS must let it send the form.
+    page_origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,9 @@ class TicketService:
         now = self.clock()
         key = new_key(FILES_KIND, target.workspace_id)
         post = None
-        if policy.direct_uploads:  # the store may still say no (None)
+        if policy.direct_uploads and (
+            asked.page_origin is None or await self.storage.accepts_pages_from(asked.page_origin)
+        ):  # the store may still say no (None)
             post = await self.storage.presign_post(
                 key,
                 content_type=declared,
