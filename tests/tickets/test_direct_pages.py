@@ -5,6 +5,7 @@ with CORS rules of its own (support.corsgate), as behind a self-hoster's proxy."
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from support.corsgate import CorsGate
 from support.people import People
+from support.processes import echora_env, run_echora
 from support.seaweed import S3Server
 from support.tickets import finalize, post_form, send
 
@@ -82,3 +84,26 @@ async def test_the_page_may_connect_to_the_store_and_nowhere_else(
     for path in ("/", "/static/js/main.js"):
         policy = (await client.get(path)).headers["Content-Security-Policy"]
         assert f"connect-src 'self' {gate.url};" in policy, policy
+
+
+@pytest.mark.parametrize("let_in", [True, False], ids=["cors-allows", "cors-refuses"])
+async def test_check_config_says_whether_pages_of_the_public_origin_upload_straight(
+    database_url: str, s3_config_values: dict[str, Any], gate: CorsGate, let_in: bool
+) -> None:
+    public = "https://chat.example.test"
+    if let_in:
+        gate.allowed.add(public)
+    env = echora_env(
+        ECHORA_DATABASE_URL=database_url,
+        ECHORA_PUBLIC_URL=f"{public}/",
+        ECHORA_UPLOAD_DIRECT="true",
+        ECHORA_S3_PUBLIC_URL=gate.url,
+        **{f"ECHORA_{name.upper()}": str(value) for name, value in s3_config_values.items()},
+    )
+    # The gate serves on this loop: the command runs in a thread meanwhile.
+    done = await asyncio.to_thread(run_echora, "check-config", "--connect", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"direct uploads: on, to {gate.url}" in done.stderr
+    verdict = "on" if let_in else "off: the store's CORS rules do not let that origin post"
+    assert f"direct uploads from pages of {public}: {verdict}" in done.stderr
+    assert gate.preflights == [public]
