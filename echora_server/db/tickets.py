@@ -257,18 +257,6 @@ async def release_finalize(conn: asyncpg.Connection, ticket_id: str) -> None:
     await conn.execute(RELEASE_FINALIZE, ticket_id)
 
 
-MARK_FINALIZED = """
-UPDATE upload_tickets SET finalized_at = $2, attachment_id = $1, finalizing_until = NULL
-WHERE id = $1 AND finalized_at IS NULL
-"""
-
-
-async def mark_finalized(conn: asyncpg.Connection, ticket_id: str, now: dt.datetime) -> bool:
-    """In the transaction that inserts the attachment (which takes the ticket's id)."""
-    status: str = await conn.execute(MARK_FINALIZED, ticket_id, now)
-    return status == "UPDATE 1"
-
-
 DELETE_TICKET = "DELETE FROM upload_tickets WHERE id = $1 AND finalized_at IS NULL"
 
 
