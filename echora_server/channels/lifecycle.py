@@ -11,7 +11,7 @@ into the channel under way finish first and later ones see the result. Who may d
 - Delete: workspace owners and admins (a private channel only if they are in it). Its
   members, messages, reactions and files go in one transaction; the files' objects after the
   commit, through the deletion queue (``files.deletion``), which the sweeper retries.
-- None of these apply to a direct message (``auth.access.refuse_direct``).
+- None of these apply to a direct message (403 ``direct_message``).
 A call that changes nothing publishes nothing."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncpg
 from aiohttp import web
 
 from echora_server.audit.record import attribute
-from echora_server.auth.access import channel_or_404, refuse_archived, refuse_direct
+from echora_server.auth.access import channel_or_404, refuse_archived
 from echora_server.auth.identity import Identity
 from echora_server.channels.service import MAX_CHANNEL_NAME, MAX_TOPIC, channel_event
 from echora_server.core.errors import Conflict, Forbidden
@@ -127,7 +127,10 @@ async def _hold(
 ) -> ChannelAccess:
     access = await channels.select_channel_access(conn, channel_id, identity.user.id, lock)
     access = channel_or_404(identity, access)
-    refuse_direct(access)
+    if access.channel.direct:  # the code refuse_direct gives, with words for this
+        raise Forbidden(
+            "A direct message is not renamed, archived or deleted.", code="direct_message"
+        )
     return access
 
 
