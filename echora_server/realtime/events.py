@@ -14,6 +14,9 @@ REACTION_REMOVED = "reaction.removed"
 CHANNEL_MEMBER_ADDED = "channel.member_added"
 CHANNEL_MEMBER_REMOVED = "channel.member_removed"
 WORKSPACE_MEMBER_REMOVED = "workspace.member_removed"
+# A member's read position in a channel moved: sent to every socket of that member only
+# (``user_id``; the channel is in ``data``), so all their clients agree on what is unread.
+CHANNEL_READ = "channel.read"
 # Internal to the hubs (never sent to clients): a token was revoked or a session ended,
 # so sockets opened with it close. ``data`` holds "token_id" or "session" (digest, hex).
 CREDENTIAL_REVOKED = "credential.revoked"
@@ -37,8 +40,11 @@ CLIENT_EVENTS = frozenset(
         CHANNEL_MEMBER_ADDED,
         CHANNEL_MEMBER_REMOVED,
         WORKSPACE_MEMBER_REMOVED,
+        CHANNEL_READ,
     }
 )
+# Addressed to the sockets of ``Event.user_id`` alone (the hub sends them nowhere else).
+USER_EVENTS = frozenset({CHANNEL_READ})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +52,12 @@ class Event:
     type: str
     workspace_id: int
     # The channel whose subscribers receive it; None for workspace-level events, which
-    # only the hub itself consumes (to drop a removed member's subscriptions).
+    # only the hub itself consumes (to drop a removed member's subscriptions), and for
+    # ``USER_EVENTS``.
     channel_id: int | None
     # The JSON body sent to clients, beside "type".
     data: dict[str, Any] = field(default_factory=dict)
-    # The user a membership change is about.
+    # The user a membership change is about; the addressee of ``USER_EVENTS``.
     user_id: int | None = None
 
     def frame(self) -> str:
