@@ -8,6 +8,7 @@ import { showConnection } from "./connection.js";
 import { $ } from "./dom.js";
 import { setUpLogin } from "./login.js";
 import { MessageList } from "./messages.js";
+import { ReadTracker, applyReadState, countArrival, firstUnreadId } from "./reads.js";
 import { Sidebar } from "./sidebar.js";
 import { LiveSocket } from "./socket.js";
 import { setUpViewer } from "./viewer.js";
@@ -23,7 +24,7 @@ const state = {
   workspaceId: null,
   channels: [],
   channelId: null,
-  unread: new Map(),
+  connectedBefore: false, // a hello after the first is a reconnect: read state may have moved
   lastSeenId: 0, // the highest message id seen anywhere: what a reconnect resumes after
   loading: null, // {channelId, buffered: []} while a channel's first page is on its way
   loadedChannelId: null, // the channel whose latest page is shown
@@ -34,7 +35,15 @@ const views = { boot: $("#boot-view"), login: $("#login-view"), chat: $("#chat-v
 
 function show(name) {
   for (const [key, el] of Object.entries(views)) el.hidden = key !== name;
-  document.title = name === "chat" && currentChannel() ? `#${currentChannel().name} · Echora` : "Echora";
+  updateTitle();
+}
+
+/** "(3) #general — Echora": the unread messages of my channels in this workspace first. */
+function updateTitle() {
+  const channel = views.chat.hidden ? null : currentChannel();
+  const unread = state.channels.reduce((sum, c) => sum + (c.joined ? c.unread_count || 0 : 0), 0);
+  const name = channel ? `#${channel.name} — Echora` : "Echora";
+  document.title = unread ? `(${unread}) ${name}` : name;
 }
 
 const socket = new LiveSocket({
@@ -121,6 +130,7 @@ const composer = new Composer(
     if (channelId === state.channelId) {
       messages.upsert(message);
       messages.reveal(message.id);
+      checkRead();
     }
     return message;
   },
@@ -180,8 +190,26 @@ function seen(message) {
 }
 
 function renderSidebar() {
-  sidebar.setChannels(state.channels, state.channelId, state.unread);
+  sidebar.setChannels(state.channels, state.channelId);
+  updateTitle();
 }
+
+const reads = new ReadTracker((answer) => readStateChanged(answer));
+
+function readStateChanged(frame) {
+  if (applyReadState(state.channels.find((c) => c.id === frame.channel_id), frame)) renderSidebar();
+}
+
+/** The newest message of the channel shown is in view in a visible tab: it is read. */
+function checkRead() {
+  const channel = currentChannel();
+  if (!channel || state.loadedChannelId !== channel.id || document.visibilityState !== "visible") return;
+  if (messages.atBottom() && reads.seen(channel, messages.newestId)) renderSidebar();
+}
+
+$("#messages").addEventListener("scroll", checkRead, { passive: true });
+document.addEventListener("visibilitychange", checkRead);
+window.addEventListener("focus", checkRead);
 
 // ----- entering and leaving -----
 
@@ -266,7 +294,8 @@ function leaveChat(message = "") {
   socket.stop();
   awareness.setMe(null);
   Object.assign(state, { me: null, workspaces: [], workspaceId: null, channels: [], channelId: null });
-  state.unread.clear();
+  state.connectedBefore = false;
+  reads.reset();
   state.lastSeenId = 0;
   state.loading = null;
   state.loadedChannelId = null;
@@ -336,12 +365,10 @@ async function selectChannel(channelId) {
   if (!channel) return selectNothing();
   const generation = ++state.generation;
   state.channelId = channelId;
-  state.unread.delete(channelId);
   localStorage.setItem(storedChannelKey(state.workspaceId), String(channelId));
   $("#channel-title").textContent = `#${channel.name}`;
   $("#channel-topic").textContent = channel.topic || "";
   $("#join-channel").hidden = channel.joined;
-  document.title = `#${channel.name} · Echora`;
   renderSidebar();
   composer.setChannel(channel);
   awareness.setChannel(channel);
@@ -355,8 +382,11 @@ async function selectChannel(channelId) {
     if (generation !== state.generation) return;
     page.messages.forEach(seen);
     messages.showLatest(page.messages, page.has_more);
+    const firstUnread = firstUnreadId(page.messages, channel, state.me);
+    if (firstUnread) messages.markFirstUnread(firstUnread);
     state.loadedChannelId = channelId;
     for (const { message, edit } of state.loading.buffered) applyLive(message, edit);
+    checkRead();
   } catch (error) {
     if (generation === state.generation) showRoomError(`Messages could not be loaded: ${error.message}`);
     return;
@@ -437,6 +467,8 @@ const handlers = {
   hello: () => {
     composer.reconnected();
     loadLimits(state.workspaceId);
+    if (state.connectedBefore) refreshChannels().catch(() => {}); // reads elsewhere meanwhile
+    state.connectedBefore = true;
     return fetchGap().catch(() => {});
   },
   "resume.done": (frame) => {
@@ -445,11 +477,11 @@ const handlers = {
   "message.created": (frame) => {
     seen(frame.message);
     if (frame.message.author?.id === state.me?.id) composer.delivered(frame.message);
+    const counted = countArrival(state.channels.find((c) => c.id === frame.channel_id), frame.message, state.me);
+    if (counted) renderSidebar();
     if (frame.channel_id === state.channelId) {
       showLive(frame.channel_id, frame.message);
-    } else if (frame.message.author?.id !== state.me?.id && state.channels.some((c) => c.id === frame.channel_id)) {
-      state.unread.set(frame.channel_id, (state.unread.get(frame.channel_id) || 0) + 1);
-      renderSidebar();
+      checkRead(); // seen at once if the reader is at the bottom
     }
   },
   "message.updated": (frame) => showLive(frame.channel_id, frame.message, { edit: true }),
@@ -470,6 +502,7 @@ const handlers = {
       else selectNothing();
     }
   },
+  "channel.read": (frame) => readStateChanged(frame),
   "workspace.member_removed": () => enterChat().catch(() => leaveChat()),
 };
 

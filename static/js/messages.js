@@ -153,6 +153,10 @@ export function renderMessage(message, { meId, canModerate = false, onOpenImage,
   );
 }
 
+function unreadLine() {
+  return h("div", { class: "unread-line" }, h("span", {}, "New messages"));
+}
+
 export class MessageList {
   /** @param {{scroller: HTMLElement, list: HTMLOListElement, olderButton: HTMLButtonElement,
    *           empty: HTMLElement, onOpenImage: Function,
@@ -166,6 +170,7 @@ export class MessageList {
     this.data = new Map(); // message id -> the message as last known
     this.editing = null; // the id of the message being edited in place
     this.hasMore = false;
+    this.firstUnreadId = null; // the message the "New messages" line is on
     setUpLongPress(this.list);
     // Pinned to the newest message while the reader is there: when the log shrinks (the
     // composer grows with file cards or lines) it stays at the bottom instead of letting
@@ -207,6 +212,7 @@ export class MessageList {
     this.rows.clear();
     this.data.clear();
     this.editing = null;
+    this.firstUnreadId = null;
     this.list.replaceChildren();
     this.hasMore = false;
     this.refresh();
@@ -220,6 +226,24 @@ export class MessageList {
   get newestId() {
     const last = this.list.lastElementChild;
     return last ? Number(last.dataset.id) : 0;
+  }
+
+  /** Whether the newest message is in view (the reader has seen everything shown). */
+  atBottom() {
+    return this.pinned || this.distanceFromBottom() < NEAR_BOTTOM;
+  }
+
+  /** A "New messages" line above this message (a channel opened with unread ones), kept in
+   * view: if the unread ones do not fit, the line goes to the top. */
+  markFirstUnread(messageId) {
+    this.firstUnreadId = messageId;
+    const row = this.rows.get(messageId);
+    if (!row) return;
+    row.prepend(unreadLine());
+    if (row.getBoundingClientRect().top < this.scroller.getBoundingClientRect().top) {
+      row.scrollIntoView({ block: "start" });
+      this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+    }
   }
 
   /** The first page (newest first, as the server sends it). */
@@ -325,6 +349,7 @@ export class MessageList {
       onOpenImage: this.onOpenImage,
       actions: this.actions,
     });
+    if (message.id === this.firstUnreadId) row.prepend(unreadLine());
     const existing = this.rows.get(message.id);
     this.rows.set(message.id, row);
     if (existing) {

@@ -28,14 +28,14 @@ export class Sidebar {
     this.workspaceSelect.disabled = workspaces.length < 2;
   }
 
-  /** @param {Array} channels @param {number|null} currentId @param {Map<number, number>} unread */
-  setChannels(channels, currentId, unread) {
+  /** @param {Array} channels (with the server's unread_count, mention_count) @param {number|null} currentId */
+  setChannels(channels, currentId) {
     // Re-rendering must not take the keyboard focus away from the channel it was on.
     const focused = document.activeElement;
     const refocus = this.myList.contains(focused) || this.otherList.contains(focused) ? focused.dataset.focusKey : null;
     const mine = channels.filter((c) => c.joined);
     const others = channels.filter((c) => !c.joined);
-    this.myList.replaceChildren(...mine.map((c) => this.channelItem(c, c.id === currentId, unread.get(c.id) || 0)));
+    this.myList.replaceChildren(...mine.map((c) => this.channelItem(c, c.id === currentId)));
     this.otherList.replaceChildren(...others.map((c) => this.joinItem(c)));
     this.noOthers.hidden = others.length > 0;
     if (refocus) {
@@ -46,7 +46,9 @@ export class Sidebar {
     }
   }
 
-  channelItem(channel, current, unread) {
+  channelItem(channel, current) {
+    const unread = channel.unread_count || 0;
+    const mentioned = unread > 0 && channel.mention_count > 0;
     return h(
       "li",
       {},
@@ -54,7 +56,7 @@ export class Sidebar {
         "button",
         {
           type: "button",
-          class: unread ? "channel unread" : "channel",
+          class: `channel${unread ? " unread" : ""}${mentioned ? " mentioned" : ""}`,
           "aria-current": current ? "page" : null,
           dataset: { focusKey: `open-${channel.id}` },
           onclick: () => this.actions.selectChannel(channel.id),
@@ -63,7 +65,16 @@ export class Sidebar {
         h("span", { class: "channel-name" }, channel.name),
         channel.private ? h("span", { class: "visually-hidden" }, " (private)") : null,
         unread
-          ? h("span", { class: "badge" }, String(unread), h("span", { class: "visually-hidden" }, " unread"))
+          ? h(
+              "span",
+              { class: mentioned ? "badge mention" : "badge" },
+              String(unread),
+              h(
+                "span",
+                { class: "visually-hidden" },
+                mentioned ? ` unread, ${channel.mention_count} mentioning you` : " unread",
+              ),
+            )
           : null,
       ),
     );
