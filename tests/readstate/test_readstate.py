@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
+from support.bots import make_bot, poll
 from support.chat import assert_same_response, fetch, make_channel, post
 from support.faultproxy import FaultProxy
 from support.people import People, Person
@@ -326,3 +327,27 @@ async def test_each_list_costs_the_same_queries_whatever_its_length(
         many_dms, listed_dms = await round_trips(dms)
         assert len(listed_dms["dms"]) == 3
         assert one_dm == many_dms
+
+
+async def test_a_bots_inbox_records_its_own_reads_only(people: People) -> None:
+    alice = await people.create("alice")
+    bot = await make_bot(alice, "helper")
+    general = (await make_channel(alice, "general"))["id"]
+    added = await alice.post(f"/api/channels/{general}/members", json={"user_id": bot.user_id})
+    assert added.status == 201
+    message = (await post(alice, general, "@helper have a look"))["id"]
+    await mark(alice, general, message)  # alice's read: not the bot's business
+    state = await mark(bot, general, message)
+    assert state == {
+        "channel_id": general,
+        "last_read_message_id": message,
+        "unread_count": 0,
+        "mention_count": 0,
+    }
+    entries = [(e["type"], e["body"]) for e in await poll(bot)]
+    assert [kind for kind, _ in entries] == [
+        "channel.member_added",
+        "message.created",
+        CHANNEL_READ,
+    ]
+    assert entries[-1][1] == state
