@@ -8,16 +8,17 @@ import asyncpg
 
 from echora_server.db.records import ReadState
 
-# For a query over ``channel_members cm`` (a LEFT JOIN may leave cm's columns NULL: a channel
-# the caller is not in, whose counts are then 0 and which costs no scan). Before any position,
-# the messages since joining count. One index range scan per channel (messages_channel_idx),
-# each unread message's mention by primary key.
+# For a query over ``channels c`` and the caller's ``channel_members cm`` (a LEFT JOIN may leave
+# cm's columns NULL: a channel the caller is not in, whose counts are then 0 and which costs no
+# scan). Before any position, the messages since joining count. One range scan of
+# messages_channel_idx per channel (named by c.id: through cm's nullable column the planner
+# walks the primary key instead), each unread message's mention by primary key.
 READ_STATE_COLUMNS = """
 rs.last_read_message_id, coalesce(n.unread, 0) AS unread_count,
 coalesce(n.mentions, 0) AS mention_count
 """
 READ_STATE_JOINS = """
-LEFT JOIN read_states rs ON rs.channel_id = cm.channel_id AND rs.user_id = cm.user_id
+LEFT JOIN read_states rs ON rs.channel_id = c.id AND rs.user_id = cm.user_id
 LEFT JOIN LATERAL (
     SELECT count(*) AS unread,
            count(*) FILTER (WHERE EXISTS (
@@ -26,7 +27,7 @@ LEFT JOIN LATERAL (
            )) AS mentions
     FROM messages m
     WHERE cm.user_id IS NOT NULL
-      AND m.channel_id = cm.channel_id
+      AND m.channel_id = c.id
       AND m.id > coalesce(rs.last_read_message_id, 0)
       AND m.author_id <> cm.user_id
       AND (rs.user_id IS NOT NULL OR m.created_at >= cm.joined_at)
@@ -65,9 +66,10 @@ async def advance_read_state(
 
 SELECT_READ_STATE = f"""
 SELECT {READ_STATE_COLUMNS}
-FROM channel_members cm
+FROM channels c
+JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
 {READ_STATE_JOINS}
-WHERE cm.channel_id = $1 AND cm.user_id = $2
+WHERE c.id = $1
 """
 
 
