@@ -351,3 +351,23 @@ async def test_a_bots_inbox_records_its_own_reads_only(people: People) -> None:
         CHANNEL_READ,
     ]
     assert entries[-1][1] == state
+
+
+async def test_leaving_forgets_the_position_and_rejoining_counts_from_then(
+    people: People,
+) -> None:
+    alice, bob = await people.create("alice"), await people.create("bob")
+    general = (await make_channel(bob, "general"))["id"]
+    await join(alice, general)
+    read = (await post(bob, general, "read"))["id"]
+    await mark(alice, general, read)
+    await post(bob, general, "while she is in")
+    assert (await alice.post(f"/api/channels/{general}/leave")).status == 204
+    assert await fetch(alice.client, "SELECT count(*) FROM read_states") == 0
+    assert counts((await listed(alice))[general]) == (None, 0, 0)
+    refused = await alice.post(f"/api/channels/{general}/read", json={"message_id": read})
+    assert refused.status == 404
+    await post(bob, general, "while she is out")
+    await join(alice, general)
+    await post(bob, general, "@alice welcome back")
+    assert counts((await listed(alice))[general]) == (None, 1, 1)
