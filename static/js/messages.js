@@ -1,9 +1,12 @@
-// The message list: history pages, live inserts in id order, edits and deletes.
+// The message list: history pages, live inserts in id order, edits and deletes, and where
+// the reader is in it (pinned to the newest message, or reading back with a way to jump).
 // Everything a user wrote (text, names, filenames, link titles) goes in as text nodes.
 
 import { actionBar, allowedActions, editInPlace, setUpLongPress } from "./actions.js";
 import { h, localUrl, safeUrl } from "./dom.js";
-import { formatSize, formatTime, fullTime } from "./format.js";
+import { formatClock, formatSize, fullTime } from "./format.js";
+import { renderMarkup } from "./markup.js";
+import { decorate as decorateRow } from "./timeline.js";
 
 // What the server serves inline (echora_server/mediatypes.py INLINE_TYPES); the rest are cards.
 const IMAGE_TYPES = new Set(["image/png", "image/apng", "image/jpeg", "image/gif", "image/webp"]);
@@ -11,6 +14,11 @@ const VIDEO_TYPES = new Set(["video/mp4", "video/webm"]);
 const AUDIO_TYPES = new Set(["audio/mpeg", "audio/ogg", "audio/x-wav", "audio/wav"]);
 const IMAGE_BOX = { width: 360, height: 280 };
 const NEAR_BOTTOM = 80;
+const NEAR_TOP = 300; // reading this close to the oldest message shown fetches older ones
+const TOP_SETTLE_MS = 150;
+
+// Each image's open button -> what it shows, for the viewer to step through.
+const IMAGES = new WeakMap();
 
 export function attachmentKind(attachment) {
   const type = String(attachment.mime_type || "").toLowerCase();
@@ -63,10 +71,11 @@ function renderImage(attachment, href, onOpenImage) {
       type: "button",
       class: "image-open",
       "aria-label": `Open ${attachment.filename} full size`,
-      onclick: () => onOpenImage(attachment, href),
+      onclick: (event) => onOpenImage(attachment, href, event.currentTarget),
     },
     img,
   );
+  IMAGES.set(open, { attachment, href });
   return h("figure", { class: "attachment image" }, open, h("figcaption", {}, caption(attachment, href)));
 }
 
@@ -143,10 +152,10 @@ export function renderMessage(message, { meId, canModerate = false, onOpenImage,
       { class: "message-meta" },
       h("span", { class: "author" }, author.display_name || author.username || "someone"),
       " ",
-      h("time", { datetime: message.created_at, title: fullTime(message.created_at) }, formatTime(message.created_at)),
+      h("time", { datetime: message.created_at, title: fullTime(message.created_at) }, formatClock(message.created_at)),
       message.edited_at ? h("span", { class: "edited" }, " (edited)") : null,
     ),
-    message.content ? h("p", { class: "content" }, message.content) : null,
+    message.content ? h("div", { class: "content" }, renderMarkup(message.content)) : null,
     attachments.length ? h("div", { class: "attachments" }, attachments) : null,
     renderLinks(message.links),
     actions ? actionBar(message, allowedActions(message, { meId, canModerate }), actions) : null,
@@ -155,9 +164,11 @@ export function renderMessage(message, { meId, canModerate = false, onOpenImage,
 
 export class MessageList {
   /** @param {{scroller: HTMLElement, list: HTMLOListElement, olderButton: HTMLButtonElement,
-   *           empty: HTMLElement, onOpenImage: Function,
-   *           actions: {save, remove, copyLink}}} parts save(id, content) resolves to the
-   *           edited message; remove(id) asks and deletes; copyLink(message, button) */
+   *           jumpButton: HTMLButtonElement, empty: HTMLElement, onOpenImage: Function,
+   *           onNearTop: Function, actions: {save, remove, copyLink}}} parts save(id, content)
+   *           resolves to the edited message; remove(id) asks and deletes;
+   *           copyLink(message, button); onNearTop() is called when the reader scrolls to
+   *           the oldest message shown while there are older ones */
   constructor(parts) {
     Object.assign(this, parts);
     this.meId = null;
@@ -166,6 +177,8 @@ export class MessageList {
     this.data = new Map(); // message id -> the message as last known
     this.editing = null; // the id of the message being edited in place
     this.hasMore = false;
+    this.unseen = 0; // messages that arrived while the reader was reading back
+    this.topTimer = null;
     setUpLongPress(this.list);
     // Pinned to the newest message while the reader is there: when the log shrinks (the
     // composer grows with file cards or lines) it stays at the bottom instead of letting
@@ -177,13 +190,33 @@ export class MessageList {
     this.pinned = true;
     this.observedHeight = this.scroller.clientHeight;
     this.scroller.addEventListener("scroll", () => {
+      // Once the reader stays near the top a moment: not for a fling through it.
+      clearTimeout(this.topTimer);
+      if (this.nearTop()) this.topTimer = setTimeout(() => this.nearTop() && this.onNearTop(), TOP_SETTLE_MS);
       if (this.scroller.clientHeight !== this.observedHeight) return; // resized: the observer decides
       this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+      this.showJump();
     });
     new ResizeObserver(() => {
       this.observedHeight = this.scroller.clientHeight;
       if (this.pinned) this.toBottom();
     }).observe(this.scroller);
+    this.jumpButton.addEventListener("click", () => {
+      this.toBottom();
+      this.scroller.focus({ preventScroll: true }); // the button is gone: the keyboard stays in the log
+    });
+  }
+
+  /** Reading the oldest messages shown, with older ones to fetch. */
+  nearTop() {
+    return this.hasMore && this.rows.size > 0 && this.scroller.scrollTop < NEAR_TOP;
+  }
+
+  /** "Jump to latest" while the reader is away from the newest message, with what came since. */
+  showJump() {
+    if (this.pinned) this.unseen = 0;
+    this.jumpButton.hidden = this.pinned || this.rows.size === 0;
+    this.jumpButton.textContent = this.unseen ? `Jump to latest (${this.unseen} new)` : "Jump to latest";
   }
 
   distanceFromBottom() {
@@ -193,6 +226,7 @@ export class MessageList {
   toBottom() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
     this.pinned = true;
+    this.showJump();
   }
 
   /** Bring a message into view (the one just sent). */
@@ -209,7 +243,10 @@ export class MessageList {
     this.editing = null;
     this.list.replaceChildren();
     this.hasMore = false;
+    this.unseen = 0;
+    this.pinned = true;
     this.refresh();
+    this.showJump();
   }
 
   get oldestId() {
@@ -246,6 +283,10 @@ export class MessageList {
     const added = this.insert(message);
     this.refresh();
     if (atBottom) this.toBottom();
+    else if (added && message.author?.id !== this.meId) {
+      this.unseen += 1;
+      this.showJump();
+    }
     return added;
   }
 
@@ -269,7 +310,9 @@ export class MessageList {
     const row = this.rows.get(messageId);
     if (!row) return;
     const hadFocus = row.contains(document.activeElement);
+    const next = row.nextElementSibling;
     row.remove();
+    if (next) this.decorate(next);
     this.rows.delete(messageId);
     this.data.delete(messageId);
     if (this.editing === messageId) this.editing = null;
@@ -312,6 +355,7 @@ export class MessageList {
     row.tabIndex = -1;
     row.scrollIntoView({ block: "center" });
     this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+    this.showJump();
     row.focus({ preventScroll: true });
     return true;
   }
@@ -335,6 +379,7 @@ export class MessageList {
         row.tabIndex = -1;
       }
       existing.replaceWith(row);
+      this.decorate(row);
       if (focused) {
         const action = focused.dataset.action;
         const again = action ? row.querySelector(`[data-action="${action}"]`) : null;
@@ -348,7 +393,25 @@ export class MessageList {
     while (before && Number(before.dataset.id) > message.id) before = before.previousElementSibling;
     if (before) before.after(row);
     else this.list.prepend(row);
+    this.decorate(row);
+    if (row.nextElementSibling) this.decorate(row.nextElementSibling);
     return true;
+  }
+
+  /** A row's day heading and grouping, from the row before it. */
+  decorate(row) {
+    const previous = row.previousElementSibling;
+    decorateRow(row, this.data.get(Number(row.dataset.id)), previous ? this.data.get(Number(previous.dataset.id)) : null);
+  }
+
+  /** The images shown, oldest first: what the viewer steps through. */
+  images() {
+    const found = [];
+    for (const button of this.list.querySelectorAll(".image-open")) {
+      const image = IMAGES.get(button);
+      if (image) found.push({ ...image, button });
+    }
+    return found;
   }
 
   refresh() {
