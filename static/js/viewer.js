@@ -57,15 +57,21 @@ export function setUpViewer(gallery) {
     dialog.classList.toggle("zoomed", on);
     zoom.setAttribute("aria-pressed", String(on));
     // Scrolled at actual size, so reachable by keyboard then.
-    if (on) stage.tabIndex = 0;
-    else stage.removeAttribute("tabindex");
+    if (on) {
+      stage.tabIndex = 0;
+    } else {
+      const focused = stage === document.activeElement;
+      stage.removeAttribute("tabindex");
+      if (focused) zoom.focus(); // clicked on the image: the keyboard stays in the dialog
+    }
   }
 
   prev.addEventListener("click", () => step(-1));
   next.addEventListener("click", () => step(1));
   zoom.addEventListener("click", () => setZoomed(!dialog.classList.contains("zoomed")));
   img.addEventListener("click", () => setZoomed(!dialog.classList.contains("zoomed")));
-  dialog.addEventListener("keydown", (event) => {
+  document.addEventListener("keydown", (event) => {
+    if (!dialog.open) return;
     if (dialog.classList.contains("zoomed") && event.target === stage) return; // the arrows scroll the image
     if (event.key === "ArrowLeft") step(-1);
     else if (event.key === "ArrowRight") step(1);
