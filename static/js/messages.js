@@ -16,6 +16,7 @@ const IMAGE_BOX = { width: 360, height: 280 };
 const NEAR_BOTTOM = 80;
 const NEAR_TOP = 300; // reading this close to the oldest message shown fetches older ones
 const TOP_SETTLE_MS = 150;
+const RELABEL_MS = 60_000;
 
 // Each image's open button -> what it shows, for the viewer to step through.
 const IMAGES = new WeakMap();
@@ -201,6 +202,11 @@ export class MessageList {
       this.observedHeight = this.scroller.clientHeight;
       if (this.pinned) this.toBottom();
     }).observe(this.scroller);
+    // "Today" becomes "Yesterday" at midnight, for a log left open.
+    setInterval(() => this.relabel(), RELABEL_MS);
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) this.relabel();
+    });
     this.jumpButton.addEventListener("click", () => {
       this.toBottom();
       this.scroller.focus({ preventScroll: true }); // the button is gone: the keyboard stays in the log
@@ -402,6 +408,10 @@ export class MessageList {
   decorate(row) {
     const previous = row.previousElementSibling;
     decorateRow(row, this.data.get(Number(row.dataset.id)), previous ? this.data.get(Number(previous.dataset.id)) : null);
+  }
+
+  relabel() {
+    for (const heading of this.list.querySelectorAll(":scope > li > .day-divider")) this.decorate(heading.parentElement);
   }
 
   /** The images shown, oldest first: what the viewer steps through. */
