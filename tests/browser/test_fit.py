@@ -12,10 +12,9 @@ import io
 from typing import Any
 
 import pytest
-from axe_playwright_python.async_playwright import Axe
 from PIL import Image
 from playwright.async_api import Page
-from support.browser import SIZES, Browsers, Tab, artifact_path, expect
+from support.browser import SIZES, Browsers, Tab, artifact_path, assert_accessible, expect
 from support.chat import make_channel, post
 from support.people import People, Person
 
@@ -58,18 +57,6 @@ async def open_tab(browsers: Browsers, size: str, username: str, **options: Any)
 
 async def background(page: Page) -> str:
     return str(await page.evaluate("getComputedStyle(document.body).backgroundColor"))
-
-
-async def assert_accessible(page: Page, view: str) -> None:
-    """No axe violation in the light theme nor in the dark one (as the system's choice)."""
-    for scheme in ("light", "dark"):
-        await page.emulate_media(color_scheme=scheme)
-        await expect(page.locator("body")).to_have_css(
-            "background-color", DARK_BG if scheme == "dark" else LIGHT_BG
-        )
-        results = await Axe().run(page)
-        assert results.violations_count == 0, f"{view}, {scheme}:\n{results.generate_report()}"
-    await page.emulate_media(color_scheme="light")
 
 
 async def busy_channel(alice: Person, bob: Person) -> int:
