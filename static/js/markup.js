@@ -11,17 +11,18 @@ const INLINE = /\\([\\`*])|`([^`\n]+)`|\*\*(?=\S)([\s\S]*?\S)\*\*|\*(?=[^\s*])([
 const TRAILING = /[.,:;!?'*_]/;
 
 /** @returns {Node[]} the message's text as nodes, for a container that keeps white space. */
-export function renderMarkup(text) {
+export function renderMarkup(content) {
+  const text = String(content);
   const nodes = [];
   let at = 0;
-  for (const match of String(text).matchAll(FENCE)) {
+  for (const match of text.matchAll(FENCE)) {
     nodes.push(...inline(trimBreak(text.slice(at, match.index), "end")));
     const code = h("code", {}, match[2].replace(/\n$/, ""));
     if (match[1]) code.dataset.language = match[1];
     nodes.push(h("pre", { class: "code-block" }, code));
     at = match.index + match[0].length;
   }
-  nodes.push(...inline(at ? trimBreak(text.slice(at), "start") : String(text)));
+  nodes.push(...inline(at ? trimBreak(text.slice(at), "start") : text));
   return nodes.filter((node) => node.nodeType !== Node.TEXT_NODE || node.data !== "");
 }
 
