@@ -129,6 +129,8 @@ async def measure(
     args: argparse.Namespace, procs: Processes, workdir: Path, account: Account, target: S3Target
 ) -> dict[int, dict[str, Tally]]:
     settings = server_settings("s3", target, max(args.sizes) + MiB)
+    # A batch's tickets are all open before the first is finalized.
+    settings["ECHORA_MAX_OPEN_TICKETS"] = str(max(args.small_count, args.big_count) + 1)
     # Tickets take one way per server: through Echora on one, straight to S3 on the other.
     through = await start_echora("through", procs, workdir, account, settings)
     straight = await start_echora(

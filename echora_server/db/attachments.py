@@ -59,6 +59,8 @@ def to_attachment(row: asyncpg.Record) -> Attachment:
 # A channel-scoped upload also needs the uploader still in the channel. ``quota_refusal``
 # (sql/0009) checks the workspace's quotas first, under its lock, inside this statement: a
 # quota costs no round trip. One row per file inserted, or one row (id NULL) saying why none.
+# Tickets' files ($15) skip the quota (their reservation holds the bytes) and are marked
+# finalized here: the ticket and its attachment both or neither, with no transaction.
 INSERT_ATTACHMENTS = f"""
 WITH q AS MATERIALIZED (
     SELECT CASE WHEN NOT $15::boolean THEN quota_refusal(
@@ -73,6 +75,11 @@ WITH q AS MATERIALIZED (
           SELECT 1 FROM channel_members cm
           WHERE cm.channel_id = $3 AND cm.user_id = $2 AND cm.workspace_id = $1))
     FOR KEY SHARE
+), finalized AS (
+    UPDATE upload_tickets t SET finalized_at = $14, attachment_id = t.id, finalizing_until = NULL
+    WHERE $15::boolean AND t.id = ANY($4::text[]) AND t.finalized_at IS NULL
+      AND EXISTS (SELECT 1 FROM allowed)
+    RETURNING t.id
 ), a AS (
     INSERT INTO attachments (
         id, workspace_id, uploader_id, channel_id, storage_key, filename, size,
@@ -85,6 +92,7 @@ WITH q AS MATERIALIZED (
         $10::bytea[], $11::integer[], $12::integer[], $13::text[]
     ) AS f(id, storage_key, filename, size, declared_type, detected_type,
            sha256, width, height, thumbnail_key)
+    WHERE NOT $15::boolean OR f.id IN (SELECT id FROM finalized)
     RETURNING *
 ), logged AS (
     INSERT INTO audit_log
@@ -113,11 +121,12 @@ async def insert_attachments(
     now: dt.datetime,
     audit: tuple[str, str | None, str | None],
     *,
-    reserved: bool = False,
+    tickets: bool = False,
 ) -> Inserted:
     """Insert one upload's files, in order; none unless the uploader is still a member and
-    every quota has room for them (open tickets at ``now`` reserve theirs). ``reserved``: a
-    finalized ticket's file, whose bytes its reservation holds already. ``audit``: the action
+    every quota has room for them (open tickets at ``now`` reserve theirs). ``tickets``: the
+    files of the unfinalized upload tickets of the same ids, finalized at ``now`` by this
+    statement (a ticket finalized already: no row for its file). ``audit``: the action
     each file's audit record names, the request id, the client address."""
     found = await conn.fetch(
         INSERT_ATTACHMENTS,
@@ -135,7 +144,7 @@ async def insert_attachments(
         [f.height for f in files],
         [f.thumbnail_key for f in files],
         now,
-        reserved,
+        tickets,
         *audit,
     )
     order = {f.id: i for i, f in enumerate(files)}

@@ -10,7 +10,13 @@ from typing import Literal
 
 import asyncpg
 
-from echora_server.db.policies import QuotaRefusal, to_refusal
+from echora_server.db.policies import (
+    _SETTINGS,
+    QuotaRefusal,
+    WorkspaceSettings,
+    to_refusal,
+    to_settings,
+)
 
 Method = Literal["put", "post"]
 
@@ -63,7 +69,7 @@ t.detected_type, t.width, t.height, t.finalized_at, t.attachment_id
 
 
 def _ticket(row: asyncpg.Record) -> Ticket:
-    values = dict(row)
+    values = {name: value for name, value in row.items() if not name.startswith("s_")}
     if values["sha256"] is not None:
         values["sha256"] = bytes(values["sha256"])
     return Ticket(**values)
@@ -151,12 +157,17 @@ async def select_ticket(
 
 # A PUT may start while the ticket is unexpired, unfinalized, not yet received and not held
 # by another PUT; it holds the ticket until ``$3`` (its longest possible duration).
+# A hold also reads the workspace's upload settings: the policy costs no round trip.
 HOLD_FOR_SENDING = f"""
-UPDATE upload_tickets t SET sending_until = $4
-WHERE t.id = $1 AND t.token_hash = $2 AND t.expires_at > $3 AND t.method = 'put'
-  AND t.finalized_at IS NULL AND t.received_at IS NULL
-  AND (t.sending_until IS NULL OR t.sending_until <= $3)
-RETURNING {_TICKET}
+WITH t AS (
+    UPDATE upload_tickets t SET sending_until = $4
+    WHERE t.id = $1 AND t.token_hash = $2 AND t.expires_at > $3 AND t.method = 'put'
+      AND t.finalized_at IS NULL AND t.received_at IS NULL
+      AND (t.sending_until IS NULL OR t.sending_until <= $3)
+    RETURNING t.*
+)
+SELECT {_TICKET}, {_SETTINGS}
+FROM t LEFT JOIN workspace_settings s ON s.workspace_id = t.workspace_id
 """
 
 
@@ -166,9 +177,10 @@ async def hold_for_sending(
     token_hash: bytes,
     now: dt.datetime,
     until: dt.datetime,
-) -> Ticket | None:
+) -> tuple[Ticket, WorkspaceSettings] | None:
+    """The ticket, held for a PUT until ``until``, and its workspace's settings."""
     row = await conn.fetchrow(HOLD_FOR_SENDING, ticket_id, token_hash, now, until)
-    return _ticket(row) if row is not None else None
+    return (_ticket(row), to_settings(row)) if row is not None else None
 
 
 RELEASE_SENDING = "UPDATE upload_tickets SET sending_until = NULL WHERE id = $1"
@@ -212,12 +224,16 @@ async def mark_received(
 
 
 HOLD_FOR_FINALIZE = f"""
-UPDATE upload_tickets t SET finalizing_until = $5
-WHERE t.id = $1 AND t.token_hash = $2 AND t.owner_id = $3
-  AND t.finalized_at IS NULL AND t.finalize_before > $4
-  AND (t.sending_until IS NULL OR t.sending_until <= $4)
-  AND (t.finalizing_until IS NULL OR t.finalizing_until <= $4)
-RETURNING {_TICKET}
+WITH t AS (
+    UPDATE upload_tickets t SET finalizing_until = $5
+    WHERE t.id = $1 AND t.token_hash = $2 AND t.owner_id = $3
+      AND t.finalized_at IS NULL AND t.finalize_before > $4
+      AND (t.sending_until IS NULL OR t.sending_until <= $4)
+      AND (t.finalizing_until IS NULL OR t.finalizing_until <= $4)
+    RETURNING t.*
+)
+SELECT {_TICKET}, {_SETTINGS}
+FROM t LEFT JOIN workspace_settings s ON s.workspace_id = t.workspace_id
 """
 
 
@@ -228,9 +244,10 @@ async def hold_for_finalize(
     owner_id: int,
     now: dt.datetime,
     until: dt.datetime,
-) -> Ticket | None:
+) -> tuple[Ticket, WorkspaceSettings] | None:
+    """The ticket, held for a finalize until ``until``, and its workspace's settings."""
     row = await conn.fetchrow(HOLD_FOR_FINALIZE, ticket_id, token_hash, owner_id, now, until)
-    return _ticket(row) if row is not None else None
+    return (_ticket(row), to_settings(row)) if row is not None else None
 
 
 RELEASE_FINALIZE = "UPDATE upload_tickets SET finalizing_until = NULL WHERE id = $1"
@@ -238,18 +255,6 @@ RELEASE_FINALIZE = "UPDATE upload_tickets SET finalizing_until = NULL WHERE id =
 
 async def release_finalize(conn: asyncpg.Connection, ticket_id: str) -> None:
     await conn.execute(RELEASE_FINALIZE, ticket_id)
-
-
-MARK_FINALIZED = """
-UPDATE upload_tickets SET finalized_at = $2, attachment_id = $1, finalizing_until = NULL
-WHERE id = $1 AND finalized_at IS NULL
-"""
-
-
-async def mark_finalized(conn: asyncpg.Connection, ticket_id: str, now: dt.datetime) -> bool:
-    """In the transaction that inserts the attachment (which takes the ticket's id)."""
-    status: str = await conn.execute(MARK_FINALIZED, ticket_id, now)
-    return status == "UPDATE 1"
 
 
 DELETE_TICKET = "DELETE FROM upload_tickets WHERE id = $1 AND finalized_at IS NULL"

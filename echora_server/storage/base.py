@@ -167,6 +167,9 @@ class Storage(Protocol):
     availability: Availability
     # Why ``presign_post`` offers nothing (None: it offers forms), known after ``start``.
     direct_upload_problem: str | None
+    # Where the forms go (scheme://host[:port]): what a page's content policy must let it
+    # connect to. None while ``direct_upload_problem`` is set.
+    direct_upload_origin: str | None
 
     async def start(self) -> None:
         """Open clients; create the bucket/directory if configured to."""
@@ -201,6 +204,10 @@ class Storage(Protocol):
     ) -> PresignedPost | None:
         """A form for exactly ``size`` bytes of ``content_type`` into ``key``; None when this
         store takes no direct uploads."""
+
+    async def accepts_pages_from(self, origin: str) -> bool:
+        """Whether a web page of ``origin`` may send those forms: the store's CORS rules let
+        it POST and read the answer (asked of the store, the answer kept a few minutes)."""
 
     async def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key succeeds."""

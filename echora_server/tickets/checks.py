@@ -15,7 +15,7 @@ import asyncpg
 import structlog
 
 from echora_server.audit.record import UPLOAD_FINALIZED, UPLOAD_REFUSED, origin, record
-from echora_server.core.errors import ApiError, Conflict, NotFound
+from echora_server.core.errors import ApiError, NotFound
 from echora_server.db import attachments, tickets
 from echora_server.db.attachments import NewAttachment
 from echora_server.db.records import Attachment
@@ -88,8 +88,8 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
         sha256 = head_digest or await _digest(check.storage, ticket)
     try:
         new = await _attachment(check, media, size, sha256)
-        async with check.pool.acquire() as conn, conn.transaction():
-            here = origin()
+        here = origin()
+        async with check.pool.acquire() as conn:
             inserted = await attachments.insert_attachments(
                 conn,
                 ticket.workspace_id,
@@ -98,13 +98,11 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
                 [new],
                 clock(),
                 (UPLOAD_FINALIZED, here.request_id, here.client_addr),
-                reserved=True,
+                tickets=True,
             )
-            rows = inserted.rows
-            if not rows:  # the owner left the channel or workspace since
-                raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
-            if not await tickets.mark_finalized(conn, ticket.id, clock()):
-                raise Conflict("The upload is finalized already.", code="upload_finalized")
+        rows = inserted.rows
+        if not rows:  # the owner left the channel or workspace since (the hold bars a race)
+            raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
         check.settled = True
         return rows[0]
     except BaseException:

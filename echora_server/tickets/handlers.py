@@ -32,6 +32,7 @@ async def create_upload(request: web.Request) -> web.Response:
             asked.size,
             asked.content_type,
             TargetFields(asked.channel_id, asked.workspace_id),
+            request.headers.get("Origin"),
         ),
     )
     return web.json_response(issued_json(issued.ticket, issued.token, issued.post), status=201)

@@ -28,7 +28,7 @@ from echora_server.core.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from echora_server.db import policies, tickets
+from echora_server.db import tickets
 from echora_server.db.pool import POOL
 from echora_server.db.records import Attachment
 from echora_server.db.tickets import NewTicket, Ticket
@@ -78,6 +78,8 @@ class TicketRequest:
     size: int
     content_type: str | None
     target: TargetFields
+    # A web page's origin (its Origin header): the store's CORS must let it send the form.
+    page_origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,9 @@ class TicketService:
         now = self.clock()
         key = new_key(FILES_KIND, target.workspace_id)
         post = None
-        if policy.direct_uploads:  # the store may still say no (None)
+        if policy.direct_uploads and (
+            asked.page_origin is None or await self.storage.accepts_pages_from(asked.page_origin)
+        ):  # the store may still say no (None)
             post = await self.storage.presign_post(
                 key,
                 content_type=declared,
@@ -205,14 +209,10 @@ class TicketService:
         now = self.clock()
         until = now + dt.timedelta(seconds=self.uploads.limits.max_seconds) + self.horizon
         async with self.pool.acquire() as conn:
-            ticket = await tickets.hold_for_sending(conn, ticket_id, token_hash, now, until)
-            if ticket is None:
+            held = await tickets.hold_for_sending(conn, ticket_id, token_hash, now, until)
+            if held is None:
                 raise await self._why_not_sending(conn, ticket_id, token_hash, now)
-            try:
-                settings = await policies.select_settings(conn, ticket.workspace_id)
-            except BaseException:
-                await tickets.release_sending(conn, ticket.id)
-                raise
+        ticket, settings = held
         policy = self.uploads.policy(settings)
         stored = False
         try:
@@ -285,16 +285,12 @@ class TicketService:
         token_hash = self._token_hash(token)
         now = self.clock()
         async with self.pool.acquire() as conn:
-            ticket = await tickets.hold_for_finalize(
+            held = await tickets.hold_for_finalize(
                 conn, ticket_id, token_hash, identity.user.id, now, now + FINALIZE_HOLD
             )
-            if ticket is None:
+            if held is None:
                 raise await self._why_not_finalizing(conn, identity, ticket_id, token_hash, now)
-            try:
-                settings = await policies.select_settings(conn, ticket.workspace_id)
-            except BaseException:
-                await tickets.release_finalize(conn, ticket.id)
-                raise
+        ticket, settings = held
         check = ObjectCheck(
             self.pool, self.storage, self.uploads, ticket, self.uploads.policy(settings)
         )

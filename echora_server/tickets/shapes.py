@@ -31,7 +31,11 @@ class FinalizeTicket(Body):
 
 
 class SendBytes(Shape):
-    method: Literal["PUT", "POST"]
+    method: Literal["PUT", "POST"] = Field(
+        description="POST (a form straight to the store) when the workspace has direct "
+        "uploads on, the store keeps form policies, and, for a request with an Origin header "
+        "(a web page), the store's CORS rules let that origin post; else PUT through Echora"
+    )
     url: str = Field(description="PUT: this server's path; POST: the store's absolute URL")
     headers: dict[str, str] = Field(description="Send these headers with the bytes")
     fields: dict[str, str] | SkipJsonSchema[None] = Field(

@@ -7,24 +7,30 @@ from aiohttp import web
 from echora_server.core.errors import NotFound
 from echora_server.core.resources import static_dir
 from echora_server.core.route import Route
+from echora_server.storage.factory import STORAGE
 
-# The page's own policy (also in a meta tag), plus what only a header can say.
+# The page connects to its own origin, and to the store when uploads may go straight there
+# (so the policy is a header only: a meta tag could not name the store).
 CLIENT_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
-    "media-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "media-src 'self'; connect-src 'self'{store}; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
-CLIENT_HEADERS = {
-    "Content-Security-Policy": CLIENT_CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    # Module URLs carry no version: browsers revalidate (by ETag) rather than run stale code.
-    "Cache-Control": "no-cache",
-}
+
+
+def client_headers(request: web.Request) -> dict[str, str]:
+    store = request.app[STORAGE].direct_upload_origin
+    return {
+        "Content-Security-Policy": CLIENT_CSP.format(store=f" {store}" if store else ""),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        # Module URLs carry no version: browsers revalidate (by ETag), not run stale code.
+        "Cache-Control": "no-cache",
+    }
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(static_dir() / "index.html", headers=CLIENT_HEADERS)
+    return web.FileResponse(static_dir() / "index.html", headers=client_headers(request))
 
 
 async def static_file(request: web.Request) -> web.FileResponse:
@@ -38,7 +44,7 @@ async def static_file(request: web.Request) -> web.FileResponse:
         found = False
     if not found:
         raise NotFound("No such file.")
-    return web.FileResponse(path, headers=CLIENT_HEADERS)
+    return web.FileResponse(path, headers=client_headers(request))
 
 
 ROUTES: tuple[Route, ...] = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,23 @@ async def send(client: TestClient, ticket: dict[str, Any], data: bytes) -> aioht
         upload["method"], upload["url"], data=data, headers=upload["headers"]
     )
     return response
+
+
+async def post_form(ticket: dict[str, Any], data: bytes) -> int:
+    """Send a direct ticket's form to the store as a browser would: fields, then the file."""
+    upload = ticket["upload"]
+    form = aiohttp.FormData()
+    for name, value in upload["fields"].items():
+        form.add_field(name, value)
+    form.add_field(
+        "file", io.BytesIO(data), filename="x", content_type=upload["fields"]["Content-Type"]
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(upload["url"], data=form, allow_redirects=False) as response,
+    ):
+        await response.read()
+        return response.status
 
 
 async def finalize(person: Person, ticket: dict[str, Any]) -> aiohttp.ClientResponse:

@@ -4,17 +4,15 @@ then finalize's checks of what the store kept."""
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from support.people import People
 from support.seaweed import S3Server, direct_s3_client
-from support.tickets import error_of, finalize, stored, ticket_for
+from support.tickets import error_of, finalize, post_form, stored, ticket_for
 
 from echora_server.config import Config
 from echora_server.storage.factory import STORAGE
@@ -25,22 +23,6 @@ KiB = 1024
 @pytest.fixture
 def config_overrides(s3_config_values: dict[str, Any]) -> dict[str, Any]:
     return {**s3_config_values, "upload_direct": True, "max_upload_bytes": 4 * 1024 * KiB}
-
-
-async def post_form(ticket: dict[str, Any], data: bytes) -> int:
-    upload = ticket["upload"]
-    form = aiohttp.FormData()
-    for name, value in upload["fields"].items():
-        form.add_field(name, value)
-    form.add_field(
-        "file", io.BytesIO(data), filename="x", content_type=upload["fields"]["Content-Type"]
-    )
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(upload["url"], data=form, allow_redirects=False) as response,
-    ):
-        await response.read()
-        return response.status
 
 
 async def store_keys(server: S3Server, config: Config) -> list[str]:

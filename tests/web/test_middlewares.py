@@ -98,7 +98,9 @@ async def test_client_page_and_files_carry_security_headers(client: TestClient) 
     for path in ("/", "/static/app.css", "/static/js/main.js"):
         response = await client.get(path)
         assert response.status == 200, path
-        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        policy = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in policy
+        assert "connect-src 'self';" in policy  # the local store takes no direct uploads
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Cache-Control"] == "no-cache"
     missing = await client.get("/static/nope.js")

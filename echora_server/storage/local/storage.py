@@ -133,11 +133,15 @@ class LocalStorage:
         return reader
 
     direct_upload_problem: str | None = "the local store takes no direct uploads"
+    direct_upload_origin: str | None = None
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int
     ) -> PresignedPost | None:
         return None  # the bytes come through Echora
+
+    async def accepts_pages_from(self, origin: str) -> bool:
+        return False
 
     async def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,7 +31,13 @@ from echora_server.storage.base import (
 )
 from echora_server.storage.s3.errors import bounded, error_code, translated
 from echora_server.storage.s3.lean import LeanS3
-from echora_server.storage.s3.presigned import presign_post, probe_post_policy
+from echora_server.storage.s3.presigned import (
+    PROBE_KEY,
+    cors_allows,
+    origin_of,
+    presign_post,
+    probe_post_policy,
+)
 from echora_server.storage.s3.reader import S3Reader
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
 from echora_server.storage.s3.upload import S3Uploader, abort_upload
@@ -43,6 +50,9 @@ DEFAULT_MAX_POOL_CONNECTIONS = 100
 CONNECT_TIMEOUT = 5.0
 # A zero-copy read's URL is used at once; the margin covers clock skew with the store.
 PRESIGNED_SECONDS = 300
+# How long the store's CORS answer for a page origin is trusted, and for how many origins.
+CORS_SECONDS = 300.0
+CORS_ORIGINS = 64
 
 
 class S3Storage:
@@ -98,6 +108,9 @@ class S3Storage:
         self._cleanups = OwnedTasks()
         # Why presigned POSTs are not offered (None: they are), known after start().
         self.direct_upload_problem: str | None = "not probed"
+        self.direct_upload_origin: str | None = None
+        self._form_url = ""
+        self._page_origins: dict[str, tuple[float, bool]] = {}
 
     @property
     def prefix(self) -> str:
@@ -177,8 +190,34 @@ class S3Storage:
         self.direct_upload_problem = problem and f"the store {problem}"
         if problem:
             log.warning("direct_uploads_off", store=self.direct_upload_problem)
-        else:
-            log.info("direct_uploads_on")
+            return
+        form = await presign_post(
+            self._client,
+            self._bucket,
+            self._s3_key(PROBE_KEY + "origin"),
+            content_type="text/plain",
+            size=0,
+            expires_in=60,
+            public_url=self._config.s3_public_url,
+        )
+        self._form_url = form.url
+        self.direct_upload_origin = origin_of(form.url)
+        log.info("direct_uploads_on", origin=self.direct_upload_origin)
+
+    async def accepts_pages_from(self, origin: str) -> bool:
+        if self.direct_upload_origin is None:
+            return False
+        now = time.monotonic()
+        known = self._page_origins.get(origin)
+        if known is not None and known[0] > now:
+            return known[1]
+        allowed = await cors_allows(self._form_url, origin, self._timeout)
+        if len(self._page_origins) >= CORS_ORIGINS:
+            self._page_origins.clear()  # a few origins in practice; many means a stale mix
+        self._page_origins[origin] = (now + CORS_SECONDS, allowed)
+        if not allowed:
+            log.warning("direct_uploads_not_for_pages", origin=origin)
+        return allowed
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int

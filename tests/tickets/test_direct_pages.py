@@ -1,0 +1,109 @@
+"""Direct-to-S3 uploads from web pages: a page (a request with an Origin header) is given
+the store's form only when the store's CORS rules let its origin post; else its bytes go
+through Echora. The page's content policy names the store. The store sits behind a gate
+with CORS rules of its own (support.corsgate), as behind a self-hoster's proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from support.corsgate import CorsGate
+from support.people import People
+from support.processes import echora_env, run_echora
+from support.seaweed import S3Server
+from support.tickets import finalize, post_form, send
+
+from echora_server.storage.factory import STORAGE
+
+KiB = 1024
+PAGE = "http://chat.example.test"
+
+
+@pytest.fixture
+async def gate(s3_server: S3Server) -> AsyncIterator[CorsGate]:
+    async with CorsGate(s3_server.endpoint_url, allowed={PAGE}) as gate:
+        yield gate
+
+
+@pytest.fixture
+def config_overrides(s3_config_values: dict[str, Any], gate: CorsGate) -> dict[str, Any]:
+    return {**s3_config_values, "upload_direct": True, "s3_public_url": gate.url}
+
+
+async def ask_from(person: Any, origin: str | None, size: int) -> dict[str, Any]:
+    headers = {"Origin": origin} if origin else {}
+    response = await person.post(
+        "/api/uploads", json={"filename": "notes.bin", "size": size}, headers=headers
+    )
+    body: dict[str, Any] = await response.json()
+    assert response.status == 201, body
+    return body
+
+
+async def test_a_page_whose_origin_the_store_lets_in_sends_straight_to_it(
+    client: TestClient, people: People, gate: CorsGate
+) -> None:
+    assert client.app[STORAGE].direct_upload_origin == gate.url
+    alice = await people.create("alice")
+    data = random.Random(1).randbytes(40 * KiB)
+    first = await ask_from(alice, PAGE, len(data))
+    assert first["upload"]["method"] == "POST"
+    assert first["upload"]["url"].startswith(gate.url + "/")
+    assert await post_form(first, data) in (200, 201, 204)
+    assert (await finalize(alice, first)).status == 201
+    second = await ask_from(alice, PAGE, len(data))
+    assert second["upload"]["method"] == "POST"
+    assert gate.preflights == [PAGE]  # the store's answer is kept, not asked per ticket
+
+
+async def test_a_page_the_store_keeps_out_sends_through_echora(
+    client: TestClient, people: People, gate: CorsGate
+) -> None:
+    alice = await people.create("alice")
+    data = random.Random(2).randbytes(40 * KiB)
+    ticket = await ask_from(alice, "http://elsewhere.example.test", len(data))
+    assert ticket["upload"]["method"] == "PUT"
+    assert ticket["upload"]["url"] == f"/api/uploads/{ticket['id']}"
+    assert (await send(client, ticket, data)).status == 200
+    done = await finalize(alice, ticket)
+    assert done.status == 201, await done.text()
+    assert gate.preflights == ["http://elsewhere.example.test"]
+    assert gate.forwarded == []  # not a byte went to the store from outside
+    # A client that is no page (no Origin: curl, an agent) is not held to CORS.
+    assert (await ask_from(alice, None, len(data)))["upload"]["method"] == "POST"
+
+
+async def test_the_page_may_connect_to_the_store_and_nowhere_else(
+    client: TestClient, gate: CorsGate
+) -> None:
+    for path in ("/", "/static/js/main.js"):
+        policy = (await client.get(path)).headers["Content-Security-Policy"]
+        assert f"connect-src 'self' {gate.url};" in policy, policy
+
+
+@pytest.mark.parametrize("let_in", [True, False], ids=["cors-allows", "cors-refuses"])
+async def test_check_config_says_whether_pages_of_the_public_origin_upload_straight(
+    database_url: str, s3_config_values: dict[str, Any], gate: CorsGate, let_in: bool
+) -> None:
+    public = "https://chat.example.test"
+    if let_in:
+        gate.allowed.add(public)
+    env = echora_env(
+        ECHORA_DATABASE_URL=database_url,
+        ECHORA_PUBLIC_URL=f"{public}/",
+        ECHORA_UPLOAD_DIRECT="true",
+        ECHORA_S3_PUBLIC_URL=gate.url,
+        **{f"ECHORA_{name.upper()}": str(value) for name, value in s3_config_values.items()},
+    )
+    # The gate serves on this loop: the command runs in a thread meanwhile.
+    done = await asyncio.to_thread(run_echora, "check-config", "--connect", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"direct uploads: on, to {gate.url}" in done.stderr
+    verdict = "on" if let_in else "off: the store's CORS rules do not let that origin post"
+    assert f"direct uploads from pages of {public}: {verdict}" in done.stderr
+    assert gate.preflights == [public]
