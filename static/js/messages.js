@@ -3,124 +3,16 @@
 // Everything a user wrote (text, names, filenames, link titles) goes in as text nodes.
 
 import { actionBar, allowedActions, editInPlace, setUpLongPress } from "./actions.js";
-import { h, localUrl, safeUrl } from "./dom.js";
-import { formatClock, formatSize, fullTime } from "./format.js";
+import { imageOf, renderAttachment } from "./attachments.js";
+import { h, safeUrl } from "./dom.js";
+import { formatClock, fullTime } from "./format.js";
 import { renderMarkup } from "./markup.js";
 import { decorate as decorateRow } from "./timeline.js";
 
-// What the server serves inline (echora_server/mediatypes.py INLINE_TYPES); the rest are cards.
-const IMAGE_TYPES = new Set(["image/png", "image/apng", "image/jpeg", "image/gif", "image/webp"]);
-const VIDEO_TYPES = new Set(["video/mp4", "video/webm"]);
-const AUDIO_TYPES = new Set(["audio/mpeg", "audio/ogg", "audio/x-wav", "audio/wav"]);
-const IMAGE_BOX = { width: 360, height: 280 };
 const NEAR_BOTTOM = 80;
 const NEAR_TOP = 300; // reading this close to the oldest message shown fetches older ones
 const TOP_SETTLE_MS = 150;
 const RELABEL_MS = 60_000;
-
-// Each image's open button -> what it shows, for the viewer to step through.
-const IMAGES = new WeakMap();
-
-export function attachmentKind(attachment) {
-  const type = String(attachment.mime_type || "").toLowerCase();
-  if (IMAGE_TYPES.has(type)) return "image";
-  if (VIDEO_TYPES.has(type)) return "video";
-  if (AUDIO_TYPES.has(type)) return "audio";
-  return "file";
-}
-
-/** The displayed size of an image: fitted in IMAGE_BOX, never enlarged. */
-function fitted(width, height) {
-  const scale = Math.min(1, IMAGE_BOX.width / width, IMAGE_BOX.height / height);
-  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
-}
-
-function downloadLink(attachment, href, label = "Download") {
-  return h(
-    "a",
-    { class: "download", href, download: "", "aria-label": `Download ${attachment.filename}` },
-    label,
-  );
-}
-
-function caption(attachment, href) {
-  return h(
-    "span",
-    { class: "caption" },
-    h("span", { class: "caption-name", title: attachment.filename }, attachment.filename),
-    h("span", { class: "caption-size" }, formatSize(attachment.size)),
-    downloadLink(attachment, href),
-  );
-}
-
-function renderImage(attachment, href, onOpenImage) {
-  const src = localUrl(attachment.thumbnail_url) || href;
-  const img = h("img", {
-    src,
-    alt: attachment.filename,
-    loading: "lazy",
-    decoding: "async",
-  });
-  if (attachment.width > 0 && attachment.height > 0) {
-    const size = fitted(attachment.width, attachment.height);
-    img.width = size.width;
-    img.height = size.height;
-  }
-  const open = h(
-    "button",
-    {
-      type: "button",
-      class: "image-open",
-      "aria-label": `Open ${attachment.filename} full size`,
-      onclick: (event) => onOpenImage(attachment, href, event.currentTarget),
-    },
-    img,
-  );
-  IMAGES.set(open, { attachment, href });
-  return h("figure", { class: "attachment image" }, open, h("figcaption", {}, caption(attachment, href)));
-}
-
-function renderMedia(tag, attachment, href) {
-  const player = h(tag, { controls: true, preload: "metadata", src: href, "aria-label": attachment.filename });
-  if (tag === "video" && attachment.width > 0 && attachment.height > 0) {
-    const size = fitted(attachment.width, attachment.height);
-    player.width = size.width;
-    player.height = size.height;
-  }
-  return h("figure", { class: `attachment ${tag}` }, player, h("figcaption", {}, caption(attachment, href)));
-}
-
-function renderFileCard(attachment, href) {
-  const dot = attachment.filename.lastIndexOf(".");
-  const ext = dot > 0 ? attachment.filename.slice(dot + 1, dot + 5).toUpperCase() : "FILE";
-  return h(
-    "div",
-    { class: "attachment file-card" },
-    h("span", { class: "file-glyph", "aria-hidden": "true" }, ext),
-    h(
-      "span",
-      { class: "file-info" },
-      h("span", { class: "file-name", title: attachment.filename }, attachment.filename),
-      h("span", { class: "file-size" }, formatSize(attachment.size)),
-    ),
-    downloadLink(attachment, href),
-  );
-}
-
-export function renderAttachment(attachment, onOpenImage) {
-  const href = localUrl(attachment.url);
-  if (!href) return null;
-  switch (attachmentKind(attachment)) {
-    case "image":
-      return renderImage(attachment, href, onOpenImage);
-    case "video":
-      return renderMedia("video", attachment, href);
-    case "audio":
-      return renderMedia("audio", attachment, href);
-    default:
-      return renderFileCard(attachment, href);
-  }
-}
 
 function renderLinks(links) {
   const items = [];
@@ -418,7 +310,7 @@ export class MessageList {
   images() {
     const found = [];
     for (const button of this.list.querySelectorAll(".image-open")) {
-      const image = IMAGES.get(button);
+      const image = imageOf(button);
       if (image) found.push({ ...image, button });
     }
     return found;
