@@ -291,7 +291,7 @@ async def test_older_history_by_scrolling_up_and_jump_to_latest(
     await expect(row(page, "news while reading")).to_be_in_viewport()
     await expect(jump).to_be_hidden()
     await expect(log).to_be_focused()
-    await page.screenshot(path=artifact_path(f"screenshots/chat-view-{size}.png"))
+    await page.screenshot(path=artifact_path(f"screenshots/history-{size}.png"))
 
     # At the bottom, new messages keep the view at the bottom.
     await post(bob, channel_id, "news at the bottom")

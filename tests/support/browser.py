@@ -132,8 +132,10 @@ async def open_browsers(base_url: str) -> AsyncIterator[Browsers]:
 
 
 def artifact_path(name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return ARTIFACTS / name
+    """Where a test saves a file for people to look at (``name`` may hold a folder)."""
+    path = ARTIFACTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 async def assert_accessible(page: Page, view: str) -> None:
