@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import Locator, Page
-from support.browser import SIZES, Browsers, Tab, artifact_path, expect
+from support.browser import SIZES, Browsers, Tab, artifact_path, assert_accessible, expect
 from support.chat import fetch, make_channel, post
 from support.people import People, Person
 
@@ -138,6 +138,42 @@ async def test_the_markup_parser_builds_only_safe_nodes(browsers: Browsers, peop
     got = await tab.page.evaluate(SERIALIZE, [text for text, _ in MARKUP_CASES])
     for (text, expected), actual in zip(MARKUP_CASES, got, strict=True):
         assert actual == expected, text
+    tab.assert_no_problems()
+
+
+TIMELINE = """async () => {
+  const { continues, dayLabel } = await import("/static/js/timeline.js");
+  const now = new Date("2026-03-10T12:00:00");
+  const at = (iso, author = 1) => ({
+    created_at: new Date(iso).toISOString(), author: { id: author },
+  });
+  return {
+    labels: [
+      "2026-03-10T00:00:01", "2026-03-09T23:59:59", "2026-03-01T08:00:00", "2025-12-31T08:00:00",
+    ].map((iso) => dayLabel(new Date(iso).toISOString(), now)),
+    groups: [
+      continues(at("2026-03-10T10:00:00"), at("2026-03-10T10:05:00")),
+      continues(at("2026-03-10T10:00:00"), at("2026-03-10T10:05:01")),
+      continues(at("2026-03-10T10:00:00"), at("2026-03-10T10:01:00", 2)),
+      continues(at("2026-03-09T23:58:00"), at("2026-03-10T00:01:00")),
+      continues(null, at("2026-03-10T10:00:00")),
+    ],
+  };
+}"""
+
+
+async def test_day_labels_and_group_rules(browsers: Browsers) -> None:
+    tab = await browsers.tab(timezone_id="Europe/Berlin", locale="en-US")
+    await tab.page.goto(tab.base_url)
+    got = await tab.page.evaluate(TIMELINE)
+    assert got["labels"] == [
+        "Today",
+        "Yesterday",
+        "Sunday, March 1",
+        "Wednesday, December 31, 2025",
+    ]
+    # Five minutes at most, one author, one day (not across midnight), and something before.
+    assert got["groups"] == [True, False, False, False, False]
     tab.assert_no_problems()
 
 
@@ -286,6 +322,7 @@ async def test_older_history_by_scrolling_up_and_jump_to_latest(
     await expect(row(page, "news while reading")).to_have_count(1)
     assert abs(await text_top(page, "history 070") - seen) < 1
     await expect(row(page, "news while reading")).not_to_be_in_viewport()
+    await assert_accessible(page, "reading back")
 
     await jump.click()
     await expect(row(page, "news while reading")).to_be_in_viewport()
