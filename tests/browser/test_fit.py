@@ -106,7 +106,12 @@ async def test_phone_sidebar_is_a_drawer(browsers: Browsers, people: People) -> 
     await expect(menu).to_be_focused()
     assert await page.locator("#room").get_attribute("inert") is None
 
-    # The backdrop closes it too; picking a channel closes it and opens the channel.
+    # Its Close button and the backdrop close it too; picking a channel closes it and opens
+    # the channel.
+    await menu.click()
+    await page.get_by_role("button", name="Close the channel list").click()
+    await expect(sidebar).to_be_hidden()
+    await expect(menu).to_be_focused()
     await menu.click()
     await expect(sidebar).to_be_visible()
     await page.mouse.click(380, 400)  # beside the drawer: the backdrop
