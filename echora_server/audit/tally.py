@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -27,24 +26,10 @@ FLUSH_EVERY = 10.0
 MAX_KEYS = 10_000
 
 
-@dataclass(slots=True)
-class _Count:
-    hour: dt.datetime
-    last_at: dt.datetime
-    workspace_id: int | None
-    actor_id: int | None
-    action: str
-    attachment_id: str | None
-    request_id: str | None
-    client_addr: str | None
-    details: dict[str, Any]
-    count: int
-
-
 class Tally:
     def __init__(self, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._clock = clock
-        self._counts: dict[str, _Count] = {}
+        self._counts: dict[str, audit.Counted] = {}
         self.dropped = 0
 
     def download(self, workspace_id: int, actor_id: int, attachment_id: str) -> None:
@@ -88,7 +73,7 @@ class Tally:
             if len(self._counts) >= MAX_KEYS:
                 self.dropped += 1
                 return
-            self._counts[full_key] = _Count(
+            self._counts[full_key] = audit.Counted(
                 hour,
                 now,
                 workspace_id,
@@ -99,6 +84,7 @@ class Tally:
                 here.client_addr,
                 details,
                 1,
+                full_key,
             )
         else:
             count.count += 1
@@ -110,22 +96,7 @@ class Tally:
         counts, self._counts = self._counts, {}
         if not counts:
             return 0
-        rows = [
-            audit.Counted(
-                c.hour,
-                c.last_at,
-                c.workspace_id,
-                c.actor_id,
-                c.action,
-                c.attachment_id,
-                c.request_id,
-                c.client_addr,
-                c.details,
-                c.count,
-                key,
-            )
-            for key, c in counts.items()
-        ]
+        rows = list(counts.values())
         try:
             async with pool.acquire() as conn:
                 await audit.add_counts(conn, rows)

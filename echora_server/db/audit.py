@@ -106,8 +106,10 @@ ON CONFLICT (agg_key) DO UPDATE SET
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Counted:
+    """One key's count in an hour (``audit.tally`` adds to it until it is written)."""
+
     hour: dt.datetime
     last_at: dt.datetime
     workspace_id: int | None

@@ -25,7 +25,7 @@ from echora_server.core.errors import (
     unavailable,
 )
 from echora_server.core.route import Route
-from echora_server.core.validation import MAX_ID, Body, loads, validation_details
+from echora_server.core.validation import MAX_ID, Body, Query, loads, validation_details
 from echora_server.messages.drafts import NewMessage
 from echora_server.messages.service import MESSAGES, MessageService
 from echora_server.messages.shapes import message_json
@@ -208,6 +208,20 @@ async def _handle(
         await subscriber.reply(_error_frame(answer, ref))
 
 
+class WebSocketQuery(Query):
+    """The handshake's options (read leniently: a value out of range is ignored)."""
+
+    presence: Literal["1", "true", "0", "false"] = Field(
+        "0", description="1 or true: presence events, and a presence snapshot in hello"
+    )
+    after_id: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="Resume: the messages after this id in my channels follow hello",
+    )
+
+
 ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
@@ -216,6 +230,7 @@ ROUTES: tuple[Route, ...] = (
         "WebSocket: live events, message.send, resume, typing, presence (protocol: "
         "docs/websocket.md; ?presence=1 for presence events)",
         "messages",
+        query=WebSocketQuery,
         responses={
             101: "Switching protocols",
             401: "Not authenticated",

@@ -6,11 +6,13 @@ import { setUpAwareness } from "./awareness.js";
 import { Composer } from "./composer.js";
 import { showConnection } from "./connection.js";
 import { $ } from "./dom.js";
+import { setUpDrawer } from "./drawer.js";
 import { setUpLogin } from "./login.js";
 import { MessageList } from "./messages.js";
 import { ReadTracker, applyReadState, countArrival, firstUnreadId } from "./reads.js";
 import { Sidebar } from "./sidebar.js";
 import { LiveSocket } from "./socket.js";
+import { setUpTheme } from "./theme.js";
 import { setUpViewer } from "./viewer.js";
 
 const PAGE = 50;
@@ -32,6 +34,16 @@ const state = {
 };
 
 const views = { boot: $("#boot-view"), login: $("#login-view"), chat: $("#chat-view") };
+
+setUpTheme($("#theme-select"));
+const drawer = setUpDrawer({
+  chat: views.chat,
+  drawer: $("#sidebar"),
+  button: $("#menu-button"),
+  closeButton: $("#drawer-close"),
+  backdrop: $("#drawer-backdrop"),
+  outside: [$(".topbar"), $("#room"), $("#member-panel")],
+});
 
 function show(name) {
   for (const [key, el] of Object.entries(views)) el.hidden = key !== name;
@@ -61,7 +73,7 @@ const socket = new LiveSocket({
 showConnection(socket);
 const awareness = setUpAwareness(socket);
 
-const openImage = setUpViewer();
+const openImage = setUpViewer(() => messages.images());
 const confirmDelete = setUpDeleteDialog({
   dialog: $("#delete-dialog"),
   preview: $("#delete-preview"),
@@ -74,8 +86,10 @@ const messages = new MessageList({
   scroller: $("#messages"),
   list: $("#message-list"),
   olderButton: $("#load-older"),
+  jumpButton: $("#jump-latest"),
   empty: $("#no-messages"),
   onOpenImage: openImage,
+  onNearTop: () => loadOlder(),
   actions: {
     edit: (id) => messages.edit(id),
     save: (id, content) => api.editMessage(id, content),
@@ -165,14 +179,19 @@ const sidebar = new Sidebar(
   },
   {
     selectWorkspace: (id) => openWorkspace(id),
-    selectChannel: (id) => selectChannel(id),
+    selectChannel: (id) => {
+      drawer.close();
+      return selectChannel(id);
+    },
     join: async (id) => {
+      drawer.close();
       await api.joinChannel(id);
       await refreshChannels();
       await selectChannel(id);
     },
     create: async (name, isPrivate) => {
       const channel = await api.createChannel(state.workspaceId, name, isPrivate);
+      drawer.close();
       await refreshChannels();
       await selectChannel(channel.id);
     },
@@ -410,22 +429,38 @@ $("#join-channel").addEventListener("click", () => {
   if (channel) sidebar.actions.join(channel.id);
 });
 
-$("#load-older").addEventListener("click", async () => {
+let loadingOlder = null; // the older page on its way, if any
+
+/** The page before the oldest message shown: by the button, or by scrolling up to it. More
+ * pages follow while the reader is still at the top (the page did not fill the view). */
+function loadOlder() {
+  if (loadingOlder || !messages.hasMore || !state.channelId) return loadingOlder;
   const channelId = state.channelId;
   const generation = state.generation;
   const button = $("#load-older");
+  const clicked = document.activeElement === button;
   button.disabled = true;
-  try {
-    const page = await api.messages(channelId, { before: messages.oldestId, limit: PAGE });
-    if (generation !== state.generation) return;
-    messages.showOlder(page.messages, page.has_more);
-  } catch (error) {
-    showRoomError(`Older messages could not be loaded: ${error.message}`);
-  } finally {
-    button.disabled = false;
-  }
-  if (button.hidden) $("#messages").focus(); // the button is gone: keep the focus nearby
-});
+  loadingOlder = (async () => {
+    let loaded = false;
+    try {
+      const page = await api.messages(channelId, { before: messages.oldestId, limit: PAGE });
+      if (generation !== state.generation) return;
+      messages.showOlder(page.messages, page.has_more);
+      loaded = true;
+    } catch (error) {
+      showRoomError(`Older messages could not be loaded: ${error.message}`);
+    } finally {
+      button.disabled = false;
+      loadingOlder = null;
+    }
+    if (clicked && !button.hidden) button.focus(); // disabling it took the focus away
+    else if (clicked) $("#messages").focus({ preventScroll: true }); // the button is gone: keep the focus nearby
+    if (loaded && messages.nearTop()) loadOlder();
+  })();
+  return loadingOlder;
+}
+
+$("#load-older").addEventListener("click", () => loadOlder());
 
 /** Everything after the newest message shown, over REST: after a reconnect, or when the
  * replay had more than the server sends at once. */

