@@ -172,18 +172,12 @@ export class MessageList {
     return this.pinned || this.distanceFromBottom() < NEAR_BOTTOM;
   }
 
-  /** A "New messages" line above this message (a channel opened with unread ones), kept in
-   * view: if the unread ones do not fit, the line goes to the top. */
+  /** A "New messages" line above this message (a channel opened with unread ones). The view
+   * stays at the newest message: reading back, the line shows where the news began. */
   markFirstUnread(messageId) {
     this.firstUnreadId = messageId;
     const row = this.rows.get(messageId);
-    if (!row) return;
-    addUnreadLine(row);
-    if (row.getBoundingClientRect().top < this.scroller.getBoundingClientRect().top) {
-      row.scrollIntoView({ block: "start" });
-      this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
-      this.showJump();
-    }
+    if (row) addUnreadLine(row);
   }
 
   /** The first page (newest first, as the server sends it). */

@@ -39,14 +39,15 @@ export function countArrival(channel, message, me) {
 }
 
 /** Where the "New messages" line goes in a first page (newest first, as the server sends
- * it): before the oldest of the last unread_count messages of others after my position. */
+ * it): before the oldest of the last unread_count messages of others after my position;
+ * nowhere when that one is older than the page. */
 export function firstUnreadId(page, channel, me) {
   const count = channel.unread_count || 0;
   if (!count || !me) return null;
   const after = channel.last_read_message_id || 0;
   const others = page.filter((m) => m.author?.id !== me.id && m.id > after).sort((a, b) => a.id - b.id);
-  if (!others.length) return null;
-  return others[Math.max(0, others.length - count)].id;
+  if (others.length < count) return null;
+  return others[others.length - count].id;
 }
 
 export class ReadTracker {
