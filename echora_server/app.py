@@ -24,6 +24,7 @@ from echora_server.files.uploads import uploads_ctx
 from echora_server.messages.service import messages_ctx
 from echora_server.presence.service import presence_ctx
 from echora_server.reactions.service import reactions_ctx
+from echora_server.readstate.service import read_state_ctx
 from echora_server.realtime.bus import bus_ctx
 from echora_server.realtime.hub import close_websockets, hub_ctx
 from echora_server.storage.factory import storage_ctx
@@ -87,6 +88,7 @@ def create_app(config: Config) -> web.Application:
             tickets_ctx,
             messages_ctx,
             reactions_ctx,
+            read_state_ctx,
             bots_ctx,
             push_ctx,
             bot_files_ctx,

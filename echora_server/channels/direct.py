@@ -19,7 +19,7 @@ from echora_server.channels.service import member_added
 from echora_server.core.errors import Conflict
 from echora_server.db import channels
 from echora_server.db.pool import POOL
-from echora_server.db.records import Channel, DirectMessage, User
+from echora_server.db.records import Channel, DirectMessage, ListedDirect, User
 from echora_server.realtime.bus import BUS, EventBus
 from echora_server.realtime.events import Event
 
@@ -75,8 +75,9 @@ class DirectMessageService:
             (dm,) = await channels.with_members(conn, [channel])
         return dm, created
 
-    async def list_mine(self, identity: Identity, workspace_id: int) -> list[DirectMessage]:
-        """The caller's direct messages in the workspace, oldest first."""
+    async def list_mine(self, identity: Identity, workspace_id: int) -> list[ListedDirect]:
+        """The caller's direct messages in the workspace, oldest first, with the caller's read
+        state of each."""
         async with self._pool.acquire() as conn:
             await require_membership(conn, identity, workspace_id)
             return await channels.select_directs_of_user(conn, workspace_id, identity.user.id)

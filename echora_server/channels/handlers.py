@@ -20,9 +20,13 @@ from echora_server.channels.shapes import (
     ChannelMember,
     ChannelView,
     DirectMessage,
+    ListedChannel,
+    ListedDirectMessage,
     channel_member_json,
     channel_view_json,
     direct_message_json,
+    listed_channel_json,
+    listed_direct_json,
 )
 from echora_server.core.route import Route
 from echora_server.core.shapes import Shape
@@ -85,11 +89,11 @@ class OpenDirectBody(Body):
 
 
 class DirectMessages(Shape):
-    dms: list[DirectMessage]
+    dms: list[ListedDirectMessage]
 
 
 class Channels(Shape):
-    channels: list[ChannelView]
+    channels: list[ListedChannel]
 
 
 class ChannelMembers(Shape):
@@ -109,7 +113,7 @@ async def list_channels(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     query = read_query(request, ChannelsQuery)
     views = await request.app[CHANNELS].list_channels(identity, query.workspace_id)
-    return web.json_response({"channels": [channel_view_json(v) for v in views]})
+    return web.json_response({"channels": [listed_channel_json(v) for v in views]})
 
 
 async def get_channel(request: web.Request) -> web.Response:
@@ -170,7 +174,7 @@ async def list_direct_messages(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     workspace_id = path_id(request, "workspace_id", WORKSPACE_NOT_FOUND)
     dms = await request.app[DIRECT_MESSAGES].list_mine(identity, workspace_id)
-    return web.json_response({"dms": [direct_message_json(dm) for dm in dms]})
+    return web.json_response({"dms": [listed_direct_json(dm) for dm in dms]})
 
 
 _FIXED = "A direct message: its members are fixed (direct_message)"
@@ -194,7 +198,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/api/workspaces/{workspace_id}/dms",
         list_direct_messages,
-        "List my direct messages in a workspace, with their members",
+        "List my direct messages in a workspace, with their members and my read state of each",
         "dms",
         responses={200: "OK", 404: "No such workspace of mine"},
         schemas={200: DirectMessages},
@@ -217,7 +221,8 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/api/channels",
         list_channels,
-        "List a workspace's public channels and my private ones (no direct messages)",
+        "List a workspace's public channels and my private ones (no direct messages), with my "
+        "read state of each",
         "channels",
         query=ChannelsQuery,
         responses={200: "OK", 404: "No such workspace of mine", 422: "Invalid query"},

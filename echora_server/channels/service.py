@@ -32,7 +32,14 @@ from echora_server.core.errors import Conflict, Forbidden, InvalidRequest, NotFo
 from echora_server.core.validation import check_text
 from echora_server.db import channels, users, workspaces
 from echora_server.db.pool import POOL
-from echora_server.db.records import MANAGER_ROLES, Channel, ChannelMember, ChannelView, User
+from echora_server.db.records import (
+    MANAGER_ROLES,
+    Channel,
+    ChannelMember,
+    ChannelView,
+    ListedChannel,
+    User,
+)
 from echora_server.realtime.bus import BUS, EventBus
 from echora_server.realtime.events import (
     CHANNEL_CREATED,
@@ -79,8 +86,9 @@ class ChannelService:
             events.append(channel_event(CHANNEL_CREATED, channel))
         return ChannelView(channel, joined=True)
 
-    async def list_channels(self, identity: Identity, workspace_id: int) -> list[ChannelView]:
-        """The workspace's public channels and the private ones the caller is in, by name."""
+    async def list_channels(self, identity: Identity, workspace_id: int) -> list[ListedChannel]:
+        """The workspace's public channels and the private ones the caller is in, by name,
+        with the caller's read state of each."""
         async with self._pool.acquire() as conn:
             await require_membership(conn, identity, workspace_id)
             return await channels.select_visible_channels(conn, workspace_id, identity.user.id)

@@ -38,6 +38,25 @@ class ChannelView(Channel):
     joined: bool
 
 
+class ReadStateFields(Shape):
+    """My read state of a channel: where I am, and what is left after it."""
+
+    last_read_message_id: int | None = Field(
+        description="The newest message I have read (POST /api/channels/{id}/read); null before "
+        "the first"
+    )
+    unread_count: int = Field(
+        ge=0,
+        description="Messages after it that are not mine (before any position: since I joined); "
+        "0 in a channel I am not in",
+    )
+    mention_count: int = Field(ge=0, description="How many of those mention me (@username)")
+
+
+class ListedChannel(ChannelView, ReadStateFields):
+    """A channel in the list, with my read state of it."""
+
+
 class ChannelMember(User):
     joined_at: dt.datetime
 
@@ -59,6 +78,18 @@ def channel_json(channel: records.Channel) -> dict[str, Any]:
 
 def channel_view_json(view: records.ChannelView) -> dict[str, Any]:
     return {**channel_json(view.channel), "joined": view.joined}
+
+
+def read_state_json(state: records.ReadState) -> dict[str, Any]:
+    return {
+        "last_read_message_id": state.last_read_message_id,
+        "unread_count": state.unread_count,
+        "mention_count": state.mention_count,
+    }
+
+
+def listed_channel_json(listed: records.ListedChannel) -> dict[str, Any]:
+    return {**channel_view_json(listed.view), **read_state_json(listed.read)}
 
 
 def channel_member_json(member: records.ChannelMember) -> dict[str, Any]:
@@ -84,3 +115,11 @@ def direct_message_json(dm: records.DirectMessage) -> dict[str, Any]:
         "created_at": channel.created_at.isoformat(),
         "members": [user_json(user) for user in dm.members],
     }
+
+
+class ListedDirectMessage(DirectMessage, ReadStateFields):
+    """A direct message in my list, with my read state of it."""
+
+
+def listed_direct_json(listed: records.ListedDirect) -> dict[str, Any]:
+    return {**direct_message_json(listed.dm), **read_state_json(listed.read)}

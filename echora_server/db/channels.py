@@ -6,12 +6,15 @@ from typing import Literal
 
 import asyncpg
 
+from echora_server.db.readstate import READ_STATE_COLUMNS, READ_STATE_JOINS, to_read_state
 from echora_server.db.records import (
     Channel,
     ChannelAccess,
     ChannelMember,
     ChannelView,
     DirectMessage,
+    ListedChannel,
+    ListedDirect,
     User,
 )
 from echora_server.db.users import to_user
@@ -151,10 +154,12 @@ async def delete_channel(conn: asyncpg.Connection, channel_id: int) -> list[str]
     return sorted(r["key"] for r in rows)
 
 
+# With the user's read state of each: one query, whatever the number of channels.
 SELECT_VISIBLE_CHANNELS = f"""
-SELECT {_CHANNEL}, cm.user_id IS NOT NULL AS joined
+SELECT {_CHANNEL}, cm.user_id IS NOT NULL AS joined, {READ_STATE_COLUMNS}
 FROM channels c
 LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
+{READ_STATE_JOINS}
 WHERE c.workspace_id = $1 AND c.kind = 'channel' AND (NOT c.private OR cm.user_id IS NOT NULL)
 ORDER BY lower(c.name), c.id
 """
@@ -162,9 +167,9 @@ ORDER BY lower(c.name), c.id
 
 async def select_visible_channels(
     conn: asyncpg.Connection, workspace_id: int, user_id: int
-) -> list[ChannelView]:
+) -> list[ListedChannel]:
     rows = await conn.fetch(SELECT_VISIBLE_CHANNELS, workspace_id, user_id)
-    return [ChannelView(to_channel(r), r["joined"]) for r in rows]
+    return [ListedChannel(ChannelView(to_channel(r), r["joined"]), to_read_state(r)) for r in rows]
 
 
 INSERT_CHANNEL_MEMBER = """
@@ -303,8 +308,9 @@ async def select_workspace_users(
 
 
 SELECT_DIRECTS_OF_USER = f"""
-SELECT {_CHANNEL} FROM channels c
+SELECT {_CHANNEL}, {READ_STATE_COLUMNS} FROM channels c
 JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
+{READ_STATE_JOINS}
 WHERE c.workspace_id = $1 AND c.kind = 'dm'
 ORDER BY c.id
 """
@@ -319,10 +325,12 @@ ORDER BY cm.channel_id, u.username
 
 async def select_directs_of_user(
     conn: asyncpg.Connection, workspace_id: int, user_id: int
-) -> list[DirectMessage]:
-    """The user's direct messages in the workspace, oldest first, with their current members."""
-    found = [to_channel(r) for r in await conn.fetch(SELECT_DIRECTS_OF_USER, workspace_id, user_id)]
-    return await with_members(conn, found)
+) -> list[ListedDirect]:
+    """The user's direct messages in the workspace, oldest first, with their current members
+    and the user's read state of each."""
+    rows = await conn.fetch(SELECT_DIRECTS_OF_USER, workspace_id, user_id)
+    dms = await with_members(conn, [to_channel(r) for r in rows])
+    return [ListedDirect(dm, to_read_state(r)) for dm, r in zip(dms, rows, strict=True)]
 
 
 async def with_members(conn: asyncpg.Connection, found: list[Channel]) -> list[DirectMessage]:

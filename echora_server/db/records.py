@@ -103,6 +103,30 @@ class ChannelView:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadState:
+    """How far a member has read a channel, and what is left: the messages after the position
+    (since joining, before any), not their own; and those of them that mention the member."""
+
+    last_read_message_id: int | None  # None: nothing read yet
+    unread_count: int
+    mention_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListedChannel:
+    """A channel in the list, with the caller's read state (nothing unread when not in it)."""
+
+    view: ChannelView
+    read: ReadState
+
+
+@dataclass(frozen=True, slots=True)
+class ListedDirect:
+    dm: DirectMessage
+    read: ReadState
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelAccess:
     """A channel with the caller's standing; the db gives None outside its workspace."""
 

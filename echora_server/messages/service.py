@@ -29,6 +29,7 @@ from echora_server.db.records import MANAGER_ROLES, ChannelAccess, Message
 from echora_server.files.deletion import delete_queued
 from echora_server.messages.attachments import link_attachments, with_attachments
 from echora_server.messages.drafts import Draft, check_content, empty_content
+from echora_server.messages.mentions import record_mentions
 from echora_server.messages.shapes import message_json
 from echora_server.messages.tallies import for_everyone, with_reactions
 from echora_server.realtime.bus import BUS, EventBus
@@ -136,6 +137,7 @@ class MessageService:
             (updated,) = await with_attachments(conn, [found])
             if not (content.strip() or updated.links or updated.attachments):
                 raise empty_content()  # the update rolls back
+            await record_mentions(conn, updated, previous=message.content)
             (updated,) = await with_reactions(conn, [updated], identity.user.id)
             events.append(message_event(MESSAGE_UPDATED, updated))
         return updated
@@ -176,6 +178,7 @@ async def write_message(
     created = message is not None
     if message is not None:
         await link_attachments(conn, message, draft.attachment_ids)
+        await record_mentions(conn, message)
     elif draft.client_id is not None:
         message = await messages.select_message_by_client_id(
             conn, identity.user.id, channel_id, draft.client_id

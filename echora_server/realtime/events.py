@@ -25,6 +25,9 @@ CHANNEL_DELETED = "channel.deleted"  # the last event of that channel
 CHANNEL_LIFECYCLE = frozenset(
     {CHANNEL_CREATED, CHANNEL_UPDATED, CHANNEL_ARCHIVED, CHANNEL_UNARCHIVED, CHANNEL_DELETED}
 )
+# A member's read position in a channel moved: sent to every socket of that member only
+# (``user_id``; the channel is in ``data``), so all their clients agree on what is unread.
+CHANNEL_READ = "channel.read"
 # Internal to the hubs (never sent to clients): a token was revoked or a session ended,
 # so sockets opened with it close. ``data`` holds "token_id" or "session" (digest, hex).
 CREDENTIAL_REVOKED = "credential.revoked"
@@ -49,8 +52,11 @@ CLIENT_EVENTS = frozenset(
         CHANNEL_MEMBER_REMOVED,
         WORKSPACE_MEMBER_REMOVED,
         *CHANNEL_LIFECYCLE,
+        CHANNEL_READ,
     }
 )
+# Addressed to the sockets of ``Event.user_id`` alone (the hub sends them nowhere else).
+USER_EVENTS = frozenset({CHANNEL_READ})
 
 
 def reaches_workspace(event: Event) -> bool:
@@ -63,11 +69,12 @@ class Event:
     type: str
     workspace_id: int
     # The channel whose subscribers receive it; None for workspace-level events, which
-    # only the hub itself consumes (to drop a removed member's subscriptions).
+    # only the hub itself consumes (to drop a removed member's subscriptions), and for
+    # ``USER_EVENTS``.
     channel_id: int | None
     # The JSON body sent to clients, beside "type".
     data: dict[str, Any] = field(default_factory=dict)
-    # The user a membership change is about.
+    # The user a membership change is about; the addressee of ``USER_EVENTS``.
     user_id: int | None = None
 
     def frame(self) -> str:

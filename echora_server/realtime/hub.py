@@ -24,6 +24,7 @@ from echora_server.realtime.events import (
     CHANNEL_MEMBER_ADDED,
     CHANNEL_MEMBER_REMOVED,
     CREDENTIAL_REVOKED,
+    USER_EVENTS,
     WORKSPACE_MEMBER_REMOVED,
     Event,
     reaches_workspace,
@@ -232,6 +233,11 @@ class Hub:
                     event.data.get("session"),
                 ):
                     self._drop(subscriber, WSCloseCode.POLICY_VIOLATION, "credential revoked")
+        elif event.type in USER_EVENTS:
+            self.send(
+                [s for s in subjects if s.identity.may_use_workspace(event.workspace_id)],
+                text_frame(event.frame().encode()),
+            )
         elif event.type == WORKSPACE_MEMBER_REMOVED:
             wire = text_frame(event.frame().encode())
             for subscriber in subjects:

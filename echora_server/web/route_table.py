@@ -17,6 +17,7 @@ from echora_server.files import handlers as files
 from echora_server.messages import handlers as messages
 from echora_server.messages import websocket
 from echora_server.reactions import handlers as reactions
+from echora_server.readstate import handlers as readstate
 from echora_server.tickets import handlers as tickets
 from echora_server.web import openapi, ops, site
 from echora_server.web.middlewares import answer, bind_request_id, error_response, log_request
@@ -33,6 +34,7 @@ ROUTES: tuple[Route, ...] = (
     *settings_handlers.ROUTES,
     *channels.ROUTES,
     *channel_lifecycle.ROUTES,
+    *readstate.ROUTES,
     *messages.ROUTES,
     *reactions.ROUTES,
     *websocket.ROUTES,

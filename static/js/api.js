@@ -89,5 +89,7 @@ export const api = {
   postMessage: (channelId, body) => request("POST", `/api/channels/${channelId}/messages`, { json: body }),
   editMessage: (messageId, content) => request("PATCH", `/api/messages/${messageId}`, { json: { content } }),
   deleteMessage: (messageId) => request("DELETE", `/api/messages/${messageId}`),
+  markRead: (channelId, messageId) =>
+    request("POST", `/api/channels/${channelId}/read`, { json: { message_id: messageId } }),
   limits: (workspaceId) => request("GET", `/api/workspaces/${workspaceId}/limits`),
 };

@@ -17,11 +17,10 @@ export function formatSize(bytes) {
 const TIME = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const DATE_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
-export function formatTime(iso) {
+/** The time of day alone: the log's day headings say which day. */
+export function formatClock(iso) {
   const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return "";
-  const today = new Date().toDateString() === date.toDateString();
-  return today ? TIME.format(date) : DATE_TIME.format(date);
+  return Number.isNaN(date.getTime()) ? "" : TIME.format(date);
 }
 
 export function fullTime(iso) {

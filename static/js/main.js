@@ -7,10 +7,13 @@ import { setUpBrowseDialog, setUpCreateDialog, setUpDirectDialog, setUpEditDialo
 import { Composer } from "./composer.js";
 import { showConnection } from "./connection.js";
 import { $ } from "./dom.js";
+import { setUpDrawer } from "./drawer.js";
 import { setUpLogin } from "./login.js";
 import { MessageList } from "./messages.js";
+import { ReadTracker, applyReadState, countArrival, firstUnreadId } from "./reads.js";
 import { Sidebar } from "./sidebar.js";
 import { LiveSocket } from "./socket.js";
+import { setUpTheme } from "./theme.js";
 import { setUpViewer } from "./viewer.js";
 
 const PAGE = 50;
@@ -25,7 +28,7 @@ const state = {
   channels: [],
   dms: [], // my direct messages, as rooms (see roomOfDirect)
   channelId: null,
-  unread: new Map(),
+  connectedBefore: false, // a hello after the first is a reconnect: read state may have moved
   lastSeenId: 0, // the highest message id seen anywhere: what a reconnect resumes after
   loading: null, // {channelId, buffered: []} while a channel's first page is on its way
   loadedChannelId: null, // the channel whose latest page is shown
@@ -34,9 +37,29 @@ const state = {
 
 const views = { boot: $("#boot-view"), login: $("#login-view"), chat: $("#chat-view") };
 
+setUpTheme($("#theme-select"));
+const drawer = setUpDrawer({
+  chat: views.chat,
+  drawer: $("#sidebar"),
+  button: $("#menu-button"),
+  closeButton: $("#drawer-close"),
+  backdrop: $("#drawer-backdrop"),
+  outside: [$(".topbar"), $("#room"), $("#member-panel")],
+});
+
 function show(name) {
   for (const [key, el] of Object.entries(views)) el.hidden = key !== name;
-  document.title = name === "chat" && currentChannel() ? `#${currentChannel().name} · Echora` : "Echora";
+  updateTitle();
+}
+
+/** "(3) #general — Echora": the unread messages of my channels in this workspace first. */
+function updateTitle() {
+  const channel = views.chat.hidden ? null : currentChannel();
+  const rooms = [...state.channels, ...state.dms];
+  const unread = rooms.reduce((sum, c) => sum + (c.joined ? c.unread_count || 0 : 0), 0);
+  const label = channel && channel.kind === "dm" ? channel.name : channel && `#${channel.name}`;
+  const name = channel ? `${label} — Echora` : "Echora";
+  document.title = unread ? `(${unread}) ${name}` : name;
 }
 
 const socket = new LiveSocket({
@@ -54,7 +77,7 @@ const socket = new LiveSocket({
 showConnection(socket);
 const awareness = setUpAwareness(socket);
 
-const openImage = setUpViewer();
+const openImage = setUpViewer(() => messages.images());
 const confirmDelete = setUpDeleteDialog({
   dialog: $("#delete-dialog"),
   preview: $("#delete-preview"),
@@ -67,8 +90,10 @@ const messages = new MessageList({
   scroller: $("#messages"),
   list: $("#message-list"),
   olderButton: $("#load-older"),
+  jumpButton: $("#jump-latest"),
   empty: $("#no-messages"),
   onOpenImage: openImage,
+  onNearTop: () => loadOlder(),
   actions: {
     edit: (id) => messages.edit(id),
     save: (id, content) => api.editMessage(id, content),
@@ -123,6 +148,7 @@ const composer = new Composer(
     if (channelId === state.channelId) {
       messages.upsert(message);
       messages.reveal(message.id);
+      checkRead();
     }
     return message;
   },
@@ -153,7 +179,10 @@ const sidebar = new Sidebar(
   },
   {
     selectWorkspace: (id) => openWorkspace(id),
-    selectChannel: (id) => selectChannel(id),
+    selectChannel: (id) => {
+      drawer.close();
+      return selectChannel(id);
+    },
   },
 );
 
@@ -172,7 +201,15 @@ const browseDialog = setUpBrowseDialog(
     error: $("#browse-error"),
     close: $("#browse-close"),
   },
-  { channels: () => state.channels, join: (id) => api.joinChannel(id), open: (id) => refreshChannels().then(() => selectChannel(id)) },
+  {
+    channels: () => state.channels,
+    join: (id) => api.joinChannel(id),
+    open: async (id) => {
+      drawer.close();
+      await refreshChannels();
+      await selectChannel(id);
+    },
+  },
 );
 const createDialog = setUpCreateDialog(
   {
@@ -187,6 +224,7 @@ const createDialog = setUpCreateDialog(
   {
     create: async (name, topic, isPrivate) => {
       const channel = await api.createChannel(state.workspaceId, name, isPrivate, topic);
+      drawer.close();
       await refreshChannels();
       await selectChannel(channel.id);
     },
@@ -208,6 +246,7 @@ const directDialog = setUpDirectDialog(
     },
     start: async (userIds) => {
       const dm = await api.openDirectMessage(state.workspaceId, userIds);
+      drawer.close();
       await refreshChannels();
       await selectChannel(dm.id);
     },
@@ -288,8 +327,9 @@ function seen(message) {
 }
 
 function renderSidebar() {
-  sidebar.setChannels(state.channels, state.dms, state.channelId, state.unread);
+  sidebar.setChannels(state.channels, state.dms, state.channelId);
   browseDialog.refresh();
+  updateTitle();
 }
 
 const byName = (a, b) => a.name.toLowerCase().localeCompare(b.name.toLowerCase()) || a.id - b.id;
@@ -299,18 +339,35 @@ function upsertChannel(channel) {
   if (channel.workspace_id !== state.workspaceId || channel.kind === "dm") return;
   const known = state.channels.find((c) => c.id === channel.id);
   const joined = channel.joined ?? (known ? known.joined : false);
-  state.channels = [...state.channels.filter((c) => c.id !== channel.id), { ...channel, joined }].sort(byName);
+  const updated = { ...known, ...channel, joined }; // its read state (unread counts) kept
+  state.channels = [...state.channels.filter((c) => c.id !== channel.id), updated].sort(byName);
   if (channel.id === state.channelId) showRoomHeader(currentChannel());
   renderSidebar();
 }
 
 /** The shown channel was left or deleted: show another of mine, or none. */
 function afterChannelGone(channelId) {
-  state.unread.delete(channelId);
   if (channelId !== state.channelId) return renderSidebar();
   const next = state.channels.find((c) => c.joined) || state.dms[0];
   return next ? selectChannel(next.id) : selectNothing();
 }
+
+const reads = new ReadTracker((answer) => readStateChanged(answer));
+
+function readStateChanged(frame) {
+  if (applyReadState(findRoom(frame.channel_id), frame)) renderSidebar();
+}
+
+/** The newest message of the channel shown is in view in a visible tab: it is read. */
+function checkRead() {
+  const channel = currentChannel();
+  if (!channel || state.loadedChannelId !== channel.id || document.visibilityState !== "visible") return;
+  if (messages.atBottom() && reads.seen(channel, messages.newestId)) renderSidebar();
+}
+
+$("#messages").addEventListener("scroll", checkRead, { passive: true });
+document.addEventListener("visibilitychange", checkRead);
+window.addEventListener("focus", checkRead);
 
 // ----- entering and leaving -----
 
@@ -394,8 +451,9 @@ window.addEventListener("hashchange", () => {
 function leaveChat(message = "") {
   socket.stop();
   awareness.setMe(null);
-  Object.assign(state, { me: null, workspaces: [], workspaceId: null, channels: [], channelId: null });
-  state.unread.clear();
+  Object.assign(state, { me: null, workspaces: [], workspaceId: null, channels: [], dms: [], channelId: null });
+  state.connectedBefore = false;
+  reads.reset();
   state.lastSeenId = 0;
   state.loading = null;
   state.loadedChannelId = null;
@@ -467,7 +525,6 @@ async function selectChannel(channelId) {
   if (!channel) return selectNothing();
   const generation = ++state.generation;
   state.channelId = channelId;
-  state.unread.delete(channelId);
   localStorage.setItem(storedChannelKey(state.workspaceId), String(channelId));
   showRoomHeader(channel);
   renderSidebar();
@@ -482,8 +539,11 @@ async function selectChannel(channelId) {
     if (generation !== state.generation) return;
     page.messages.forEach(seen);
     messages.showLatest(page.messages, page.has_more);
+    const firstUnread = firstUnreadId(page.messages, channel, state.me);
+    if (firstUnread) messages.markFirstUnread(firstUnread);
     state.loadedChannelId = channelId;
     for (const { message, edit } of state.loading.buffered) applyLive(message, edit);
+    checkRead();
   } catch (error) {
     if (generation === state.generation) showRoomError(`Messages could not be loaded: ${error.message}`);
     return;
@@ -522,7 +582,7 @@ function showRoomHeader(channel) {
   $("#edit-channel").setAttribute("aria-label", `Edit ${title}`);
   $("#leave-channel").hidden = direct || !channel.joined;
   $("#leave-channel").setAttribute("aria-label", `Leave ${title}`);
-  document.title = `${title} · Echora`;
+  updateTitle();
   const previous = composer.channel;
   const writable = { ...channel, joined: channel.joined && !channel.archived };
   if (!previous || previous.id !== channel.id || previous.joined !== writable.joined || previous.name !== channel.name) {
@@ -541,22 +601,38 @@ $("#join-channel").addEventListener("click", () => {
   if (channel) joinChannel(channel.id).catch((error) => showRoomError(`Could not join: ${error.message}`));
 });
 
-$("#load-older").addEventListener("click", async () => {
+let loadingOlder = null; // the older page on its way, if any
+
+/** The page before the oldest message shown: by the button, or by scrolling up to it. More
+ * pages follow while the reader is still at the top (the page did not fill the view). */
+function loadOlder() {
+  if (loadingOlder || !messages.hasMore || !state.channelId) return loadingOlder;
   const channelId = state.channelId;
   const generation = state.generation;
   const button = $("#load-older");
+  const clicked = document.activeElement === button;
   button.disabled = true;
-  try {
-    const page = await api.messages(channelId, { before: messages.oldestId, limit: PAGE });
-    if (generation !== state.generation) return;
-    messages.showOlder(page.messages, page.has_more);
-  } catch (error) {
-    showRoomError(`Older messages could not be loaded: ${error.message}`);
-  } finally {
-    button.disabled = false;
-  }
-  if (button.hidden) $("#messages").focus(); // the button is gone: keep the focus nearby
-});
+  loadingOlder = (async () => {
+    let loaded = false;
+    try {
+      const page = await api.messages(channelId, { before: messages.oldestId, limit: PAGE });
+      if (generation !== state.generation) return;
+      messages.showOlder(page.messages, page.has_more);
+      loaded = true;
+    } catch (error) {
+      showRoomError(`Older messages could not be loaded: ${error.message}`);
+    } finally {
+      button.disabled = false;
+      loadingOlder = null;
+    }
+    if (clicked && !button.hidden) button.focus(); // disabling it took the focus away
+    else if (clicked) $("#messages").focus({ preventScroll: true }); // the button is gone: keep the focus nearby
+    if (loaded && messages.nearTop()) loadOlder();
+  })();
+  return loadingOlder;
+}
+
+$("#load-older").addEventListener("click", () => loadOlder());
 
 /** Everything after the newest message shown, over REST: after a reconnect, or when the
  * replay had more than the server sends at once. */
@@ -598,6 +674,8 @@ const handlers = {
   hello: () => {
     composer.reconnected();
     loadLimits(state.workspaceId);
+    if (state.connectedBefore) refreshChannels().catch(() => {}); // reads elsewhere meanwhile
+    state.connectedBefore = true;
     return fetchGap().catch(() => {});
   },
   "resume.done": (frame) => {
@@ -606,11 +684,11 @@ const handlers = {
   "message.created": (frame) => {
     seen(frame.message);
     if (frame.message.author?.id === state.me?.id) composer.delivered(frame.message);
+    const counted = countArrival(findRoom(frame.channel_id), frame.message, state.me);
+    if (counted) renderSidebar();
     if (frame.channel_id === state.channelId) {
       showLive(frame.channel_id, frame.message);
-    } else if (frame.message.author?.id !== state.me?.id && findRoom(frame.channel_id)) {
-      state.unread.set(frame.channel_id, (state.unread.get(frame.channel_id) || 0) + 1);
-      renderSidebar();
+      checkRead(); // seen at once if the reader is at the bottom
     }
   },
   "message.updated": (frame) => showLive(frame.channel_id, frame.message, { edit: true }),
@@ -642,6 +720,7 @@ const handlers = {
     if (frame.channel_id === state.channelId) announce(`#${known.name} was deleted.`);
     return afterChannelGone(frame.channel_id);
   },
+  "channel.read": (frame) => readStateChanged(frame),
   "workspace.member_removed": () => enterChat().catch(() => leaveChat()),
 };
 

@@ -1,116 +1,18 @@
-// The message list: history pages, live inserts in id order, edits and deletes.
+// The message list: history pages, live inserts in id order, edits and deletes, and where
+// the reader is in it (pinned to the newest message, or reading back with a way to jump).
 // Everything a user wrote (text, names, filenames, link titles) goes in as text nodes.
 
 import { actionBar, allowedActions, editInPlace, setUpLongPress } from "./actions.js";
-import { h, localUrl, safeUrl } from "./dom.js";
-import { formatSize, formatTime, fullTime } from "./format.js";
+import { imageOf, renderAttachment } from "./attachments.js";
+import { h, safeUrl } from "./dom.js";
+import { formatClock, fullTime } from "./format.js";
+import { renderMarkup } from "./markup.js";
+import { decorate as decorateRow } from "./timeline.js";
 
-// What the server serves inline (echora_server/mediatypes.py INLINE_TYPES); the rest are cards.
-const IMAGE_TYPES = new Set(["image/png", "image/apng", "image/jpeg", "image/gif", "image/webp"]);
-const VIDEO_TYPES = new Set(["video/mp4", "video/webm"]);
-const AUDIO_TYPES = new Set(["audio/mpeg", "audio/ogg", "audio/x-wav", "audio/wav"]);
-const IMAGE_BOX = { width: 360, height: 280 };
 const NEAR_BOTTOM = 80;
-
-export function attachmentKind(attachment) {
-  const type = String(attachment.mime_type || "").toLowerCase();
-  if (IMAGE_TYPES.has(type)) return "image";
-  if (VIDEO_TYPES.has(type)) return "video";
-  if (AUDIO_TYPES.has(type)) return "audio";
-  return "file";
-}
-
-/** The displayed size of an image: fitted in IMAGE_BOX, never enlarged. */
-function fitted(width, height) {
-  const scale = Math.min(1, IMAGE_BOX.width / width, IMAGE_BOX.height / height);
-  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
-}
-
-function downloadLink(attachment, href, label = "Download") {
-  return h(
-    "a",
-    { class: "download", href, download: "", "aria-label": `Download ${attachment.filename}` },
-    label,
-  );
-}
-
-function caption(attachment, href) {
-  return h(
-    "span",
-    { class: "caption" },
-    h("span", { class: "caption-name", title: attachment.filename }, attachment.filename),
-    h("span", { class: "caption-size" }, formatSize(attachment.size)),
-    downloadLink(attachment, href),
-  );
-}
-
-function renderImage(attachment, href, onOpenImage) {
-  const src = localUrl(attachment.thumbnail_url) || href;
-  const img = h("img", {
-    src,
-    alt: attachment.filename,
-    loading: "lazy",
-    decoding: "async",
-  });
-  if (attachment.width > 0 && attachment.height > 0) {
-    const size = fitted(attachment.width, attachment.height);
-    img.width = size.width;
-    img.height = size.height;
-  }
-  const open = h(
-    "button",
-    {
-      type: "button",
-      class: "image-open",
-      "aria-label": `Open ${attachment.filename} full size`,
-      onclick: () => onOpenImage(attachment, href),
-    },
-    img,
-  );
-  return h("figure", { class: "attachment image" }, open, h("figcaption", {}, caption(attachment, href)));
-}
-
-function renderMedia(tag, attachment, href) {
-  const player = h(tag, { controls: true, preload: "metadata", src: href, "aria-label": attachment.filename });
-  if (tag === "video" && attachment.width > 0 && attachment.height > 0) {
-    const size = fitted(attachment.width, attachment.height);
-    player.width = size.width;
-    player.height = size.height;
-  }
-  return h("figure", { class: `attachment ${tag}` }, player, h("figcaption", {}, caption(attachment, href)));
-}
-
-function renderFileCard(attachment, href) {
-  const dot = attachment.filename.lastIndexOf(".");
-  const ext = dot > 0 ? attachment.filename.slice(dot + 1, dot + 5).toUpperCase() : "FILE";
-  return h(
-    "div",
-    { class: "attachment file-card" },
-    h("span", { class: "file-glyph", "aria-hidden": "true" }, ext),
-    h(
-      "span",
-      { class: "file-info" },
-      h("span", { class: "file-name", title: attachment.filename }, attachment.filename),
-      h("span", { class: "file-size" }, formatSize(attachment.size)),
-    ),
-    downloadLink(attachment, href),
-  );
-}
-
-export function renderAttachment(attachment, onOpenImage) {
-  const href = localUrl(attachment.url);
-  if (!href) return null;
-  switch (attachmentKind(attachment)) {
-    case "image":
-      return renderImage(attachment, href, onOpenImage);
-    case "video":
-      return renderMedia("video", attachment, href);
-    case "audio":
-      return renderMedia("audio", attachment, href);
-    default:
-      return renderFileCard(attachment, href);
-  }
-}
+const NEAR_TOP = 300; // reading this close to the oldest message shown fetches older ones
+const TOP_SETTLE_MS = 150;
+const RELABEL_MS = 60_000;
 
 function renderLinks(links) {
   const items = [];
@@ -143,21 +45,31 @@ export function renderMessage(message, { meId, canModerate = false, onOpenImage,
       { class: "message-meta" },
       h("span", { class: "author" }, author.display_name || author.username || "someone"),
       " ",
-      h("time", { datetime: message.created_at, title: fullTime(message.created_at) }, formatTime(message.created_at)),
+      h("time", { datetime: message.created_at, title: fullTime(message.created_at) }, formatClock(message.created_at)),
       message.edited_at ? h("span", { class: "edited" }, " (edited)") : null,
     ),
-    message.content ? h("p", { class: "content" }, message.content) : null,
+    message.content ? h("div", { class: "content" }, renderMarkup(message.content)) : null,
     attachments.length ? h("div", { class: "attachments" }, attachments) : null,
     renderLinks(message.links),
     actions ? actionBar(message, allowedActions(message, { meId, canModerate }), actions) : null,
   );
 }
 
+/** The "New messages" line, at the top of a row (below its day heading, if any). */
+function addUnreadLine(row) {
+  const line = h("div", { class: "unread-line" }, h("span", {}, "New messages"));
+  const heading = row.querySelector(":scope > .day-divider");
+  if (heading) heading.after(line);
+  else row.prepend(line);
+}
+
 export class MessageList {
   /** @param {{scroller: HTMLElement, list: HTMLOListElement, olderButton: HTMLButtonElement,
-   *           empty: HTMLElement, onOpenImage: Function,
-   *           actions: {save, remove, copyLink}}} parts save(id, content) resolves to the
-   *           edited message; remove(id) asks and deletes; copyLink(message, button) */
+   *           jumpButton: HTMLButtonElement, empty: HTMLElement, onOpenImage: Function,
+   *           onNearTop: Function, actions: {save, remove, copyLink}}} parts save(id, content)
+   *           resolves to the edited message; remove(id) asks and deletes;
+   *           copyLink(message, button); onNearTop() is called when the reader scrolls to
+   *           the oldest message shown while there are older ones */
   constructor(parts) {
     Object.assign(this, parts);
     this.meId = null;
@@ -166,6 +78,9 @@ export class MessageList {
     this.data = new Map(); // message id -> the message as last known
     this.editing = null; // the id of the message being edited in place
     this.hasMore = false;
+    this.unseen = 0; // messages that arrived while the reader was reading back
+    this.topTimer = null;
+    this.firstUnreadId = null; // the message the "New messages" line is on
     setUpLongPress(this.list);
     // Pinned to the newest message while the reader is there: when the log shrinks (the
     // composer grows with file cards or lines) it stays at the bottom instead of letting
@@ -177,13 +92,38 @@ export class MessageList {
     this.pinned = true;
     this.observedHeight = this.scroller.clientHeight;
     this.scroller.addEventListener("scroll", () => {
+      // Once the reader stays near the top a moment: not for a fling through it.
+      clearTimeout(this.topTimer);
+      if (this.nearTop()) this.topTimer = setTimeout(() => this.nearTop() && this.onNearTop(), TOP_SETTLE_MS);
       if (this.scroller.clientHeight !== this.observedHeight) return; // resized: the observer decides
       this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+      this.showJump();
     });
     new ResizeObserver(() => {
       this.observedHeight = this.scroller.clientHeight;
       if (this.pinned) this.toBottom();
     }).observe(this.scroller);
+    // "Today" becomes "Yesterday" at midnight, for a log left open.
+    setInterval(() => this.relabel(), RELABEL_MS);
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) this.relabel();
+    });
+    this.jumpButton.addEventListener("click", () => {
+      this.toBottom();
+      this.scroller.focus({ preventScroll: true }); // the button is gone: the keyboard stays in the log
+    });
+  }
+
+  /** Reading the oldest messages shown, with older ones to fetch. */
+  nearTop() {
+    return this.hasMore && this.rows.size > 0 && this.scroller.scrollTop < NEAR_TOP;
+  }
+
+  /** "Jump to latest" while the reader is away from the newest message, with what came since. */
+  showJump() {
+    if (this.pinned) this.unseen = 0;
+    this.jumpButton.hidden = this.pinned || this.rows.size === 0;
+    this.jumpButton.textContent = this.unseen ? `Jump to latest (${this.unseen} new)` : "Jump to latest";
   }
 
   distanceFromBottom() {
@@ -193,6 +133,7 @@ export class MessageList {
   toBottom() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
     this.pinned = true;
+    this.showJump();
   }
 
   /** Bring a message into view (the one just sent). */
@@ -207,9 +148,13 @@ export class MessageList {
     this.rows.clear();
     this.data.clear();
     this.editing = null;
+    this.firstUnreadId = null;
     this.list.replaceChildren();
     this.hasMore = false;
+    this.unseen = 0;
+    this.pinned = true;
     this.refresh();
+    this.showJump();
   }
 
   get oldestId() {
@@ -220,6 +165,19 @@ export class MessageList {
   get newestId() {
     const last = this.list.lastElementChild;
     return last ? Number(last.dataset.id) : 0;
+  }
+
+  /** Whether the newest message is in view (the reader has seen everything shown). */
+  atBottom() {
+    return this.pinned || this.distanceFromBottom() < NEAR_BOTTOM;
+  }
+
+  /** A "New messages" line above this message (a channel opened with unread ones). The view
+   * stays at the newest message: reading back, the line shows where the news began. */
+  markFirstUnread(messageId) {
+    this.firstUnreadId = messageId;
+    const row = this.rows.get(messageId);
+    if (row) addUnreadLine(row);
   }
 
   /** The first page (newest first, as the server sends it). */
@@ -246,6 +204,10 @@ export class MessageList {
     const added = this.insert(message);
     this.refresh();
     if (atBottom) this.toBottom();
+    else if (added && message.author?.id !== this.meId) {
+      this.unseen += 1;
+      this.showJump();
+    }
     return added;
   }
 
@@ -269,7 +231,9 @@ export class MessageList {
     const row = this.rows.get(messageId);
     if (!row) return;
     const hadFocus = row.contains(document.activeElement);
+    const next = row.nextElementSibling;
     row.remove();
+    if (next) this.decorate(next);
     this.rows.delete(messageId);
     this.data.delete(messageId);
     if (this.editing === messageId) this.editing = null;
@@ -312,6 +276,7 @@ export class MessageList {
     row.tabIndex = -1;
     row.scrollIntoView({ block: "center" });
     this.pinned = this.distanceFromBottom() < NEAR_BOTTOM;
+    this.showJump();
     row.focus({ preventScroll: true });
     return true;
   }
@@ -325,6 +290,7 @@ export class MessageList {
       onOpenImage: this.onOpenImage,
       actions: this.actions,
     });
+    if (message.id === this.firstUnreadId) addUnreadLine(row);
     const existing = this.rows.get(message.id);
     this.rows.set(message.id, row);
     if (existing) {
@@ -335,6 +301,7 @@ export class MessageList {
         row.tabIndex = -1;
       }
       existing.replaceWith(row);
+      this.decorate(row);
       if (focused) {
         const action = focused.dataset.action;
         const again = action ? row.querySelector(`[data-action="${action}"]`) : null;
@@ -348,7 +315,29 @@ export class MessageList {
     while (before && Number(before.dataset.id) > message.id) before = before.previousElementSibling;
     if (before) before.after(row);
     else this.list.prepend(row);
+    this.decorate(row);
+    if (row.nextElementSibling) this.decorate(row.nextElementSibling);
     return true;
+  }
+
+  /** A row's day heading and grouping, from the row before it. */
+  decorate(row) {
+    const previous = row.previousElementSibling;
+    decorateRow(row, this.data.get(Number(row.dataset.id)), previous ? this.data.get(Number(previous.dataset.id)) : null);
+  }
+
+  relabel() {
+    for (const heading of this.list.querySelectorAll(":scope > li > .day-divider")) this.decorate(heading.parentElement);
+  }
+
+  /** The images shown, oldest first: what the viewer steps through. */
+  images() {
+    const found = [];
+    for (const button of this.list.querySelectorAll(".image-open")) {
+      const image = imageOf(button);
+      if (image) found.push({ ...image, button });
+    }
+    return found;
   }
 
   refresh() {

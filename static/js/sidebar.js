@@ -1,4 +1,4 @@
-// The sidebar: workspace picker, my channels (with unread counts) and my direct messages.
+// The sidebar: workspace picker, my channels and my direct messages (with unread counts).
 // Finding, creating and starting conversations happen in dialogs (channel_dialogs.js).
 
 import { h } from "./dom.js";
@@ -24,18 +24,19 @@ export class Sidebar {
   }
 
   /**
-   * @param {Array} channels the workspace's channels (those I am in are listed)
-   * @param {Array} dms my direct messages, as rooms ({id, name, ...})
-   * @param {number|null} currentId @param {Map<number, number>} unread
+   * @param {Array} channels the workspace's channels (those I am in are listed), with the
+   *   server's unread_count and mention_count
+   * @param {Array} dms my direct messages, as rooms ({id, name, unread_count, ...})
+   * @param {number|null} currentId
    */
-  setChannels(channels, dms, currentId, unread) {
+  setChannels(channels, dms, currentId) {
     // Re-rendering must not take the keyboard focus away from the channel it was on.
     const focused = document.activeElement;
     const lists = [this.myList, this.dmList];
     const refocus = lists.some((list) => list.contains(focused)) ? focused.dataset.focusKey : null;
     const mine = channels.filter((c) => c.joined);
-    this.myList.replaceChildren(...mine.map((c) => this.channelItem(c, c.id === currentId, unread.get(c.id) || 0)));
-    this.dmList.replaceChildren(...dms.map((dm) => this.channelItem(dm, dm.id === currentId, unread.get(dm.id) || 0)));
+    this.myList.replaceChildren(...mine.map((c) => this.channelItem(c, c.id === currentId)));
+    this.dmList.replaceChildren(...dms.map((dm) => this.channelItem(dm, dm.id === currentId)));
     this.noDms.hidden = dms.length > 0;
     if (refocus) {
       const again = lists.flatMap((list) => [...list.querySelectorAll("button")]).find((b) => b.dataset.focusKey === refocus);
@@ -43,9 +44,11 @@ export class Sidebar {
     }
   }
 
-  channelItem(channel, current, unread) {
+  channelItem(channel, current) {
     const direct = channel.kind === "dm";
-    const classes = ["channel", unread ? "unread" : "", channel.archived ? "archived" : ""].filter(Boolean);
+    const unread = channel.unread_count || 0;
+    const mentioned = unread > 0 && channel.mention_count > 0;
+    const classes = ["channel", unread ? "unread" : "", mentioned ? "mentioned" : "", channel.archived ? "archived" : ""];
     return h(
       "li",
       {},
@@ -53,7 +56,7 @@ export class Sidebar {
         "button",
         {
           type: "button",
-          class: classes.join(" "),
+          class: classes.filter(Boolean).join(" "),
           "aria-current": current ? "page" : null,
           dataset: { focusKey: `open-${channel.id}` },
           onclick: () => this.actions.selectChannel(channel.id),
@@ -63,7 +66,16 @@ export class Sidebar {
         channel.private && !direct ? h("span", { class: "visually-hidden" }, " (private)") : null,
         channel.archived ? h("span", { class: "visually-hidden" }, " (archived)") : null,
         unread
-          ? h("span", { class: "badge" }, String(unread), h("span", { class: "visually-hidden" }, " unread"))
+          ? h(
+              "span",
+              { class: mentioned ? "badge mention" : "badge" },
+              String(unread),
+              h(
+                "span",
+                { class: "visually-hidden" },
+                mentioned ? ` unread, ${channel.mention_count} mentioning you` : " unread",
+              ),
+            )
           : null,
       ),
     );

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from aiohttp import WSCloseCode
 from aiohttp.test_utils import TestClient
-from axe_playwright_python.async_playwright import Axe
 from PIL import Image, ImageDraw
 from playwright.async_api import Locator, Page, WebSocket, WebSocketRoute
 from support.browser import (
@@ -28,6 +27,7 @@ from support.browser import (
     Browsers,
     Tab,
     artifact_path,
+    assert_accessible,
     expect,
 )
 from support.people import People, Person
@@ -162,11 +162,6 @@ async def paste_file(page: Page, name: str, mime: str, data: bytes) -> None:
         }""",
         transfer,
     )
-
-
-async def assert_accessible(page: Page, view: str) -> None:
-    results = await Axe().run(page)
-    assert results.violations_count == 0, f"{view}:\n{results.generate_report()}"
 
 
 async def wait_for(locator: Locator, predicate: str) -> None:

@@ -207,7 +207,9 @@ async def test_listed_apart_from_channels(client: TestClient, people: People) ->
         assert [c["id"] for c in listed["channels"]] == [general["id"]]
         assert listed["channels"][0]["kind"] == "channel"
     mine = await (await alice.get(f"/api/workspaces/{alice.workspace_id}/dms")).json()
-    assert mine == {"dms": [pair, group]}
+    # As opened, with my read state: nothing posted, nothing read.
+    unread = {"last_read_message_id": None, "unread_count": 0, "mention_count": 0}
+    assert mine == {"dms": [{**pair, **unread}, {**group, **unread}]}
     assert [m["username"] for m in group["members"]] == ["alice", "bob", "carol"]
     bobs = await (await bob.get(f"/api/workspaces/{alice.workspace_id}/dms")).json()
     assert len(bobs["dms"]) == 3

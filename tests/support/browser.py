@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import (
     Browser,
     BrowserContext,
@@ -131,5 +132,16 @@ async def open_browsers(base_url: str) -> AsyncIterator[Browsers]:
 
 
 def artifact_path(name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return ARTIFACTS / name
+    """Where a test saves a file for people to look at (``name`` may hold a folder)."""
+    path = ARTIFACTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def assert_accessible(page: Page, view: str) -> None:
+    """No axe violation in the light theme nor in the dark one, each as the system's setting
+    (prefers-color-scheme); the page is left in the light one."""
+    for scheme in ("dark", "light"):
+        await page.emulate_media(color_scheme=scheme)
+        results = await Axe().run(page)
+        assert results.violations_count == 0, f"{view}, {scheme}:\n{results.generate_report()}"
