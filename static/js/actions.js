@@ -4,14 +4,16 @@
 // server still decides, and its refusal is shown.
 
 import { h } from "./dom.js";
+import { openPicker } from "./reactions.js";
 
 const LONG_PRESS_MS = 500;
 const MOVE_TOLERANCE = 10;
 
 /** The author edits; the author and workspace owners and admins delete. */
-export function allowedActions(message, { meId, canModerate }) {
+export function allowedActions(message, { meId, canModerate, readOnly = false }) {
   const mine = Boolean(message.author && message.author.id === meId);
-  return { edit: mine, delete: mine || canModerate, link: true };
+  // Read-only (an archived channel, or one not joined): the server would refuse the rest.
+  return { edit: mine && !readOnly, delete: (mine || canModerate) && !readOnly, react: !readOnly, link: true };
 }
 
 export function actionBar(message, allowed, handlers) {
@@ -23,6 +25,12 @@ export function actionBar(message, allowed, handlers) {
     { class: "message-actions", role: "toolbar", "aria-label": `Message from ${who}` },
     allowed.edit ? button("Edit", () => handlers.edit(message.id), { dataset: { action: "edit" } }) : null,
     allowed.delete ? button("Delete", () => handlers.remove(message.id), { dataset: { action: "delete" } }) : null,
+    allowed.react
+      ? button("React", (event) => openPicker(event.currentTarget, (emoji) => handlers.react(message.id, emoji)), {
+          dataset: { action: "react" },
+          "aria-expanded": "false",
+        })
+      : null,
     button("Copy link", (event) => handlers.copyLink(message, event.currentTarget), { dataset: { action: "link" } }),
   );
 }

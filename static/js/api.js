@@ -78,6 +78,10 @@ export const api = {
     request("POST", `/api/channels/${channelId}/${archived ? "archive" : "unarchive"}`),
   deleteChannel: (channelId) => request("DELETE", `/api/channels/${channelId}`),
   leaveChannel: (channelId) => request("POST", `/api/channels/${channelId}/leave`),
+  react: (messageId, emoji) =>
+    request("PUT", `/api/messages/${messageId}/reactions/${encodeURIComponent(emoji)}`),
+  unreact: (messageId, emoji) =>
+    request("DELETE", `/api/messages/${messageId}/reactions/${encodeURIComponent(emoji)}`),
   directMessages: (workspaceId) => request("GET", `/api/workspaces/${workspaceId}/dms`),
   openDirectMessage: (workspaceId, userIds) =>
     request("POST", `/api/workspaces/${workspaceId}/dms`, { json: { user_ids: userIds } }),

@@ -105,6 +105,8 @@ const messages = new MessageList({
         messages.remove(id); // the event may come later (or, for a cut socket, not at all)
       });
     },
+    react: (id, emoji) => react(id, emoji, true),
+    toggleReaction: (id, emoji, mine) => react(id, emoji, !mine),
     copyLink: async (message, button) => {
       const copied = await copyText(messageLink(message));
       announce(copied ? "Link copied." : "The link could not be copied.");
@@ -117,6 +119,23 @@ const messages = new MessageList({
     },
   },
 });
+
+/** Add (or remove) my reaction; the answer's count shows at once, events bring others'. */
+async function react(messageId, emoji, add) {
+  try {
+    if (add) {
+      const answer = await api.react(messageId, emoji);
+      messages.applyReaction({ messageId, emoji, count: answer.count, mine: true });
+    } else {
+      await api.unreact(messageId, emoji);
+      // Unless the event was here first (it carries the count after the change).
+      const current = messages.message(messageId)?.reactions?.find((r) => r.emoji === emoji);
+      if (current?.mine) messages.applyReaction({ messageId, emoji, count: current.count - 1, mine: false });
+    }
+  } catch (error) {
+    announce(`The reaction was not saved: ${error.message || "the server refused it."}`);
+  }
+}
 
 function announce(text) {
   const live = $("#announcer");
@@ -585,6 +604,7 @@ function showRoomHeader(channel) {
   updateTitle();
   const previous = composer.channel;
   const writable = { ...channel, joined: channel.joined && !channel.archived };
+  messages.setReadOnly(!writable.joined);
   if (!previous || previous.id !== channel.id || previous.joined !== writable.joined || previous.name !== channel.name) {
     composer.setChannel(writable);
   }
@@ -670,6 +690,12 @@ function applyLive(message, edit) {
   else messages.upsert(message);
 }
 
+function reactionChanged(frame, added) {
+  if (frame.channel_id !== state.channelId) return;
+  const mine = frame.user_id === state.me.id ? added : undefined;
+  messages.applyReaction({ messageId: frame.message_id, emoji: frame.emoji, count: frame.count, mine });
+}
+
 const handlers = {
   hello: () => {
     composer.reconnected();
@@ -721,6 +747,8 @@ const handlers = {
     return afterChannelGone(frame.channel_id);
   },
   "channel.read": (frame) => readStateChanged(frame),
+  "reaction.added": (frame) => reactionChanged(frame, true),
+  "reaction.removed": (frame) => reactionChanged(frame, false),
   "workspace.member_removed": () => enterChat().catch(() => leaveChat()),
 };
 

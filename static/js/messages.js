@@ -8,6 +8,7 @@ import { h, safeUrl } from "./dom.js";
 import { formatClock, fullTime } from "./format.js";
 import { renderMarkup } from "./markup.js";
 import { decorate as decorateRow } from "./timeline.js";
+import { changedReactions, keepMine, renderReactions } from "./reactions.js";
 
 const NEAR_BOTTOM = 80;
 const NEAR_TOP = 300; // reading this close to the oldest message shown fetches older ones
@@ -32,7 +33,7 @@ function renderLinks(links) {
   return items.length ? h("ul", { class: "links", "aria-label": "Links" }, items) : null;
 }
 
-export function renderMessage(message, { meId, canModerate = false, onOpenImage, actions = null }) {
+export function renderMessage(message, { meId, canModerate = false, readOnly = false, onOpenImage, actions = null }) {
   const author = message.author || {};
   const attachments = (message.attachments || [])
     .map((a) => renderAttachment(a, onOpenImage))
@@ -51,7 +52,8 @@ export function renderMessage(message, { meId, canModerate = false, onOpenImage,
     message.content ? h("div", { class: "content" }, renderMarkup(message.content)) : null,
     attachments.length ? h("div", { class: "attachments" }, attachments) : null,
     renderLinks(message.links),
-    actions ? actionBar(message, allowedActions(message, { meId, canModerate }), actions) : null,
+    renderReactions(message, actions && !readOnly ? actions.toggleReaction : null),
+    actions ? actionBar(message, allowedActions(message, { meId, canModerate, readOnly }), actions) : null,
   );
 }
 
@@ -74,6 +76,7 @@ export class MessageList {
     Object.assign(this, parts);
     this.meId = null;
     this.canModerate = false; // a workspace owner or admin: may delete others' messages
+    this.readOnly = false; // an archived channel, or one not joined: nothing to change
     this.rows = new Map(); // message id -> <li>
     this.data = new Map(); // message id -> the message as last known
     this.editing = null; // the id of the message being edited in place
@@ -222,9 +225,25 @@ export class MessageList {
     }
   }
 
-  /** An edited message, if it is shown. */
+  /** An edited message, if it is shown (an event's reactions say nothing of mine). */
   replace(message) {
-    if (this.rows.has(message.id)) this.insert(message);
+    const known = this.data.get(message.id);
+    if (!this.rows.has(message.id)) return;
+    this.insert(known ? { ...message, reactions: keepMine(message.reactions, known.reactions) } : message);
+  }
+
+  /** A reaction's new count on a shown message ({messageId, emoji, count, mine?}). */
+  applyReaction(change) {
+    const known = this.data.get(change.messageId);
+    if (!known || !this.rows.has(change.messageId)) return;
+    this.insert({ ...known, reactions: changedReactions(known.reactions, change) });
+  }
+
+  /** Whether the shown channel takes changes; the rows show only what may be done. */
+  setReadOnly(readOnly) {
+    if (this.readOnly === readOnly) return;
+    this.readOnly = readOnly;
+    for (const id of [...this.rows.keys()]) this.insert(this.data.get(id));
   }
 
   remove(messageId) {
@@ -287,6 +306,7 @@ export class MessageList {
     const row = renderMessage(message, {
       meId: this.meId,
       canModerate: this.canModerate,
+      readOnly: this.readOnly,
       onOpenImage: this.onOpenImage,
       actions: this.actions,
     });

@@ -1,4 +1,5 @@
-"""Message actions in the browser: edit in place, delete after a confirmation, copy a link.
+"""Message actions in the browser: edit in place, delete after a confirmation, copy a link
+(reacting: test_reactions).
 
 The toolbar opens on hover (desktop), on keyboard focus, and on a long press (phone);
 what it offers follows the server's rules (the author edits; the author and workspace
@@ -179,9 +180,9 @@ async def test_actions_follow_who_may_do_what(browsers: Browsers, people: People
     tab_b = await open_tab(browsers, "desktop", "bob")
     page_b = tab_b.page
     others = await open_actions(row(page_b, "by alice"), "desktop")
-    await expect(others.get_by_role("button")).to_have_text(["Copy link"])
+    await expect(others.get_by_role("button")).to_have_text(["React", "Copy link"])
     own = await open_actions(row(page_b, "by bob"), "desktop")
-    await expect(own.get_by_role("button")).to_have_text(["Edit", "Delete", "Copy link"])
+    await expect(own.get_by_role("button")).to_have_text(["Edit", "Delete", "React", "Copy link"])
     # The server decides anyway: what the page does not offer, it refuses.
     alices = (await history(alice, channel_id))[0]["id"]
     status = await page_b.evaluate(
@@ -201,7 +202,7 @@ async def test_actions_follow_who_may_do_what(browsers: Browsers, people: People
     tab_c = await open_tab(browsers, "desktop", "carol")
     page_c = tab_c.page
     moderated = await open_actions(row(page_c, "by bob"), "desktop")
-    await expect(moderated.get_by_role("button")).to_have_text(["Delete", "Copy link"])
+    await expect(moderated.get_by_role("button")).to_have_text(["Delete", "React", "Copy link"])
     await moderated.get_by_role("button", name="Delete").click()
     await page_c.get_by_role("dialog").get_by_role("button", name="Delete").click()
     await expect(row(page_c, "by bob")).to_have_count(0)
