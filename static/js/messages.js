@@ -180,7 +180,10 @@ export class MessageList {
   markFirstUnread(messageId) {
     this.firstUnreadId = messageId;
     const row = this.rows.get(messageId);
-    if (row) addUnreadLine(row);
+    if (!row) return;
+    const atBottom = this.pinned || this.distanceFromBottom() < NEAR_BOTTOM;
+    addUnreadLine(row);
+    if (atBottom) this.toBottom(); // the line pushed the newest message down
   }
 
   /** The first page (newest first, as the server sends it). */

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Page
-from support.browser import Browsers, Tab, expect
+from support.browser import Browsers, Tab, expect, screenshot
 from support.people import People, Person
 
 
@@ -74,6 +74,7 @@ async def test_direct_messages_in_the_sidebar_and_the_new_dm_dialog(
     await page.get_by_label("Message", exact=True).fill("hello carol")
     await page.keyboard.press("Enter")
     await expect(page.locator("#message-list > li").filter(has_text="hello carol")).to_be_visible()
+    await screenshot(page, "direct-message.png")
     tab.assert_no_problems()
 
 

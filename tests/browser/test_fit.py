@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 from PIL import Image
 from playwright.async_api import Page
-from support.browser import SIZES, Browsers, Tab, artifact_path, assert_accessible, expect
+from support.browser import (
+    SIZES,
+    Browsers,
+    Tab,
+    artifact_path,
+    assert_accessible,
+    expect,
+    screenshot,
+)
 from support.chat import make_channel, post
 from support.people import People, Person
 
@@ -63,7 +71,10 @@ async def busy_channel(alice: Person, bob: Person) -> int:
     """A channel with some of everything the log shows: groups, Markdown, links, files."""
     channel_id = int((await make_channel(alice, "general", topic="Plans and news"))["id"])
     assert (await bob.post(f"/api/channels/{channel_id}/join")).status == 200
-    await post(alice, channel_id, "Morning! The **release** is *today*.")
+    morning = await post(alice, channel_id, "Morning! The **release** is *today*.")
+    for who, emoji in ((bob, "🎉"), (alice, "🎉"), (bob, "👍")):
+        response = await who.request("PUT", f"/api/messages/{morning['id']}/reactions/{emoji}")
+        assert response.status == 201, await response.text()
     await post(alice, channel_id, "Notes at https://example.com/notes and `make release`.")
     await post(bob, channel_id, "Steps:\n```\nmake test\nmake release\n```")
     await post_files(
@@ -89,7 +100,7 @@ async def test_phone_sidebar_is_a_drawer(browsers: Browsers, people: People) -> 
     await expect(menu).to_have_attribute("aria-expanded", "false")
     composer = await page.locator("#composer").bounding_box()
     assert composer and composer["x"] == 0 and composer["width"] == 390  # the full width
-    await page.screenshot(path=artifact_path("screenshots/phone-layout.png"))
+    await screenshot(page, "phone-layout.png")
 
     # Opened: focus on the current channel, the page behind inert; Escape closes it.
     await menu.click()
@@ -133,7 +144,11 @@ async def test_desktop_keeps_the_sidebar_as_a_column(browsers: Browsers, people:
     await expect(page.get_by_role("button", name="Channels")).to_be_hidden()
     await expect(page.locator("#drawer-close")).to_be_hidden()
     await expect(page.locator(".attachment.image img")).to_have_js_property("complete", True)
-    await page.screenshot(path=artifact_path("screenshots/chat-view.png"))
+    # The newest message in view: the log stays pinned to the bottom as it fills.
+    last = page.locator("#message-list > li").last
+    await expect(last).to_be_in_viewport(ratio=1)
+    await page.mouse.move(130, 600)  # over the sidebar: no message's toolbar shown
+    await screenshot(page, "chat-view.png")
     await assert_accessible(page, "chat view")
     tab.assert_no_problems()
 
@@ -150,7 +165,7 @@ async def test_dark_mode_follows_the_system_or_the_choice(
     await expect(theme).to_have_value("system")
     await expect(body).to_have_css("background-color", DARK_BG)  # as the system says
     await expect(page.locator(".attachment.image img")).to_have_js_property("complete", True)
-    await page.screenshot(path=artifact_path(f"screenshots/dark-mode-{size}.png"))
+    await screenshot(page, f"dark-mode-{size}.png")
 
     # A choice overrides the system's and is remembered.
     await theme.select_option("light")

@@ -131,6 +131,19 @@ async def open_browsers(base_url: str) -> AsyncIterator[Browsers]:
             await browser.close()
 
 
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """Save the page as ``test-artifacts/screenshots/<name>`` on every run; with
+    ECHORA_DOCS_SCREENSHOTS=1 also as ``docs/screenshots/<name>``, the pictures the README
+    shows (refresh them so whenever the client's looks change)."""
+    await page.screenshot(path=artifact_path(f"screenshots/{name}"))
+    if os.environ.get("ECHORA_DOCS_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=DOCS_SCREENSHOTS / name)
+
+
 def artifact_path(name: str) -> Path:
     """Where a test saves a file for people to look at (``name`` may hold a folder)."""
     path = ARTIFACTS / name
