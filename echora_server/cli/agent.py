@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 from pathlib import Path
 
 import click
@@ -27,10 +28,20 @@ def agent() -> None:
     help="File holding the bot's token; default: the ECHORA_AGENT_TOKEN variable.",
 )
 @click.option(
+    "--to",
     "--out",
+    "out",
     type=click.Path(file_okay=False),
     required=True,
     help="Directory for entries/<id>.json and files/<attachment id>/<name>.",
+)
+@click.option(
+    "--exec",
+    "exec_",
+    default=None,
+    metavar="CMD",
+    help="Command line run per entry (split like a shell's words, not run by one); "
+    "or give the command after --.",
 )
 @click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--wait", type=click.IntRange(0, 30), default=30, show_default=True)
@@ -52,11 +63,17 @@ def agent_pull(
     once: bool,
     cacert: str | None,
     log_format: str,
+    exec_: str | None,
     command: tuple[str, ...],
 ) -> None:
-    """Long-poll a bot's inbox; write each entry and its files under --out, run COMMAND on
+    """Long-poll a bot's inbox; write each entry and its files under --to, run COMMAND on
     it if given (the entry as JSON on stdin; acknowledged only when it exits 0), then
-    acknowledge it. Safe to kill and start again: nothing is lost or written twice."""
+    acknowledge it and print one line: its id, its type, its files' paths. Safe to kill
+    and start again: nothing is lost or written twice."""
+    if exec_ is not None and command:
+        raise click.UsageError("give --exec or a command after --, not both")
+    if exec_ is not None:
+        command = tuple(shlex.split(exec_))
     configure_logging("info", log_format)
     if token_file is not None:
         with open(token_file, encoding="utf-8") as source:
@@ -65,7 +82,9 @@ def agent_pull(
         token = os.environ.get("ECHORA_AGENT_TOKEN", "").strip()
     if not token:
         raise click.ClickException("no token: give --token-file or set ECHORA_AGENT_TOKEN")
-    settings = PullSettings(server, token, Path(out), command or None, limit, wait, once, cacert)
+    settings = PullSettings(
+        server, token, Path(out), command or None, limit, wait, once, cacert, done=click.echo
+    )
     try:
         asyncio.run(pull(settings))
     except PullError as exc:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ class PullSettings:
     wait: int = 30
     once: bool = False
     cacert: str | None = None
+    # Told one line per entry done: its id, type and the paths of its files.
+    done: Callable[[str], None] | None = None
 
 
 def entry_path(out: Path, entry_id: int) -> Path:
@@ -122,6 +124,9 @@ class Puller:
                 return  # not acknowledged: it comes back after its lease
             _write_atomically(done, json.dumps(record, indent=1).encode())
         await self._ack(int(entry["id"]))
+        if self.settings.done is not None:
+            paths = [str(file_path(out, a)) for a in attachments_of(entry)]
+            self.settings.done(" ".join([str(entry["id"]), str(entry["type"]), *paths]))
 
     async def _fetch_file(self, attachment: dict[str, Any]) -> bool:
         """The file in place, verified; False when the server no longer has it for us."""

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,15 +54,21 @@ async def drop(owner: Person, channel_id: int, name: str, data: bytes) -> dict[s
 
 def puller_args(server: str, token_file: Path, out: Path, *extra: str) -> list[str]:
     return [*ECHORA, "agent", "pull", "--server", server, "--token-file", str(token_file),
-            "--out", str(out), "--log-format", "json", *extra]  # fmt: skip
+            "--to", str(out), "--log-format", "json", *extra]  # fmt: skip
 
 
 async def run_puller(*args: str, timeout: float = 60) -> tuple[int, str]:
+    status, _, log = await run_puller_for_lines(*args, timeout=timeout)
+    return status, log
+
+
+async def run_puller_for_lines(*args: str, timeout: float = 60) -> tuple[int, list[str], str]:
+    """Its status, the lines it printed (one per entry done) and its log."""
     process = await asyncio.create_subprocess_exec(
-        *args, env=echora_env(), stderr=asyncio.subprocess.PIPE
+        *args, env=echora_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    return int(process.returncode or 0), stderr.decode()
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    return int(process.returncode or 0), stdout.decode().splitlines(), stderr.decode()
 
 
 def token_file(tmp_path: Path, bot: Person) -> Path:
@@ -97,8 +104,15 @@ async def test_three_dropped_files_are_written_identically_and_acknowledged(
     dropped = [await drop(owner, channel_id, name, data) for name, data in payloads.items()]
     out = tmp_path / "inbox"
     server = str(client.make_url("")).rstrip("/")
-    status, log = await run_puller(*puller_args(server, token_file(tmp_path, bot), out, "--once"))
+    status, lines, log = await run_puller_for_lines(
+        *puller_args(server, token_file(tmp_path, bot), out, "--once")
+    )
     assert status == 0, log
+    # One line per entry: its id, its type, its files' paths.
+    assert lines == ["1 channel.member_added"] + [
+        f"{n} message.created {out / 'files' / a['id'] / a['filename']}"
+        for n, a in enumerate(dropped, 2)
+    ]
     expected = {
         f"{a['id']}/{a['filename']}": data
         for a, data in zip(dropped, payloads.values(), strict=True)
@@ -262,7 +276,7 @@ async def test_an_entry_whose_command_fails_is_not_acknowledged_and_its_files_ar
         "python3 -c 'import json,sys; json.load(sys.stdin)'"
     )
     status, log = await run_puller(
-        *puller_args(server, token, out, "--once", "--", "sh", "-c", script)
+        *puller_args(server, token, out, "--once", "--exec", f"sh -c {shlex.quote(script)}")
     )
     assert status == 0, log
     lines = seen.read_text().splitlines()
