@@ -56,7 +56,8 @@ async def require_channel(
 async def require_writable_channel(
     conn: asyncpg.Connection, identity: Identity, channel_id: int
 ) -> ChannelAccess:
-    """``require_channel`` for a write into the channel (a message posted, edited or deleted),
+    """``require_channel`` for a write into the channel (a message posted, edited or deleted,
+    a member joining or added),
     in the caller's transaction: the channel's row is held until it ends, so an archive or
     delete under way is waited for and seen, and one that comes later waits for this write."""
     access = await channels.select_channel_access(conn, channel_id, identity.user.id, "share")

@@ -20,10 +20,10 @@ from aiohttp import web
 from echora_server.accounts.shapes import user_json
 from echora_server.auth.access import (
     CHANNEL_NOT_FOUND,
-    refuse_archived,
     refuse_direct,
     require_channel,
     require_membership,
+    require_writable_channel,
     user_not_found,
 )
 from echora_server.auth.identity import Identity
@@ -113,9 +113,9 @@ class ChannelService:
     async def join_channel(self, identity: Identity, channel_id: int) -> ChannelView:
         """Join a public channel (a private one the caller is not in is not found)."""
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
-            access = await require_channel(conn, identity, channel_id)
+            # Held, so an archive under way is waited for and then refuses the join.
+            access = await require_writable_channel(conn, identity, channel_id)
             refuse_direct(access)
-            refuse_archived(access)
             added = await _insert_member(conn, access.channel, identity.user.id)
             if added is None:
                 raise NotFound(CHANNEL_NOT_FOUND)
@@ -151,9 +151,9 @@ class ChannelService:
         if (user_id is None) == (username is None):
             raise InvalidRequest("Give either user_id or username.")
         async with self._pool.acquire() as conn, self._bus.transaction(conn) as events:
-            access = await require_channel(conn, identity, channel_id)
+            # Held, so an archive under way is waited for and then refuses the addition.
+            access = await require_writable_channel(conn, identity, channel_id)
             refuse_direct(access)
-            refuse_archived(access)
             if not access.joined:
                 raise Forbidden("Join the channel to add others to it.", code="not_channel_member")
             user = await _workspace_user(conn, access.channel.workspace_id, user_id, username)

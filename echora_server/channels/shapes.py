@@ -47,8 +47,8 @@ class ReadStateFields(Shape):
     )
     unread_count: int = Field(
         ge=0,
-        description="Messages after it that are not mine (before any position: since I joined); "
-        "0 in a channel I am not in",
+        description="Messages after it that are not mine (before any position: since I joined), "
+        "counted up to 1000 (1000: that many or more); 0 in a channel I am not in",
     )
     mention_count: int = Field(ge=0, description="How many of those mention me (@username)")
 

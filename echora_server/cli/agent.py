@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 from pathlib import Path
@@ -12,6 +13,12 @@ import click
 from echora_server.cli.base import main
 from echora_server.core.logs import configure_logging
 from echora_server.puller.pull import PullError, PullSettings, pull
+
+
+def _say(line: str) -> None:
+    """A line on stdout; a reader that went away (``| head``) does not stop the puller."""
+    with contextlib.suppress(BrokenPipeError):
+        click.echo(line)
 
 
 @main.group()
@@ -68,8 +75,8 @@ def agent_pull(
 ) -> None:
     """Long-poll a bot's inbox; write each entry and its files under --to, run COMMAND on
     it if given (the entry as JSON on stdin; acknowledged only when it exits 0), then
-    acknowledge it and print one line: its id, its type, its files' paths. Safe to kill
-    and start again: nothing is lost or written twice."""
+    acknowledge it and print one JSON line: its id, its type, the files written. Safe to
+    kill and start again: nothing is lost or written twice."""
     if exec_ is not None and command:
         raise click.UsageError("give --exec or a command after --, not both")
     if exec_ is not None:
@@ -83,7 +90,7 @@ def agent_pull(
     if not token:
         raise click.ClickException("no token: give --token-file or set ECHORA_AGENT_TOKEN")
     settings = PullSettings(
-        server, token, Path(out), command or None, limit, wait, once, cacert, done=click.echo
+        server, token, Path(out), command or None, limit, wait, once, cacert, done=_say
     )
     try:
         asyncio.run(pull(settings))

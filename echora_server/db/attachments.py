@@ -66,15 +66,20 @@ WITH q AS MATERIALIZED (
     SELECT CASE WHEN NOT $15::boolean THEN quota_refusal(
         $1, $2, (SELECT coalesce(sum(n), 0) FROM unnest($7::bigint[]) n)::bigint, $14
     )::text END AS refusal
+), ch AS (
+    -- The channel first, as every writer takes it (db.channels._LOCKS): a delete under way
+    -- is waited for, then leaves nothing to insert into (404), never a deadlock with the
+    -- ticket's row below nor a foreign-key error.
+    SELECT c.id FROM channels c WHERE c.id = $3 FOR KEY SHARE
 ), allowed AS (
     SELECT m.workspace_id, m.user_id
     FROM memberships m
     WHERE m.workspace_id = $1 AND m.user_id = $2
       AND (SELECT q.refusal FROM q) IS NULL
-      AND ($3::bigint IS NULL OR EXISTS (
+      AND ($3::bigint IS NULL OR EXISTS (SELECT 1 FROM ch) AND EXISTS (
           SELECT 1 FROM channel_members cm
           WHERE cm.channel_id = $3 AND cm.user_id = $2 AND cm.workspace_id = $1))
-    FOR KEY SHARE
+    FOR KEY SHARE OF m
 ), finalized AS (
     UPDATE upload_tickets t SET finalized_at = $14, attachment_id = t.id, finalizing_until = NULL
     WHERE $15::boolean AND t.id = ANY($4::text[]) AND t.finalized_at IS NULL

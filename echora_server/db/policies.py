@@ -33,7 +33,7 @@ class WorkspaceSettings:
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(WorkspaceSettings))
 
 # Read through a LEFT JOIN: a workspace without a row has the defaults.
-_SETTINGS = """
+SETTINGS_COLUMNS = """
 s.max_file_size AS s_max_file_size, s.allowed_types AS s_allowed_types,
 coalesce(s.denied_types, '{}') AS s_denied_types, coalesce(s.tickets, true) AS s_tickets,
 coalesce(s.direct_uploads, true) AS s_direct_uploads, s.storage_quota AS s_storage_quota,
@@ -56,7 +56,7 @@ def to_settings(row: asyncpg.Record) -> WorkspaceSettings:
 
 
 SELECT_SETTINGS = f"""
-SELECT {_SETTINGS} FROM workspaces w
+SELECT {SETTINGS_COLUMNS} FROM workspaces w
 LEFT JOIN workspace_settings s ON s.workspace_id = w.id WHERE w.id = $1
 """
 
@@ -70,7 +70,7 @@ ENSURE_SETTINGS = """
 INSERT INTO workspace_settings (workspace_id) VALUES ($1) ON CONFLICT (workspace_id) DO NOTHING
 """
 LOCK_SETTINGS = f"""
-SELECT {_SETTINGS} FROM workspace_settings s WHERE s.workspace_id = $1 FOR UPDATE
+SELECT {SETTINGS_COLUMNS} FROM workspace_settings s WHERE s.workspace_id = $1 FOR UPDATE
 """
 UPDATE_SETTINGS = """
 UPDATE workspace_settings SET
@@ -110,7 +110,7 @@ async def update_settings(
 
 # An upload's target and its workspace's settings in the one query that authorises it.
 SELECT_CHANNEL_TARGET = f"""
-SELECT {_CHANNEL}, m.role, cm.user_id IS NOT NULL AS joined, {_SETTINGS}
+SELECT {_CHANNEL}, m.role, cm.user_id IS NOT NULL AS joined, {SETTINGS_COLUMNS}
 FROM channels c
 JOIN memberships m ON m.workspace_id = c.workspace_id AND m.user_id = $2
 LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2
@@ -129,7 +129,7 @@ async def select_channel_target(
 
 
 SELECT_MEMBERSHIPS_WITH_SETTINGS = f"""
-SELECT {_WS}, m.user_id, m.role, {_SETTINGS}
+SELECT {_WS}, m.user_id, m.role, {SETTINGS_COLUMNS}
 FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
 LEFT JOIN workspace_settings s ON s.workspace_id = m.workspace_id
 WHERE m.user_id = $1 AND ($2::bigint IS NULL OR m.workspace_id = $2)

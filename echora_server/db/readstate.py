@@ -10,27 +10,38 @@ from echora_server.db.records import ReadState
 
 # For a query over ``channels c`` and the caller's ``channel_members cm`` (a LEFT JOIN may leave
 # cm's columns NULL: a channel the caller is not in, whose counts are then 0 and which costs no
-# scan). Before any position, the messages since joining count. One range scan of
-# messages_channel_idx per channel (named by c.id: through cm's nullable column the planner
-# walks the primary key instead), each unread message's mention by primary key.
+# scan). Before any position, the messages since joining count: the scan starts after the last
+# message older than the join (found walking back from the newest, so through the messages
+# since joining only). At most UNREAD_CAP messages are counted per channel, so a long unread
+# backlog costs a bounded range scan of messages_channel_idx (named by c.id: through cm's
+# nullable column the planner walks the primary key instead), each message's mention by key.
+UNREAD_CAP = 1000
 READ_STATE_COLUMNS = """
 rs.last_read_message_id, coalesce(n.unread, 0) AS unread_count,
 coalesce(n.mentions, 0) AS mention_count
 """
-READ_STATE_JOINS = """
+READ_STATE_JOINS = f"""
 LEFT JOIN read_states rs ON rs.channel_id = c.id AND rs.user_id = cm.user_id
 LEFT JOIN LATERAL (
-    SELECT count(*) AS unread,
-           count(*) FILTER (WHERE EXISTS (
-               SELECT 1 FROM message_mentions mm
-               WHERE mm.message_id = m.id AND mm.user_id = cm.user_id
-           )) AS mentions
-    FROM messages m
-    WHERE cm.user_id IS NOT NULL
-      AND m.channel_id = c.id
-      AND m.id > coalesce(rs.last_read_message_id, 0)
-      AND m.author_id <> cm.user_id
-      AND (rs.user_id IS NOT NULL OR m.created_at >= cm.joined_at)
+    SELECT count(*) AS unread, count(*) FILTER (WHERE u.mentioned) AS mentions
+    FROM (
+        SELECT EXISTS (
+                   SELECT 1 FROM message_mentions mm
+                   WHERE mm.message_id = m.id AND mm.user_id = cm.user_id
+               ) AS mentioned
+        FROM messages m
+        WHERE cm.user_id IS NOT NULL
+          AND m.channel_id = c.id
+          AND m.id > coalesce(rs.last_read_message_id, (
+              SELECT before.id FROM messages before
+              WHERE before.channel_id = c.id AND before.created_at < cm.joined_at
+              ORDER BY before.id DESC LIMIT 1
+          ), 0)
+          AND m.author_id <> cm.user_id
+          AND (rs.user_id IS NOT NULL OR m.created_at >= cm.joined_at)
+        ORDER BY m.id
+        LIMIT {UNREAD_CAP}
+    ) u
 ) n ON true
 """
 

@@ -11,7 +11,7 @@ from typing import Literal
 import asyncpg
 
 from echora_server.db.policies import (
-    _SETTINGS,
+    SETTINGS_COLUMNS,
     QuotaRefusal,
     WorkspaceSettings,
     to_refusal,
@@ -68,8 +68,11 @@ t.detected_type, t.width, t.height, t.finalized_at, t.attachment_id
 """
 
 
+_TICKET_FIELDS = tuple(part.strip().removeprefix("t.") for part in _TICKET.split(","))
+
+
 def _ticket(row: asyncpg.Record) -> Ticket:
-    values = {name: value for name, value in row.items() if not name.startswith("s_")}
+    values = {name: row[name] for name in _TICKET_FIELDS}
     if values["sha256"] is not None:
         values["sha256"] = bytes(values["sha256"])
     return Ticket(**values)
@@ -147,6 +150,15 @@ SELECT {_TICKET} FROM upload_tickets t WHERE t.id = $1 AND t.token_hash = $2
 """
 
 
+SELECT_TICKET_BY_ID = f"SELECT {_TICKET} FROM upload_tickets t WHERE t.id = $1"
+
+
+async def select_ticket_by_id(conn: asyncpg.Connection, ticket_id: str) -> Ticket | None:
+    """For a caller that proved the token already (a finalize's hold)."""
+    row = await conn.fetchrow(SELECT_TICKET_BY_ID, ticket_id)
+    return _ticket(row) if row is not None else None
+
+
 async def select_ticket(
     conn: asyncpg.Connection, ticket_id: str, token_hash: bytes
 ) -> Ticket | None:
@@ -166,7 +178,7 @@ WITH t AS (
       AND (t.sending_until IS NULL OR t.sending_until <= $3)
     RETURNING t.*
 )
-SELECT {_TICKET}, {_SETTINGS}
+SELECT {_TICKET}, {SETTINGS_COLUMNS}
 FROM t LEFT JOIN workspace_settings s ON s.workspace_id = t.workspace_id
 """
 
@@ -232,7 +244,7 @@ WITH t AS (
       AND (t.finalizing_until IS NULL OR t.finalizing_until <= $4)
     RETURNING t.*
 )
-SELECT {_TICKET}, {_SETTINGS}
+SELECT {_TICKET}, {SETTINGS_COLUMNS}
 FROM t LEFT JOIN workspace_settings s ON s.workspace_id = t.workspace_id
 """
 

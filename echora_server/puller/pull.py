@@ -49,7 +49,7 @@ class PullSettings:
     wait: int = 30
     once: bool = False
     cacert: str | None = None
-    # Told one line per entry done: its id, type and the paths of its files.
+    # Told one JSON line per entry done by this run: its id, type and the files written.
     done: Callable[[str], None] | None = None
 
 
@@ -114,6 +114,7 @@ class Puller:
         """Everything the entry carries, on disk; then the command; then the acknowledgement."""
         out = self.settings.out
         done = entry_path(out, int(entry["id"]))
+        written: list[str] | None = None  # None: done by an earlier run
         if not done.exists():
             missing = []
             for attachment in attachments_of(entry):
@@ -123,10 +124,13 @@ class Puller:
             if self.settings.command and not await self._run_command(record):
                 return  # not acknowledged: it comes back after its lease
             _write_atomically(done, json.dumps(record, indent=1).encode())
+            written = [
+                str(file_path(out, a)) for a in attachments_of(entry) if a["id"] not in missing
+            ]
         await self._ack(int(entry["id"]))
-        if self.settings.done is not None:
-            paths = [str(file_path(out, a)) for a in attachments_of(entry)]
-            self.settings.done(" ".join([str(entry["id"]), str(entry["type"]), *paths]))
+        if self.settings.done is not None and written is not None:
+            line = {"id": entry["id"], "type": entry["type"], "files": written}
+            self.settings.done(json.dumps(line, ensure_ascii=False))
 
     async def _fetch_file(self, attachment: dict[str, Any]) -> bool:
         """The file in place, verified; False when the server no longer has it for us."""

@@ -1,4 +1,4 @@
-"""Finalize: the attachment is created in the transaction that marks its ticket finalized.
+"""Finalize: the attachment is created by the statement that marks its ticket finalized.
 Bytes a PUT brought through Echora were counted, hashed and typed on their way in; bytes a
 presigned POST sent straight to the store are checked here: the size and first bytes by one
 ranged read (its answer gives the whole size), the digest by reading them once. A refused
@@ -15,7 +15,7 @@ import asyncpg
 import structlog
 
 from echora_server.audit.record import UPLOAD_FINALIZED, UPLOAD_REFUSED, origin, record
-from echora_server.core.errors import ApiError, NotFound
+from echora_server.core.errors import ApiError, Conflict, NotFound
 from echora_server.db import attachments, tickets
 from echora_server.db.attachments import NewAttachment
 from echora_server.db.records import Attachment
@@ -101,7 +101,15 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
                 tickets=True,
             )
         rows = inserted.rows
-        if not rows:  # the owner left the channel or workspace since (the hold bars a race)
+        if not rows:
+            async with check.pool.acquire() as conn:
+                again = await tickets.select_ticket_by_id(conn, ticket.id)
+            if again is not None and again.finalized_at is not None:
+                # Another finalize won (this one outlived its hold): its row names the same
+                # thumbnail key, so that object stays.
+                check.thumbnail_key = None
+                raise Conflict("The upload is finalized already.", code="upload_finalized")
+            # The owner left the channel or workspace since, or the channel was deleted.
             raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
         check.settled = True
         return rows[0]

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from echora_server.auth.csrf import allowed_origins
 from echora_server.auth.identity import bearer_token, require_identity
 from echora_server.core.route import RequestContent, Route
 from echora_server.core.validation import read_json
@@ -22,6 +23,16 @@ from echora_server.tickets.shapes import (
 )
 
 
+def page_origin(request: web.Request) -> str | None:
+    """The web page asking (its Origin), "" for a page of an origin this server does not
+    serve (its bytes go through Echora, and the store is never asked about it), None for
+    a client that is no page."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    return origin if origin in allowed_origins(request) else ""
+
+
 async def create_upload(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     asked = await read_json(request, CreateTicket)
@@ -32,7 +43,7 @@ async def create_upload(request: web.Request) -> web.Response:
             asked.size,
             asked.content_type,
             TargetFields(asked.channel_id, asked.workspace_id),
-            request.headers.get("Origin"),
+            page_origin(request),
         ),
     )
     return web.json_response(issued_json(issued.ticket, issued.token, issued.post), status=201)

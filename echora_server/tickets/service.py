@@ -79,6 +79,7 @@ class TicketRequest:
     content_type: str | None
     target: TargetFields
     # A web page's origin (its Origin header): the store's CORS must let it send the form.
+    # "": a page of an origin this server does not serve, which never gets the form.
     page_origin: str | None = None
 
 
@@ -142,8 +143,9 @@ class TicketService:
         now = self.clock()
         key = new_key(FILES_KIND, target.workspace_id)
         post = None
+        page = asked.page_origin
         if policy.direct_uploads and (
-            asked.page_origin is None or await self.storage.accepts_pages_from(asked.page_origin)
+            page is None or (page != "" and await self.storage.accepts_pages_from(page))
         ):  # the store may still say no (None)
             post = await self.storage.presign_post(
                 key,

@@ -28,7 +28,6 @@ const state = {
   channels: [],
   dms: [], // my direct messages, as rooms (see roomOfDirect)
   channelId: null,
-  connectedBefore: false, // a hello after the first is a reconnect: read state may have moved
   lastSeenId: 0, // the highest message id seen anywhere: what a reconnect resumes after
   loading: null, // {channelId, buffered: []} while a channel's first page is on its way
   loadedChannelId: null, // the channel whose latest page is shown
@@ -471,7 +470,6 @@ function leaveChat(message = "") {
   socket.stop();
   awareness.setMe(null);
   Object.assign(state, { me: null, workspaces: [], workspaceId: null, channels: [], dms: [], channelId: null });
-  state.connectedBefore = false;
   reads.reset();
   state.lastSeenId = 0;
   state.loading = null;
@@ -700,8 +698,9 @@ const handlers = {
   hello: () => {
     composer.reconnected();
     loadLimits(state.workspaceId);
-    if (state.connectedBefore) refreshChannels().catch(() => {}); // reads elsewhere meanwhile
-    state.connectedBefore = true;
+    // Reads elsewhere, and channel events before this socket followed its workspaces (the
+    // first hello too: the list was loaded before the socket was attached).
+    refreshChannels().catch(() => {});
     return fetchGap().catch(() => {});
   },
   "resume.done": (frame) => {

@@ -5,6 +5,7 @@
 import { ApiError, api } from "./api.js";
 
 const DELAY = 500;
+const RETRY_DELAY = 5000;
 // As the server reads @username (echora_server/messages/mentions.py).
 const MENTION = /(?<![\w@.-])@([A-Za-z0-9][A-Za-z0-9._-]{0,62})/g;
 
@@ -79,7 +80,12 @@ export class ReadTracker {
         this.onState(await api.markRead(channelId, messageId));
       } catch (error) {
         // Deleted meanwhile, or the channel left: nothing to record.
-        if (!(error instanceof ApiError && error.status === 404)) console.warn("read state not saved", error);
+        if (error instanceof ApiError && error.status === 404) continue;
+        // Not saved (offline, the server busy): tried again a little later, unless a newer
+        // position is waiting already. The hello after a reconnect reloads the true counts.
+        console.warn("read state not saved", error);
+        if (!this.pending.has(channelId)) this.pending.set(channelId, messageId);
+        if (!this.timer) this.timer = setTimeout(() => this.flush(), RETRY_DELAY);
       }
     }
   }

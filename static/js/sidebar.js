@@ -69,7 +69,7 @@ export class Sidebar {
           ? h(
               "span",
               { class: mentioned ? "badge mention" : "badge" },
-              String(unread),
+              unread >= 1000 ? "999+" : String(unread), // the server counts up to 1000
               h(
                 "span",
                 { class: "visually-hidden" },

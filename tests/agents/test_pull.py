@@ -108,9 +108,15 @@ async def test_three_dropped_files_are_written_identically_and_acknowledged(
         *puller_args(server, token_file(tmp_path, bot), out, "--once")
     )
     assert status == 0, log
-    # One line per entry: its id, its type, its files' paths.
-    assert lines == ["1 channel.member_added"] + [
-        f"{n} message.created {out / 'files' / a['id'] / a['filename']}"
+    # One JSON line per entry: its id, its type, the files written.
+    assert [json.loads(line) for line in lines] == [
+        {"id": 1, "type": "channel.member_added", "files": []}
+    ] + [
+        {
+            "id": n,
+            "type": "message.created",
+            "files": [str(out / "files" / a["id"] / a["filename"])],
+        }
         for n, a in enumerate(dropped, 2)
     ]
     expected = {
@@ -125,10 +131,13 @@ async def test_three_dropped_files_are_written_identically_and_acknowledged(
     assert [r["id"] for r in records] == [int(p.stem) for p in entries]
     assert await unacked(client, bot) == 0
     assert not list((out / ".partial").iterdir())
-    # A second run finds nothing to do, and changes nothing.
+    # A second run finds nothing to do, changes nothing and prints nothing.
     before = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
-    status, log = await run_puller(*puller_args(server, token_file(tmp_path, bot), out, "--once"))
+    status, lines, log = await run_puller_for_lines(
+        *puller_args(server, token_file(tmp_path, bot), out, "--once")
+    )
     assert status == 0, log
+    assert lines == []
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == before
 
 

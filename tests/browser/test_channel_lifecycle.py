@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Page
-from support.browser import Browsers, Tab, expect, screenshot
+from support.browser import SIZES, Browsers, Tab, expect, screenshot
 from support.people import People, Person
 
 
@@ -247,3 +247,47 @@ async def test_an_admin_archives_and_deletes_from_the_edit_dialog(
     assert response.status == 404
     for tab in (tab_admin, tab_a):
         tab.assert_no_problems()
+
+
+async def test_on_a_phone_the_dialogs_open_from_the_drawer(
+    browsers: Browsers, people: People
+) -> None:
+    alice = await people.create("alice")
+    await people.create("bob")
+    await make_channel(alice, "general")
+    await make_channel(alice, "design", topic="pixels and type")
+    tab = await browsers.tab(**SIZES["phone"])
+    await tab.login("bob")
+    page = tab.page
+    menu = page.get_by_role("button", name="Channels")
+    drawer = page.get_by_role("navigation", name="Workspaces and channels")
+
+    # Browse and join from the drawer: the dialog closes it, the channel opens full width.
+    await menu.click()
+    await expect(drawer).to_be_visible()
+    await drawer.get_by_role("button", name="Browse").click()
+    dialog = page.get_by_role("dialog", name="Browse channels")
+    await dialog.get_by_label("Search channels").fill("pix")
+    await dialog.get_by_role("button", name="Join #design").click()
+    await expect(dialog).to_be_hidden()
+    await expect(drawer).to_be_hidden()
+    await expect(page.locator("#channel-title")).to_have_text("#design")
+    await expect(page.locator("#channel-topic")).to_have_text("pixels and type")
+
+    # A member of a public channel edits its topic from the room's header.
+    await page.get_by_role("button", name="Edit #design").click()
+    edit = page.get_by_role("dialog", name="Edit channel")
+    await edit.get_by_label("Topic").fill("pixels, type and colour")
+    await edit.get_by_role("button", name="Save").click()
+    await expect(edit).to_be_hidden()
+    await expect(page.locator("#channel-topic")).to_have_text("pixels, type and colour")
+
+    # A direct message started from the drawer.
+    await menu.click()
+    await drawer.get_by_role("button", name="New direct message").click()
+    start = page.get_by_role("dialog", name="New direct message")
+    await start.get_by_label("alice (alice)").check()
+    await start.get_by_role("button", name="Start conversation").click()
+    await expect(start).to_be_hidden()
+    await expect(page.locator("#channel-title")).to_have_text("alice")
+    tab.assert_no_problems()

@@ -598,6 +598,10 @@ async def test_clients_that_leave_release_their_reads(
             url = await _upload_big(session, data)
             async with session.get(url) as response:  # every pool and connection in place
                 assert len(await response.read()) == len(data)
+            # The server closes the file it sent just after the last byte reached us.
+            async with asyncio.timeout(5):
+                while open_files_under(config.files_dir):
+                    await asyncio.sleep(0.02)
             before = open_fds()
             spy = spy_on(app[STORAGE], monkeypatch)
             for _ in range(3):  # 3 x the pool: a leak would exhaust it twice over

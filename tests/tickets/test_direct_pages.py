@@ -22,6 +22,7 @@ from echora_server.storage.factory import STORAGE
 
 KiB = 1024
 PAGE = "http://chat.example.test"
+ELSEWHERE = "http://elsewhere.example.test"
 
 
 @pytest.fixture
@@ -32,7 +33,13 @@ async def gate(s3_server: S3Server) -> AsyncIterator[CorsGate]:
 
 @pytest.fixture
 def config_overrides(s3_config_values: dict[str, Any], gate: CorsGate) -> dict[str, Any]:
-    return {**s3_config_values, "upload_direct": True, "s3_public_url": gate.url}
+    return {
+        **s3_config_values,
+        "upload_direct": True,
+        "s3_public_url": gate.url,
+        # Pages this server serves (its own origin counts too): only theirs are asked about.
+        "allowed_origins": [PAGE, ELSEWHERE],
+    }
 
 
 async def ask_from(person: Any, origin: str | None, size: int) -> dict[str, Any]:
@@ -66,16 +73,36 @@ async def test_a_page_the_store_keeps_out_sends_through_echora(
 ) -> None:
     alice = await people.create("alice")
     data = random.Random(2).randbytes(40 * KiB)
-    ticket = await ask_from(alice, "http://elsewhere.example.test", len(data))
+    ticket = await ask_from(alice, ELSEWHERE, len(data))
     assert ticket["upload"]["method"] == "PUT"
     assert ticket["upload"]["url"] == f"/api/uploads/{ticket['id']}"
     assert (await send(client, ticket, data)).status == 200
     done = await finalize(alice, ticket)
     assert done.status == 201, await done.text()
-    assert gate.preflights == ["http://elsewhere.example.test"]
+    assert gate.preflights == [ELSEWHERE]
     assert gate.forwarded == []  # not a byte went to the store from outside
     # A client that is no page (no Origin: curl, an agent) is not held to CORS.
     assert (await ask_from(alice, None, len(data)))["upload"]["method"] == "POST"
+
+
+async def test_a_page_of_an_origin_this_server_does_not_serve_is_never_asked_about(
+    client: TestClient, people: People, gate: CorsGate
+) -> None:
+    """However many origins a client makes up, the store is asked about none of them."""
+    alice = await people.create("alice")
+    for n in range(3):
+        ticket = await ask_from(alice, f"http://made-up-{n}.example.test", 1024)
+        assert ticket["upload"]["method"] == "PUT"
+    assert gate.preflights == []
+
+
+async def test_pages_asking_at_once_make_one_question_to_the_store(
+    client: TestClient, people: People, gate: CorsGate
+) -> None:
+    alice = await people.create("alice")
+    tickets = await asyncio.gather(*(ask_from(alice, PAGE, 1024) for _ in range(5)))
+    assert [t["upload"]["method"] for t in tickets] == ["POST"] * 5
+    assert gate.preflights == [PAGE]
 
 
 async def test_the_page_may_connect_to_the_store_and_nowhere_else(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -111,6 +112,7 @@ class S3Storage:
         self.direct_upload_origin: str | None = None
         self._form_url = ""
         self._page_origins: dict[str, tuple[float, bool]] = {}
+        self._page_checks: dict[str, asyncio.Future[bool]] = {}
 
     @property
     def prefix(self) -> str:
@@ -207,11 +209,16 @@ class S3Storage:
     async def accepts_pages_from(self, origin: str) -> bool:
         if self.direct_upload_origin is None:
             return False
-        now = time.monotonic()
         known = self._page_origins.get(origin)
-        if known is not None and known[0] > now:
+        if known is not None and known[0] > time.monotonic():
             return known[1]
-        allowed = await cors_allows(self._form_url, origin, self._timeout)
+        asking = self._page_checks.get(origin)
+        if asking is None:  # one question to the store per origin, however many wait
+            asking = asyncio.ensure_future(cors_allows(self._form_url, origin, self._timeout))
+            self._page_checks[origin] = asking
+            asking.add_done_callback(lambda _: self._page_checks.pop(origin, None))
+        allowed = await asyncio.shield(asking)
+        now = time.monotonic()
         if len(self._page_origins) >= CORS_ORIGINS:
             self._page_origins.clear()  # a few origins in practice; many means a stale mix
         self._page_origins[origin] = (now + CORS_SECONDS, allowed)
