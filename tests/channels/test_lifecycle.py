@@ -3,6 +3,7 @@ both storage backends), who may do each, and the events that keep every client's
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 from typing import Any
@@ -19,6 +20,7 @@ from support.tickets import send as send_ticket
 from support.tickets import ticket_for
 
 from echora_server.config import CONFIG
+from echora_server.db import channels as channels_db
 from echora_server.db.pool import POOL
 from echora_server.files.cleanup import sweep_once
 from echora_server.realtime.events import (
@@ -361,3 +363,33 @@ async def test_a_poll_bot_in_the_channel_finds_its_lifecycle_in_its_inbox(
     ]
     assert entries[-1]["body"]["channel"]["name"] == "general"
     assert await poll(elsewhere) == []
+
+
+async def test_a_finalize_meeting_a_channel_delete_answers_404_and_leaves_nothing(
+    client: TestClient, people: People
+) -> None:
+    """A channel delete under way holds the channel's row; a finalize into that channel
+    waits for it (it takes the channel before the ticket, as the delete does), then finds
+    the channel gone: 404, not a deadlock or a foreign-key error."""
+    alice = await people.create("alice", role="admin")
+    channel_id = int((await make_channel(alice, "doomed"))["id"])
+    data = b"bytes for a channel about to go"
+    ticket = await ticket_for(alice, len(data), channel_id=channel_id)
+    assert (await send_ticket(client, ticket, data)).status == 200
+    async with client.app[POOL].acquire() as conn:
+        deleting = conn.transaction()
+        await deleting.start()
+        await conn.execute("SELECT id FROM channels WHERE id = $1 FOR UPDATE", channel_id)
+        finalizing = asyncio.ensure_future(
+            alice.post(f"/api/uploads/{ticket['id']}/finalize", json={"token": ticket["token"]})
+        )
+        await asyncio.sleep(0.5)  # it reaches the channel's lock and waits there
+        assert not finalizing.done()
+        keys = await channels_db.delete_channel(conn, channel_id)  # the delete's own rows
+        await deleting.commit()
+    response = await asyncio.wait_for(finalizing, 10)
+    assert response.status == 404, await response.text()
+    assert (await response.json())["error"]["code"] == "upload_not_found"
+    assert len(keys) == 1  # the ticket's object, queued by the delete
+    assert await fetch(client, "SELECT count(*) FROM attachments") == 0
+    assert await fetch(client, "SELECT count(*) FROM upload_tickets") == 0
