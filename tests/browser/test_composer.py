@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Page, Route
-from support.browser import SIZES, Browsers, Tab, artifact_path, expect
+from support.browser import Browsers, Tab, artifact_path, expect, open_tab
 from support.people import People, Person
 
 LATENCY_MS = 700
@@ -38,12 +38,6 @@ async def history(person: Person, channel_id: int) -> list[dict[str, Any]]:
     response = await person.get(f"/api/channels/{channel_id}/messages")
     assert response.status == 200, await response.text()
     return list(reversed((await response.json())["messages"]))
-
-
-async def open_tab(browsers: Browsers, size: str, username: str) -> Tab:
-    tab = await browsers.tab(**SIZES[size])
-    await tab.login(username)
-    return tab
 
 
 async def slow_network(tab: Tab, latency_ms: int = LATENCY_MS) -> None:

@@ -17,10 +17,10 @@ from playwright.async_api import Page
 from support.browser import (
     SIZES,
     Browsers,
-    Tab,
     artifact_path,
     assert_accessible,
     expect,
+    open_tab,
     screenshot,
 )
 from support.chat import make_channel, post
@@ -55,12 +55,6 @@ async def post_files(
 ) -> None:
     ids = [await upload(person, name, data) for name, data in files]
     await post(person, channel_id, content, attachment_ids=ids)
-
-
-async def open_tab(browsers: Browsers, size: str, username: str, **options: Any) -> Tab:
-    tab = await browsers.tab(**SIZES[size], **options)
-    await tab.login(username)
-    return tab
 
 
 async def background(page: Page) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Locator, Page
-from support.browser import SIZES, Browsers, Tab, artifact_path, assert_accessible, expect
+from support.browser import SIZES, Browsers, artifact_path, assert_accessible, expect, open_tab
+from support.chat import channel_with, post
 from support.people import People, Person
 
 
@@ -22,33 +23,10 @@ def config_overrides() -> dict[str, Any]:
     return {"message_rate_burst": 100}  # one test posts 60 messages at once
 
 
-async def channel_with(owner: Person, *members: Person) -> int:
-    response = await owner.post(
-        "/api/channels", json={"workspace_id": owner.workspace_id, "name": "general"}
-    )
-    assert response.status == 201, await response.text()
-    channel_id = int((await response.json())["id"])
-    for member in members:
-        assert (await member.post(f"/api/channels/{channel_id}/join")).status == 200
-    return channel_id
-
-
-async def post(person: Person, channel_id: int, content: str) -> dict[str, Any]:
-    response = await person.post(f"/api/channels/{channel_id}/messages", json={"content": content})
-    assert response.status == 201, await response.text()
-    return dict(await response.json())
-
-
 async def history(person: Person, channel_id: int) -> list[dict[str, Any]]:
     response = await person.get(f"/api/channels/{channel_id}/messages")
     assert response.status == 200, await response.text()
     return list(reversed((await response.json())["messages"]))
-
-
-async def open_tab(browsers: Browsers, size: str, username: str) -> Tab:
-    tab = await browsers.tab(**SIZES[size])
-    await tab.login(username)
-    return tab
 
 
 def row(page: Page, text: str) -> Locator:

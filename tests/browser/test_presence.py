@@ -16,23 +16,13 @@ import aiohttp
 import pytest
 from playwright.async_api import Locator, Page, WebSocket
 from support.browser import SIZES, Browsers, Tab, artifact_path, assert_accessible, expect
+from support.chat import channel_with
 from support.people import People, Person
 
 
 @pytest.fixture
 def config_overrides() -> dict[str, Any]:
     return {"presence_grace": 0.3, "presence_interval": 0.1}
-
-
-async def channel_with(owner: Person, *members: Person) -> int:
-    response = await owner.post(
-        "/api/channels", json={"workspace_id": owner.workspace_id, "name": "general"}
-    )
-    assert response.status == 201, await response.text()
-    channel_id = int((await response.json())["id"])
-    for member in members:
-        assert (await member.post(f"/api/channels/{channel_id}/join")).status == 200
-    return channel_id
 
 
 async def open_tab(browsers: Browsers, size: str, username: str, *, clock: bool = False) -> Tab:

@@ -9,37 +9,15 @@ import re
 from typing import Any
 
 from playwright.async_api import Locator, Page
-from support.browser import SIZES, Browsers, Tab, assert_accessible, expect
+from support.browser import Browsers, assert_accessible, expect, open_tab
+from support.chat import channel_with, post
 from support.people import People, Person
-
-
-async def channel_with(owner: Person, *members: Person) -> int:
-    response = await owner.post(
-        "/api/channels", json={"workspace_id": owner.workspace_id, "name": "general"}
-    )
-    assert response.status == 201, await response.text()
-    channel_id = int((await response.json())["id"])
-    for member in members:
-        assert (await member.post(f"/api/channels/{channel_id}/join")).status == 200
-    return channel_id
-
-
-async def post(person: Person, channel_id: int, content: str) -> dict[str, Any]:
-    response = await person.post(f"/api/channels/{channel_id}/messages", json={"content": content})
-    assert response.status == 201, await response.text()
-    return dict(await response.json())
 
 
 async def reactions_seen_by(person: Person, channel_id: int) -> list[dict[str, Any]]:
     response = await person.get(f"/api/channels/{channel_id}/messages")
     [message] = (await response.json())["messages"]
     return list(message["reactions"])
-
-
-async def open_tab(browsers: Browsers, size: str, username: str) -> Tab:
-    tab = await browsers.tab(**SIZES[size])
-    await tab.login(username)
-    return tab
 
 
 def row(page: Page, text: str) -> Locator:

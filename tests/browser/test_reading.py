@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.async_api import Locator, Page
 from support.browser import SIZES, Browsers, Tab, artifact_path, assert_accessible, expect
-from support.chat import fetch, make_channel, post
+from support.chat import channel_with, fetch, post
 from support.people import People, Person
 
 from echora_server.db.pool import POOL
@@ -51,13 +51,6 @@ async def backdate(person: Person, message_id: int, age: dt.timedelta) -> None:
         await conn.execute(
             "UPDATE messages SET created_at = now() - $2::interval WHERE id = $1", message_id, age
         )
-
-
-async def channel_with(owner: Person, *members: Person) -> int:
-    channel_id = int((await make_channel(owner, "general"))["id"])
-    for member in members:
-        assert (await member.post(f"/api/channels/{channel_id}/join")).status == 200
-    return channel_id
 
 
 # What the parser builds, as [tag, {attributes}, children...] trees (text as strings).

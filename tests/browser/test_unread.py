@@ -6,28 +6,11 @@ another tab of the same person."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from playwright.async_api import Locator, Page
 from support.browser import Browsers, Tab, expect
+from support.chat import channel_with, post
 from support.people import People, Person
-
-
-async def make_channel(owner: Person, name: str, *members: Person) -> int:
-    response = await owner.post(
-        "/api/channels", json={"workspace_id": owner.workspace_id, "name": name}
-    )
-    assert response.status == 201, await response.text()
-    channel_id = int((await response.json())["id"])
-    for member in members:
-        assert (await member.post(f"/api/channels/{channel_id}/join")).status == 200
-    return channel_id
-
-
-async def post(person: Person, channel_id: int, content: str) -> dict[str, Any]:
-    response = await person.post(f"/api/channels/{channel_id}/messages", json={"content": content})
-    assert response.status == 201, await response.text()
-    return dict(await response.json())
 
 
 async def read_state(person: Person, channel_id: int) -> tuple[int | None, int, int]:
@@ -63,8 +46,8 @@ async def test_counts_show_live_survive_a_reload_and_go_when_read(
     browsers: Browsers, people: People
 ) -> None:
     alice, bob = await people.create("alice"), await people.create("bob")
-    general = await make_channel(alice, "general", bob)
-    await make_channel(alice, "bulletin", bob)
+    general = await channel_with(alice, bob, name="general")
+    await channel_with(alice, bob, name="bulletin")
     seen = await post(alice, general, "an old one of mine")
     tab = await opened_on(browsers, "alice", "bulletin")
     page = tab.page
@@ -116,8 +99,8 @@ async def test_reading_in_one_tab_clears_the_count_in_the_other(
     browsers: Browsers, people: People
 ) -> None:
     alice, bob = await people.create("alice"), await people.create("bob")
-    general = await make_channel(alice, "general", bob)
-    await make_channel(alice, "bulletin", bob)
+    general = await channel_with(alice, bob, name="general")
+    await channel_with(alice, bob, name="bulletin")
     await post(alice, general, "for bob")
     bobs = await opened_on(browsers, "bob", "bulletin")
     one = await opened_on(browsers, "alice", "bulletin")

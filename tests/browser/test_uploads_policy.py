@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Page, Request, Route
-from support.browser import SIZES, Browsers, Tab, expect
+from support.browser import SIZES, Browsers, expect, open_tab
 from support.people import People, Person
 
 from echora_server.config import Config
@@ -51,12 +51,6 @@ async def history(person: Person, channel_id: int) -> list[dict[str, Any]]:
     response = await person.get(f"/api/channels/{channel_id}/messages")
     assert response.status == 200, await response.text()
     return list(reversed((await response.json())["messages"]))
-
-
-async def open_tab(browsers: Browsers, size: str, username: str) -> Tab:
-    tab = await browsers.tab(**SIZES[size])
-    await tab.login(username)
-    return tab
 
 
 def upload_requests(page: Page) -> list[str]:

@@ -131,6 +131,13 @@ async def open_browsers(base_url: str) -> AsyncIterator[Browsers]:
             await browser.close()
 
 
+async def open_tab(browsers: Browsers, size: str, username: str, **options: Any) -> Tab:
+    """A tab at one of ``SIZES`` (plus any context options), logged in as ``username``."""
+    tab = await browsers.tab(**SIZES[size], **options)
+    await tab.login(username)
+    return tab
+
+
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 

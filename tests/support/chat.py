@@ -27,6 +27,15 @@ async def refuse_inserts_at_commit(client: TestClient, table: str) -> None:
         )
 
 
+async def channel_with(owner: Person, *members: Person, name: str = "general") -> int:
+    """A public channel ``owner`` made and ``members`` joined: its id."""
+    channel_id = int((await make_channel(owner, name))["id"])
+    for member in members:
+        response = await member.post(f"/api/channels/{channel_id}/join")
+        assert response.status == 200, await response.text()
+    return channel_id
+
+
 async def make_channel(
     person: Person, name: str, *, private: bool = False, topic: str = ""
 ) -> dict[str, Any]:
