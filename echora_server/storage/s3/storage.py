@@ -214,14 +214,16 @@ class S3Storage:
             return known[1]
         asking = self._page_checks.get(origin)
         if asking is None:  # one question to the store per origin, however many wait
-            asking = asyncio.ensure_future(cors_allows(self._form_url, origin, self._timeout))
+            asking = asyncio.ensure_future(self._ask_about(origin))
             self._page_checks[origin] = asking
             asking.add_done_callback(lambda _: self._page_checks.pop(origin, None))
-        allowed = await asyncio.shield(asking)
-        now = time.monotonic()
+        return await asyncio.shield(asking)
+
+    async def _ask_about(self, origin: str) -> bool:
+        allowed = await cors_allows(self._form_url, origin, self._timeout)
         if len(self._page_origins) >= CORS_ORIGINS:
             self._page_origins.clear()  # a few origins in practice; many means a stale mix
-        self._page_origins[origin] = (now + CORS_SECONDS, allowed)
+        self._page_origins[origin] = (time.monotonic() + CORS_SECONDS, allowed)
         if not allowed:
             log.warning("direct_uploads_not_for_pages", origin=origin)
         return allowed
@@ -243,6 +245,8 @@ class S3Storage:
             )
 
     async def close(self) -> None:
+        for asking in list(self._page_checks.values()):
+            asking.cancel()
         await self._cleanups.drain()  # aborts of failed writes still need the client
         stack, self._stack, self._s3, self._lean = self._stack, None, None, None
         if stack is not None:
