@@ -4,8 +4,7 @@ per page, events on a real WebSocket and in a poll-mode bot's inbox, the refusal
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -13,12 +12,9 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 from support.bots import make_bot, poll
-from support.chat import assert_same_response, fetch, make_channel, post
-from support.faultproxy import FaultProxy
+from support.chat import assert_same_response, fetch, make_channel, post, tapped_client
 from support.people import People, Person
-from support.postgres import postgres_socket
 from support.recording import RecordingFanout, recorder, recording_app
-from support.wiretap import PgTap
 
 from echora_server.app import create_app
 from echora_server.config import Config
@@ -158,27 +154,6 @@ async def test_history_counts_and_mine_per_viewer(people: People, events: Record
     assert reactions_of(await history(bob, channel), first["id"]) == [
         {"emoji": THUMBS, "count": 2, "mine": True}
     ]
-
-
-@contextlib.asynccontextmanager
-async def tapped_client(
-    database_url: str, tmp_path: Path, aiohttp_client: ClientFactory
-) -> AsyncIterator[tuple[TestClient, PgTap]]:
-    """The app talking to PostgreSQL through a proxy that counts round trips."""
-    pg = PgTap()
-    socket, dbname = postgres_socket(database_url)
-    async with FaultProxy(socket, tap=pg.connection) as proxy:
-        config = Config(
-            database_url=f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}",
-            data_dir=tmp_path,
-            storage="local",
-            sweep_interval=0,
-        )
-        client = await aiohttp_client(create_app(config))
-        try:
-            yield client, pg
-        finally:
-            await client.close()
 
 
 async def test_history_reads_reactions_in_one_query_per_page(

@@ -5,20 +5,16 @@ only, in every process."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
 from support.bots import make_bot, poll
-from support.chat import assert_same_response, fetch, make_channel, post
-from support.faultproxy import FaultProxy
+from support.chat import assert_same_response, fetch, make_channel, post, tapped_client
 from support.people import People, Person
-from support.postgres import postgres_socket
 from support.recording import RecordingFanout
-from support.wiretap import PgTap
 
 from echora_server.app import create_app
 from echora_server.config import Config
@@ -265,27 +261,6 @@ async def test_the_event_reaches_all_my_sockets_in_every_process_and_no_one_else
     finally:
         for ws in (*sockets, *bobs):
             await ws.close()
-
-
-@contextlib.asynccontextmanager
-async def tapped_client(
-    database_url: str, tmp_path: Path, aiohttp_client: ClientFactory
-) -> AsyncIterator[tuple[TestClient, PgTap]]:
-    """The app talking to PostgreSQL through a proxy that counts round trips."""
-    pg = PgTap()
-    socket, dbname = postgres_socket(database_url)
-    async with FaultProxy(socket, tap=pg.connection) as proxy:
-        config = Config(
-            database_url=f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}",
-            data_dir=tmp_path,
-            storage="local",
-            sweep_interval=0,
-        )
-        client = await aiohttp_client(create_app(config))
-        try:
-            yield client, pg
-        finally:
-            await client.close()
 
 
 async def test_each_list_costs_the_same_queries_whatever_its_length(

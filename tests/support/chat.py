@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from echora_server.app import create_app
+from echora_server.config import Config
 from echora_server.db.pool import POOL
+from support.faultproxy import FaultProxy
 from support.people import Person
+from support.postgres import postgres_socket
+from support.wiretap import PgTap
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+@contextlib.asynccontextmanager
+async def tapped_client(
+    database_url: str, tmp_path: Path, aiohttp_client: ClientFactory
+) -> AsyncIterator[tuple[TestClient, PgTap]]:
+    """The app talking to PostgreSQL through a proxy that counts round trips."""
+    pg = PgTap()
+    socket, dbname = postgres_socket(database_url)
+    async with FaultProxy(socket, tap=pg.connection) as proxy:
+        config = Config(
+            database_url=f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}",
+            data_dir=tmp_path,
+            storage="local",
+            sweep_interval=0,
+        )
+        client = await aiohttp_client(create_app(config))
+        try:
+            yield client, pg
+        finally:
+            await client.close()
 
 
 async def refuse_inserts_at_commit(client: TestClient, table: str) -> None:
