@@ -185,10 +185,7 @@ async def test_history_reads_reactions_in_one_query_per_page(
                     )
 
         async def round_trips(channel: int) -> tuple[int, list[dict[str, Any]]]:
-            await history(alice, channel, limit=50)  # warm: statements prepared
-            mark = pg.mark()
-            page = await history(alice, channel, limit=50)
-            return pg.round_trips_since(mark), page
+            return await pg.fewest_round_trips(lambda: history(alice, channel, limit=50))
 
         few, small_page = await round_trips(small)
         many, large_page = await round_trips(large)
