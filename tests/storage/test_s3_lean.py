@@ -14,12 +14,16 @@ from urllib.parse import urlparse
 
 import pytest
 from aiohttp import web
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from support.faultproxy import FaultProxy
 from support.seaweed import S3Server, direct_s3_client
 from support.wiretap import HttpTap
 
 from echora_server.config import Config
 from echora_server.storage.base import ObjectNotFound, StorageError
+from echora_server.storage.s3.lean import SigV4, signed_host
 from echora_server.storage.s3.storage import S3Storage
 
 
@@ -45,6 +49,62 @@ async def tapped_storage(
             yield storage, tap
         finally:
             await storage.close()
+
+
+def botocore_signed(
+    credentials: Credentials,
+    region: str,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    payload_hash: str,
+    timestamp: str,
+) -> dict[str, str]:
+    """What botocore's S3 signer adds, at a given time (its steps, without its clock)."""
+    request = AWSRequest(
+        method=method, url=url, headers={**headers, "X-Amz-Content-SHA256": payload_hash}
+    )
+    request.context["timestamp"] = timestamp
+    auth = S3SigV4Auth(credentials.get_frozen_credentials(), "s3", region)
+    auth.payload = lambda _request: payload_hash  # type: ignore[method-assign]
+    auth._modify_request_before_signing(request)
+    canonical = auth.canonical_request(request)
+    signature = auth.signature(auth.string_to_sign(request, canonical), request)
+    auth._inject_signature_to_request(request, signature)
+    return dict(request.headers.items())
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "headers", "token"),
+    [
+        ("http://127.0.0.1:8333", {"Content-Type": "image/png"}, None),
+        ("http://127.0.0.1:80", {"Range": "bytes=10-19"}, None),
+        ("https://S3.Example.com", {"Content-Type": "text/plain;  charset=utf-8 "}, "tok"),
+        ("https://[::1]:9000/base", {}, None),
+    ],
+)
+@pytest.mark.parametrize("timestamp", ["20261204T235959Z", "20261205T000000Z"])
+def test_the_lean_signature_is_botocores(
+    endpoint: str, headers: dict[str, str], token: str | None, timestamp: str
+) -> None:
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    url = f"{endpoint}/my-bucket/echora/files/7/a%20b~c"
+    payload_hash = hashlib.sha256(b"x").hexdigest()
+    signer = SigV4("eu-west-3")
+    for _ in range(2):  # the second from the kept signing key
+        ours = signer.sign(
+            credentials.get_frozen_credentials(),
+            "PUT",
+            signed_host(endpoint),
+            urlparse(url).path,
+            headers,
+            payload_hash,
+            timestamp,
+        )
+        theirs = botocore_signed(
+            credentials, "eu-west-3", "PUT", url, headers, payload_hash, timestamp
+        )
+        assert {k.lower(): v for k, v in ours.items()} == {k.lower(): v for k, v in theirs.items()}
 
 
 async def test_a_put_is_one_signed_request_the_store_verifies(
