@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# Children kept per label set: ``labels()`` takes a lock and builds a key on every call. Beyond
+# this many label sets (methods come from clients) children are looked up as before.
+MAX_KEPT_CHILDREN = 512
 
 
 class Metrics:
@@ -47,6 +53,29 @@ class Metrics:
         )
         for transition in ("staged", "leased", "fetched", "acknowledged"):
             self.inbox_transitions.labels(transition)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._body_children: dict[str, Any] = {}
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request counted and timed."""
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            if len(self._request_children) < MAX_KEPT_CHILDREN:
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def download_body(self, path: str) -> None:
+        """A download body sent by ``path`` (sendfile, splice, chunks); created when first used."""
+        child = self._body_children.get(path)
+        if child is None:
+            child = self._body_children[path] = self.download_bodies.labels(path)
+        child.inc()
 
 
 METRICS = web.AppKey("metrics", Metrics)

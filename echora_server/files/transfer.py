@@ -52,16 +52,16 @@ async def send(
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """The caller still owns, and closes, the reader."""
-    counted = request.app[METRICS].download_bodies
+    metrics = request.app[METRICS]
     region = reader.file_region()
     if region is not None:
-        counted.labels("sendfile").inc()
+        metrics.download_body("sendfile")
         return await _send_file(request, attachment_id, region, status, headers)
     body = reader.socket_body()
     if body is not None:
-        counted.labels("splice").inc()
+        metrics.download_body("splice")
         return await _splice(request, attachment_id, body, status, headers)
-    counted.labels("chunks").inc()
+    metrics.download_body("chunks")
     chunks: AsyncIterator[bytes] = reader.chunks(CHUNK_SIZE)
     # Every backend's chunks() is an async generator; the Protocol only says iterator.
     async with aclosing(chunks):  # type: ignore[type-var]

@@ -92,9 +92,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     finally:
-        route = route_template(request)
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.request_done(request.method, route_template(request), status, seconds)
 
 
 def error_response(
