@@ -27,6 +27,8 @@ TARGET_FIELDS = ("channel_id", "workspace_id")
 FILE_FIELD = "file"
 _FIELD_MAX_BYTES = 32
 _IDENTITY_ENCODINGS = frozenset({"", "identity", "binary", "7bit", "8bit"})
+# A reset connection, a short body, a malformed body: the client's problem.
+_CLIENT_FAILURES = (OSError, HttpProcessingError, ValueError, RuntimeError)
 
 
 class UploadTimeout(ApiError):
@@ -109,7 +111,15 @@ class ChunkReader:
     async def read(self) -> bytes:
         if self._field is not None:
             return await self._body.client(self._field.read_chunk(READ_SIZE))
-        return await self._body.client(self._body.request.content.read(READ_SIZE))
+        content = self._body.request.content
+        if content.is_eof():
+            # The whole body has arrived (a small file usually has): nothing to wait for, so
+            # no idle timer to arm and cancel.
+            try:
+                return content.read_nowait(READ_SIZE)
+            except _CLIENT_FAILURES:
+                raise UploadIncomplete() from None
+        return await self._body.client(content.read(READ_SIZE))
 
 
 def _parse_id(name: str, raw: str) -> int:
@@ -197,8 +207,7 @@ class UploadBody:
             if timeout.expired():
                 raise UploadTimeout(details={"idle_timeout_seconds": self._idle_timeout}) from None
             raise UploadIncomplete() from None
-        except (OSError, HttpProcessingError, ValueError, RuntimeError):
-            # A reset connection, a short body, a malformed body: the client's problem.
+        except _CLIENT_FAILURES:
             raise UploadIncomplete() from None
 
     async def target(self) -> TargetFields:
