@@ -115,7 +115,7 @@ class SigV4:
             ("AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode()).hexdigest())
         )
         key = self._signing_key(credentials.secret_key, day)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.digest(key, to_sign.encode(), "sha256").hex()
         signed["Authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
             f"SignedHeaders={signed_names}, Signature={signature}"
@@ -175,6 +175,8 @@ class LeanS3:
             timeout=self._timeout,
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding",),
+            # The store sets no cookie we would send back: none is looked up or kept.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
