@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -18,6 +19,7 @@ from echora_server.core.route import Handler
 REQUEST_ID = web.RequestKey("request_id", str)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 access_log = structlog.get_logger("echora.access")
+_access_level = logging.getLogger("echora.access")  # the stdlib logger behind it
 log = structlog.get_logger("echora.errors")
 
 # Router and framework errors keep the same shape, with stable codes of their own.
@@ -44,6 +46,8 @@ def bind_request_id(request: web.Request) -> None:
 
 
 def log_request(request: web.Request, status: int, started: float, **fields: Any) -> None:
+    if not _access_level.isEnabledFor(logging.INFO):
+        return  # nothing to build: the line would be dropped
     access_log.info(
         "request",
         method=request.method,
