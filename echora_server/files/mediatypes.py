@@ -8,6 +8,7 @@ names are stored but never inline, even as a valid image (a PNG/HTML polyglot na
 from __future__ import annotations
 
 import codecs
+import functools
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -154,7 +155,13 @@ def _is_plain_text(head: bytes) -> bool:
 
 def type_from_name(filename: str) -> str | None:
     """What the extension says, or None when it says nothing known."""
-    guessed, _ = _EXTENSIONS.guess_type(f"x{split_extension(filename)[1].lower()}", strict=False)
+    return _type_of_extension(split_extension(filename)[1].lower())
+
+
+@functools.lru_cache(maxsize=256)
+def _type_of_extension(extension: str) -> str | None:
+    # A fixed table (above): one answer per extension, asked for twice per upload.
+    guessed, _ = _EXTENSIONS.guess_type(f"x{extension}", strict=False)
     return _ALIASES.get(guessed, guessed) if guessed else None
 
 
