@@ -1,8 +1,9 @@
 """Finalize: the attachment is created by the statement that marks its ticket finalized.
-Bytes a PUT brought through Echora were counted, hashed and typed on their way in; bytes a
-presigned POST sent straight to the store are checked here: the size and first bytes by one
-ranged read (its answer gives the whole size), the digest by reading them once. A refused
-object is deleted at once."""
+Bytes a PUT brought through Echora were counted, hashed and typed on their way in; bytes
+sent straight to the store are checked here: the size and first bytes by one ranged read
+(its answer gives the whole size), then the digest: a presigned PUT's is the one the store
+verified against the signed checksum (a HEAD), a form's is read from the bytes once. A
+refused object is deleted at once."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ class StoredSizeMismatch(ApiError):
     status = 422
     code = "upload_size_mismatch"
     message = "The stored object is not the size the ticket declared; it was deleted."
+
+
+class StoredDigestMismatch(ApiError):
+    status = 422
+    code = "upload_digest_mismatch"
+    message = "The stored object does not have the SHA-256 the ticket declared; it was deleted."
 
 
 class ObjectCheck:
@@ -85,7 +92,9 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
         except ApiError as refusal:
             await _refuse(check, refusal)
         size = read_dimensions(head, media.detected) if media.detected else None
-        sha256 = head_digest or await _digest(check.storage, ticket)
+        sha256 = head_digest or await _store_digest(check)
+        if ticket.declared_sha256 not in (None, sha256):
+            await _refuse(check, StoredDigestMismatch(details={"stored_sha256": sha256.hex()}))
     try:
         new = await _attachment(check, media, size, sha256)
         here = origin()
@@ -147,6 +156,17 @@ async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
 
 def _size_mismatch(ticket: Ticket, stored: int) -> StoredSizeMismatch:
     return StoredSizeMismatch(details={"declared_bytes": ticket.size, "stored_bytes": stored})
+
+
+async def _store_digest(check: ObjectCheck) -> bytes:
+    """The SHA-256 of bytes that did not come through Echora: for a presigned PUT, the one
+    the store verified (it refused any bytes but the declared digest's), else read."""
+    ticket = check.ticket
+    if ticket.method == "store_put":
+        verified = await check.storage.stored_sha256(ticket.storage_key)
+        if verified is not None:
+            return verified
+    return await _digest(check.storage, ticket)
 
 
 async def _digest(storage: Storage, ticket: Ticket) -> bytes:

@@ -23,6 +23,7 @@ from echora_server.storage.base import (
     ObjectNotFound,
     PendingUpload,
     PresignedPost,
+    PresignedPut,
     StorageError,
     StoredObject,
     check_key,
@@ -134,11 +135,20 @@ class LocalStorage:
 
     direct_upload_problem: str | None = "the local store takes no direct uploads"
     direct_upload_origin: str | None = None
+    direct_put_problem: str | None = "the local store takes no direct uploads"
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int
     ) -> PresignedPost | None:
         return None  # the bytes come through Echora
+
+    async def presign_put(
+        self, key: str, *, content_type: str, sha256: bytes, expires_in: int
+    ) -> PresignedPut | None:
+        return None
+
+    async def stored_sha256(self, key: str) -> bytes | None:
+        return None
 
     async def accepts_pages_from(self, origin: str) -> bool:
         return False

@@ -24,6 +24,7 @@ from echora_server.storage.base import (
     ObjectNotFound,
     PendingUpload,
     PresignedPost,
+    PresignedPut,
     StorageError,
     StoredObject,
     check_key,
@@ -37,7 +38,10 @@ from echora_server.storage.s3.presigned import (
     cors_allows,
     origin_of,
     presign_post,
+    presign_put,
+    probe_checksum_put,
     probe_post_policy,
+    stored_sha256,
 )
 from echora_server.storage.s3.reader import S3Reader
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
@@ -110,6 +114,8 @@ class S3Storage:
         # Why presigned POSTs are not offered (None: they are), known after start().
         self.direct_upload_problem: str | None = "not probed"
         self.direct_upload_origin: str | None = None
+        self.direct_put_problem: str | None = "not probed"
+        self._presigner: Any = None  # signs PUT URLs for the host clients reach
         self._form_url = ""
         self._page_origins: dict[str, tuple[float, bool]] = {}
         self._page_checks: dict[str, asyncio.Future[bool]] = {}
@@ -162,12 +168,25 @@ class S3Storage:
             self._lean = lean
             if config.s3_create_bucket:
                 await self._create_bucket()
+            self._presigner = self._s3
+            if config.s3_public_url:  # SigV4 signs the host: sign for the one clients reach
+                self._presigner = await stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        endpoint_url=config.s3_public_url,
+                        region_name=config.s3_region,
+                        aws_access_key_id=key_id.get_secret_value() if key_id else None,
+                        aws_secret_access_key=secret.get_secret_value() if secret else None,
+                        config=self._aio_config,
+                    )
+                )
             if config.upload_direct:
                 await self._probe_direct_uploads()
             else:
                 self.direct_upload_problem = "ECHORA_UPLOAD_DIRECT is off"
+                self.direct_put_problem = self.direct_upload_problem
         except BaseException:
-            self._s3 = self._lean = None
+            self._s3 = self._lean = self._presigner = None
             await stack.aclose()
             raise
         self._stack = stack
@@ -188,6 +207,10 @@ class S3Storage:
                 raise
 
     async def _probe_direct_uploads(self) -> None:
+        problem = await probe_checksum_put(self._client, self._bucket, self._prefix, self._timeout)
+        self.direct_put_problem = problem and f"the store {problem}"
+        if problem:
+            log.warning("direct_puts_off", store=self.direct_put_problem)
         problem = await probe_post_policy(self._client, self._bucket, self._prefix, self._timeout)
         self.direct_upload_problem = problem and f"the store {problem}"
         if problem:
@@ -244,11 +267,34 @@ class S3Storage:
                 public_url=self._config.s3_public_url,
             )
 
+    async def presign_put(
+        self, key: str, *, content_type: str, sha256: bytes, expires_in: int
+    ) -> PresignedPut | None:
+        if self.direct_put_problem is not None:
+            return None
+        with translated("PresignPut", key):
+            return await presign_put(
+                self._presigner,
+                self._bucket,
+                self._s3_key(key),
+                content_type=content_type,
+                sha256=sha256,
+                expires_in=expires_in,
+            )
+
+    async def stored_sha256(self, key: str) -> bytes | None:
+        try:
+            async with bounded("HeadObject", self._timeout, self.availability, key):
+                return await stored_sha256(self._client, self._bucket, self._s3_key(key))
+        except ObjectNotFound:
+            return None
+
     async def close(self) -> None:
         for asking in list(self._page_checks.values()):
             asking.cancel()
         await self._cleanups.drain()  # aborts of failed writes still need the client
         stack, self._stack, self._s3, self._lean = self._stack, None, None, None
+        self._presigner = None
         if stack is not None:
             await stack.aclose()
 
