@@ -92,29 +92,6 @@ def origin_of(url: str) -> str:
     return str(URL(url).origin())
 
 
-async def cors_allows(url: str, origin: str, seconds: float) -> bool:
-    """Whether the store's CORS rules let a page of ``origin`` POST a form to ``url`` and read
-    the answer: the preflight a browser sends first (an upload with progress always has one)."""
-    headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
-            session.options(url, headers=headers, allow_redirects=False) as response,
-        ):
-            await response.read()
-            allowed_origin = response.headers.get("Access-Control-Allow-Origin", "")
-            methods = response.headers.get("Access-Control-Allow-Methods", "")
-    except (aiohttp.ClientError, TimeoutError):
-        log.warning("cors_preflight_failed", url=url, origin=origin, exc_info=True)
-        return False
-    allowed_methods = {m.strip().upper() for m in methods.split(",")}
-    return (
-        200 <= response.status < 300
-        and allowed_origin in ("*", origin)
-        and bool(allowed_methods & {"*", "POST"})
-    )
-
-
 async def _send(session: aiohttp.ClientSession, post: PresignedPost, body: bytes) -> int:
     form = aiohttp.FormData()
     for name, value in post.fields.items():

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,11 +29,11 @@ from echora_server.storage.base import (
     check_prefix,
     check_range,
 )
+from echora_server.storage.s3.cors import PageOrigins
 from echora_server.storage.s3.errors import bounded, error_code, translated
 from echora_server.storage.s3.lean import LeanS3
 from echora_server.storage.s3.presigned import (
     PROBE_KEY,
-    cors_allows,
     origin_of,
     presign_post,
     presign_put,
@@ -56,8 +54,6 @@ CONNECT_TIMEOUT = 5.0
 # A zero-copy read's URL is used at once; the margin covers clock skew with the store.
 PRESIGNED_SECONDS = 300
 # How long the store's CORS answer for a page origin is trusted, and for how many origins.
-CORS_SECONDS = 300.0
-CORS_ORIGINS = 64
 
 
 class S3Storage:
@@ -116,9 +112,7 @@ class S3Storage:
         self.direct_upload_origin: str | None = None
         self.direct_put_problem: str | None = "not probed"
         self._presigner: Any = None  # signs PUT URLs for the host clients reach
-        self._form_url = ""
-        self._page_origins: dict[str, tuple[float, bool]] = {}
-        self._page_checks: dict[str, asyncio.Future[bool]] = {}
+        self._pages = PageOrigins(self._timeout)
 
     @property
     def prefix(self) -> str:
@@ -225,31 +219,14 @@ class S3Storage:
             expires_in=60,
             public_url=self._config.s3_public_url,
         )
-        self._form_url = form.url
+        self._pages.url = form.url
         self.direct_upload_origin = origin_of(form.url)
         log.info("direct_uploads_on", origin=self.direct_upload_origin)
 
     async def accepts_pages_from(self, origin: str) -> bool:
         if self.direct_upload_origin is None:
             return False
-        known = self._page_origins.get(origin)
-        if known is not None and known[0] > time.monotonic():
-            return known[1]
-        asking = self._page_checks.get(origin)
-        if asking is None:  # one question to the store per origin, however many wait
-            asking = asyncio.ensure_future(self._ask_about(origin))
-            self._page_checks[origin] = asking
-            asking.add_done_callback(lambda _: self._page_checks.pop(origin, None))
-        return await asyncio.shield(asking)
-
-    async def _ask_about(self, origin: str) -> bool:
-        allowed = await cors_allows(self._form_url, origin, self._timeout)
-        if len(self._page_origins) >= CORS_ORIGINS:
-            self._page_origins.clear()  # a few origins in practice; many means a stale mix
-        self._page_origins[origin] = (time.monotonic() + CORS_SECONDS, allowed)
-        if not allowed:
-            log.warning("direct_uploads_not_for_pages", origin=origin)
-        return allowed
+        return await self._pages.allowed(origin)
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int
@@ -290,8 +267,7 @@ class S3Storage:
             return None
 
     async def close(self) -> None:
-        for asking in list(self._page_checks.values()):
-            asking.cancel()
+        self._pages.close()
         await self._cleanups.drain()  # aborts of failed writes still need the client
         stack, self._stack, self._s3, self._lean = self._stack, None, None, None
         self._presigner = None
