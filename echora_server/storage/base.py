@@ -229,6 +229,10 @@ class Storage(Protocol):
         """Whether a web page of ``origin`` may send those forms: the store's CORS rules let
         it POST and read the answer (asked of the store, the answer kept a few minutes)."""
 
+    async def copy(self, source: str, target: str) -> None:
+        """A copy of ``source``'s object at ``target``, made by the store itself (no bytes
+        through this process on S3); ObjectNotFound when ``source`` has none."""
+
     async def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key succeeds."""
 

@@ -8,6 +8,8 @@ import datetime as dt
 import functools
 import os
 import re
+import secrets
+import shutil
 import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,7 +35,12 @@ from echora_server.storage.base import (
 )
 from echora_server.storage.local.paths import jailed_path, modified_at, scan_directory
 from echora_server.storage.local.reader import LocalFileReader, open_file_reader
-from echora_server.storage.local.tempfile import TEMP_DIR, TempFile, remove_stale_temp_files
+from echora_server.storage.local.tempfile import (
+    TEMP_DIR,
+    WRITE_BATCH,
+    TempFile,
+    remove_stale_temp_files,
+)
 
 _T = TypeVar("_T")
 
@@ -166,6 +173,27 @@ class LocalStorage:
             return ObjectInfo(key=key, size=st.st_size, last_modified=modified_at(st))
 
         return await self._translate(stat_sync)
+
+    async def copy(self, source: str, target: str) -> None:
+        check_key(source)
+        check_key(target)
+
+        def copy_sync() -> None:
+            temp = self._started_root / TEMP_DIR / f"{secrets.token_hex(16)}.part"
+            try:
+                with open(self._path(source), "rb") as src, open(temp, "xb") as dst:
+                    shutil.copyfileobj(src, dst, WRITE_BATCH)
+                    os.fsync(dst.fileno())
+                destination = self._path(target)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, destination)
+            except FileNotFoundError:
+                raise ObjectNotFound(source) from None
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+
+        await self._translate(copy_sync)
 
     async def delete(self, key: str) -> None:
         check_key(key)

@@ -336,6 +336,14 @@ class S3Storage:
             key=key, size=int(head["ContentLength"]), last_modified=head["LastModified"]
         )
 
+    async def copy(self, source: str, target: str) -> None:
+        async with bounded("CopyObject", self._timeout, self.availability, source):
+            await self._client.copy_object(
+                Bucket=self._bucket,
+                Key=self._s3_key(target),
+                CopySource={"Bucket": self._bucket, "Key": self._s3_key(source)},
+            )
+
     async def delete(self, key: str) -> None:
         try:
             async with bounded("DeleteObject", self._timeout, self.availability, key):
