@@ -204,6 +204,7 @@ def test_check_config_connect_reaches_the_database_and_the_store(
     assert shown["ECHORA_DATABASE_URL (from)"] == "environment"
     assert "database: ok" in good.stderr and "storage: ok" in good.stderr
     assert "direct uploads: off: the local store takes no direct uploads" in good.stderr
+    assert "direct PUTs of a declared SHA-256: off: the local store" in good.stderr
     secret = tmp_path / "db-url"
     secret.write_text(f"postgresql://nobody@127.0.0.1:{free_port()}/none\n")
     bad = run_echora(

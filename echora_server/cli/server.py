@@ -109,6 +109,12 @@ async def _reach(config: Config) -> dict[str, str]:
         await storage.start()
         await storage.ping()
         found["storage"] = "ok"
+        if storage.direct_put_problem:
+            click.echo(
+                f"direct PUTs of a declared SHA-256: off: {storage.direct_put_problem}", err=True
+            )
+        else:
+            click.echo("direct PUTs of a declared SHA-256: on", err=True)
         problem = storage.direct_upload_problem
         if problem:
             click.echo(f"direct uploads: off: {problem}", err=True)

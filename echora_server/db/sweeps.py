@@ -73,13 +73,16 @@ async def count_expired_unlinked(
     return ExpiryEstimate(attachments=row["attachments"], new_keys=row["new_keys"])
 
 
-# Queued keys are the queue's business (it retries them with backoff), not orphans.
+# Queued keys are the queue's business (it retries them with backoff), not orphans. A
+# finalized ticket claims nothing: its attachment claims the key it kept (a form's ticket
+# keeps a copy, and what its key holds, posted before or after the finalize, is an orphan).
 SELECT_UNCLAIMED_KEYS = """
 SELECT k.key FROM unnest($1::text[]) AS k(key)
 WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.storage_key = k.key)
   AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.thumbnail_key = k.key)
   AND NOT EXISTS (SELECT 1 FROM storage_deletions d WHERE d.key = k.key)
-  AND NOT EXISTS (SELECT 1 FROM upload_tickets t WHERE t.storage_key = k.key)
+  AND NOT EXISTS (
+      SELECT 1 FROM upload_tickets t WHERE t.storage_key = k.key AND t.finalized_at IS NULL)
 """
 
 

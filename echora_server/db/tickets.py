@@ -18,7 +18,8 @@ from echora_server.db.policies import (
     to_settings,
 )
 
-Method = Literal["put", "post"]
+# put: through Echora; post: a form to the store; store_put: a presigned PUT to the store
+Method = Literal["put", "post", "store_put"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class NewTicket:
     created_at: dt.datetime
     expires_at: dt.datetime
     finalize_before: dt.datetime
+    declared_sha256: bytes | None = None  # what the client said the bytes hash to
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +61,13 @@ class Ticket:
     height: int | None
     finalized_at: dt.datetime | None
     attachment_id: str | None
+    declared_sha256: bytes | None
 
 
 _TICKET = """
 t.id, t.workspace_id, t.owner_id, t.channel_id, t.storage_key, t.filename, t.declared_type,
 t.size, t.method, t.created_at, t.expires_at, t.finalize_before, t.received_at, t.sha256,
-t.detected_type, t.width, t.height, t.finalized_at, t.attachment_id
+t.detected_type, t.width, t.height, t.finalized_at, t.attachment_id, t.declared_sha256
 """
 
 
@@ -73,8 +76,9 @@ _TICKET_FIELDS = tuple(part.strip().removeprefix("t.") for part in _TICKET.split
 
 def _ticket(row: asyncpg.Record) -> Ticket:
     values = {name: row[name] for name in _TICKET_FIELDS}
-    if values["sha256"] is not None:
-        values["sha256"] = bytes(values["sha256"])
+    for name in ("sha256", "declared_sha256"):
+        if values[name] is not None:
+            values[name] = bytes(values[name])
     return Ticket(**values)
 
 
@@ -105,8 +109,8 @@ WITH open AS (
 ), t AS (
     INSERT INTO upload_tickets (
         id, owner_id, token_hash, workspace_id, channel_id, storage_key, filename,
-        declared_type, size, method, created_at, expires_at, finalize_before)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
+        declared_type, size, method, created_at, expires_at, finalize_before, declared_sha256)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15
     FROM open, q
     WHERE open.n < $14 AND q.refusal IS NULL
     RETURNING id
@@ -137,6 +141,7 @@ async def insert_ticket(conn: asyncpg.Connection, ticket: NewTicket, max_open: i
             ticket.expires_at,
             ticket.finalize_before,
             max_open,
+            ticket.declared_sha256,
         )
     if row is None:
         raise RuntimeError("INSERT_TICKET yields one row")

@@ -90,6 +90,14 @@ class PresignedPost:
 
 
 @dataclass(frozen=True, slots=True)
+class PresignedPut:
+    """A PUT a client sends straight to the store: the body alone, with ``headers``."""
+
+    url: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Leftover:
     """What a failed write could not clean up (the store was down): ``key``'s object, if it
     may exist, and ``upload_id``'s pending upload, if any. A later cleanup pass removes both."""
@@ -170,6 +178,8 @@ class Storage(Protocol):
     # Where the forms go (scheme://host[:port]): what a page's content policy must let it
     # connect to. None while ``direct_upload_problem`` is set.
     direct_upload_origin: str | None
+    # Why ``presign_put`` offers nothing (None: it offers PUTs), known after ``start``.
+    direct_put_problem: str | None
 
     async def start(self) -> None:
         """Open clients; create the bucket/directory if configured to."""
@@ -205,9 +215,23 @@ class Storage(Protocol):
         """A form for exactly ``size`` bytes of ``content_type`` into ``key``; None when this
         store takes no direct uploads."""
 
+    async def presign_put(
+        self, key: str, *, content_type: str, sha256: bytes, expires_in: int
+    ) -> PresignedPut | None:
+        """A PUT of exactly the bytes whose SHA-256 is ``sha256`` into ``key``, the store
+        refusing any other; None when this store takes no such uploads."""
+
+    async def stored_sha256(self, key: str) -> bytes | None:
+        """The SHA-256 the store verified when ``key`` was written by a ``presign_put`` URL;
+        None when it keeps none."""
+
     async def accepts_pages_from(self, origin: str) -> bool:
         """Whether a web page of ``origin`` may send those forms: the store's CORS rules let
         it POST and read the answer (asked of the store, the answer kept a few minutes)."""
+
+    async def copy(self, source: str, target: str) -> None:
+        """A copy of ``source``'s object at ``target``, made by the store itself (no bytes
+        through this process on S3); ObjectNotFound when ``source`` has none."""
 
     async def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key succeeds."""

@@ -1,8 +1,9 @@
 """Finalize: the attachment is created by the statement that marks its ticket finalized.
-Bytes a PUT brought through Echora were counted, hashed and typed on their way in; bytes a
-presigned POST sent straight to the store are checked here: the size and first bytes by one
-ranged read (its answer gives the whole size), the digest by reading them once. A refused
-object is deleted at once."""
+Bytes a PUT brought through Echora were counted, hashed and typed on their way in; bytes
+sent straight to the store are checked here: the size and first bytes by one ranged read
+(its answer gives the whole size), then the digest: a presigned PUT's is the one the store
+verified against the signed checksum (a HEAD), a form's is read from the bytes once. A
+refused object is deleted at once."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from echora_server.files.images import THUMBNAIL_TYPE, decodable, read_dimension
 from echora_server.files.mediatypes import MediaType, classify
 from echora_server.files.meter import HEAD_BYTES
 from echora_server.files.policy import UploadPolicy
-from echora_server.files.uploads import THUMBNAIL_SUFFIX, UploadService
-from echora_server.storage.base import InvalidRange, ObjectNotFound, Storage
+from echora_server.files.uploads import FILES_KIND, THUMBNAIL_SUFFIX, UploadService
+from echora_server.storage.base import InvalidRange, ObjectNotFound, Storage, new_key
 
 log = structlog.get_logger("echora.tickets")
 
@@ -41,6 +42,12 @@ class StoredSizeMismatch(ApiError):
     status = 422
     code = "upload_size_mismatch"
     message = "The stored object is not the size the ticket declared; it was deleted."
+
+
+class StoredDigestMismatch(ApiError):
+    status = 422
+    code = "upload_digest_mismatch"
+    message = "The stored object does not have the SHA-256 the ticket declared; it was deleted."
 
 
 class ObjectCheck:
@@ -61,32 +68,13 @@ class ObjectCheck:
         self.policy = policy  # the workspace's, read when the finalize took the ticket
         self.settled = False
         self.thumbnail_key: str | None = None
+        self.key = ticket.storage_key  # of the bytes checked, and the attachment's
 
 
 async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> Attachment:
     ticket = check.ticket
-    if ticket.received_at is not None:
-        # A PUT through Echora counted, hashed and typed these bytes, in a key nobody else
-        # can write: nothing to read again.
-        media = MediaType(ticket.declared_type, ticket.detected_type)
-        try:  # checked at the PUT too; the policy may have changed since
-            check.policy.check_type(media.detected, ticket.filename)
-        except ApiError as refusal:
-            await _refuse(check, refusal)
-        size = (ticket.width, ticket.height) if ticket.width and ticket.height else None
-        if ticket.sha256 is None:
-            raise RuntimeError("a received ticket has its digest (sql/0007)")
-        sha256 = ticket.sha256
-    else:
-        head, head_digest = await _read_head(check)
-        try:
-            media = classify(ticket.declared_type, ticket.filename, head)
-            check.policy.check_type(media.detected, ticket.filename)
-        except ApiError as refusal:
-            await _refuse(check, refusal)
-        size = read_dimensions(head, media.detected) if media.detected else None
-        sha256 = head_digest or await _digest(check.storage, ticket)
     try:
+        media, size, sha256 = await _checked(check)
         new = await _attachment(check, media, size, sha256)
         here = origin()
         async with check.pool.acquire() as conn:
@@ -105,18 +93,66 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
             async with check.pool.acquire() as conn:
                 again = await tickets.select_ticket_by_id(conn, ticket.id)
             if again is not None and again.finalized_at is not None:
-                # Another finalize won (this one outlived its hold): its row names the same
-                # thumbnail key, so that object stays.
-                check.thumbnail_key = None
+                if check.key == ticket.storage_key:
+                    # Another finalize won (this one outlived its hold): its row names the
+                    # same thumbnail key, so that object stays.
+                    check.thumbnail_key = None
                 raise Conflict("The upload is finalized already.", code="upload_finalized")
             # The owner left the channel or workspace since, or the channel was deleted.
             raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
         check.settled = True
-        return rows[0]
     except BaseException:
-        if check.thumbnail_key is not None:
-            await discard(check.pool, check.storage, [check.thumbnail_key])
+        unclaimed = [k for k in (check.thumbnail_key,) if k is not None]
+        if check.key != ticket.storage_key:
+            unclaimed.append(check.key)  # the sealed copy
+        if unclaimed:
+            await discard(check.pool, check.storage, unclaimed)
         raise
+    if check.key != ticket.storage_key:  # the form's object: nothing claims it now
+        await discard(check.pool, check.storage, [ticket.storage_key])
+    return rows[0]
+
+
+async def _checked(check: ObjectCheck) -> tuple[MediaType, tuple[int, int] | None, bytes]:
+    """The bytes' type, image size and SHA-256, once they passed every check."""
+    ticket = check.ticket
+    if ticket.received_at is not None:
+        # A PUT through Echora counted, hashed and typed these bytes, in a key nobody else
+        # can write: nothing to read again.
+        media = MediaType(ticket.declared_type, ticket.detected_type)
+        try:  # checked at the PUT too; the policy may have changed since
+            check.policy.check_type(media.detected, ticket.filename)
+        except ApiError as refusal:
+            await _refuse(check, refusal)
+        if ticket.sha256 is None:
+            raise RuntimeError("a received ticket has its digest (sql/0007)")
+        size = (ticket.width, ticket.height) if ticket.width and ticket.height else None
+        return media, size, ticket.sha256
+    if ticket.method == "post":
+        await _seal(check)
+    head, head_digest = await _read_head(check)
+    try:
+        media = classify(ticket.declared_type, ticket.filename, head)
+        check.policy.check_type(media.detected, ticket.filename)
+    except ApiError as refusal:
+        await _refuse(check, refusal)
+    size = read_dimensions(head, media.detected) if media.detected else None
+    sha256 = head_digest or await _store_digest(check)
+    if ticket.declared_sha256 not in (None, sha256):
+        await _refuse(check, StoredDigestMismatch(details={"stored_sha256": sha256.hex()}))
+    return media, size, sha256
+
+
+async def _seal(check: ObjectCheck) -> None:
+    """A form's policy lets whoever holds it post again until it expires, finalize or not:
+    the bytes checked and kept are the store's own copy, at a key no presigned request
+    names. (A presigned PUT needs none: it takes only the bytes of its signed digest.)"""
+    key = new_key(FILES_KIND, check.ticket.workspace_id)
+    try:
+        await check.storage.copy(check.ticket.storage_key, key)
+    except ObjectNotFound:
+        raise NotReceived() from None
+    check.key = key
 
 
 async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
@@ -124,7 +160,7 @@ async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
     (no HEAD); and its SHA-256 when those bytes are all of it."""
     ticket = check.ticket
     if ticket.size == 0:
-        info = await check.storage.stat(ticket.storage_key)
+        info = await check.storage.stat(check.key)
         if info is None:
             raise NotReceived()
         if info.size != 0:
@@ -133,7 +169,7 @@ async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
     chunks: list[bytes] = []
     end = min(ticket.size, HEAD_BYTES) - 1
     try:
-        reader = await check.storage.open(ticket.storage_key, 0, end)
+        reader = await check.storage.open(check.key, 0, end)
     except (ObjectNotFound, InvalidRange):
         raise NotReceived() from None  # InvalidRange: an empty object where bytes were due
     async with reader:
@@ -149,13 +185,24 @@ def _size_mismatch(ticket: Ticket, stored: int) -> StoredSizeMismatch:
     return StoredSizeMismatch(details={"declared_bytes": ticket.size, "stored_bytes": stored})
 
 
-async def _digest(storage: Storage, ticket: Ticket) -> bytes:
+async def _store_digest(check: ObjectCheck) -> bytes:
+    """The SHA-256 of bytes that did not come through Echora: for a presigned PUT, the one
+    the store verified (it refused any bytes but the declared digest's), else read."""
+    ticket = check.ticket
+    if ticket.method == "store_put":
+        verified = await check.storage.stored_sha256(ticket.storage_key)
+        if verified is not None:
+            return verified
+    return await _digest(check.storage, check.key, ticket.size)
+
+
+async def _digest(storage: Storage, key: str, size: int) -> bytes:
     """For bytes that did not come through Echora: read them once, never more than declared."""
     sha256, seen = hashlib.sha256(), 0
-    async with await storage.open(ticket.storage_key) as reader:
+    async with await storage.open(key) as reader:
         async for chunk in reader.chunks():
             seen += len(chunk)
-            if seen > ticket.size:
+            if seen > size:
                 break
             sha256.update(chunk)
     return sha256.digest()
@@ -167,10 +214,10 @@ async def _attachment(
     ticket = check.ticket
     if media.detected is not None and decodable(media.detected):
         thumbnail = await check.uploads.thumbnailer.make(
-            check.storage, ticket.storage_key, ticket.size, media.detected
+            check.storage, check.key, ticket.size, media.detected
         )
         if thumbnail is not None:
-            key = f"{ticket.storage_key}{THUMBNAIL_SUFFIX}"
+            key = f"{check.key}{THUMBNAIL_SUFFIX}"
             await check.storage.put_stream(
                 key, _single(thumbnail.data), content_type=THUMBNAIL_TYPE
             )
@@ -178,7 +225,7 @@ async def _attachment(
             size = size or (thumbnail.source_width, thumbnail.source_height)
     return NewAttachment(
         id=ticket.id,
-        storage_key=ticket.storage_key,
+        storage_key=check.key,
         filename=ticket.filename,
         size=ticket.size,
         declared_type=media.declared,

@@ -43,10 +43,11 @@ async def create_upload(request: web.Request) -> web.Response:
             asked.size,
             asked.content_type,
             TargetFields(asked.channel_id, asked.workspace_id),
+            bytes.fromhex(asked.sha256) if asked.sha256 else None,
             page_origin(request),
         ),
     )
-    return web.json_response(issued_json(issued.ticket, issued.token, issued.post), status=201)
+    return web.json_response(issued_json(issued.ticket, issued.token, issued.direct), status=201)
 
 
 async def send_upload(request: web.Request) -> web.Response:

@@ -44,7 +44,7 @@ from echora_server.files.meter import FileMeter
 from echora_server.files.policy import TicketsDisabled, quota_exceeded
 from echora_server.files.upload_body import ChunkReader, TargetFields
 from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, UploadService
-from echora_server.storage.base import ObjectTooLarge, PresignedPost, new_key
+from echora_server.storage.base import ObjectTooLarge, PresignedPost, PresignedPut, new_key
 from echora_server.tickets.checks import (
     ObjectCheck,
     check_object,
@@ -72,12 +72,19 @@ class SizeMismatch(ApiError):
     message = "The bytes sent are not the size the ticket declared."
 
 
+class DigestMismatch(ApiError):
+    status = 400
+    code = "digest_mismatch"
+    message = "The bytes sent do not have the SHA-256 the ticket declared."
+
+
 @dataclass(frozen=True, slots=True)
 class TicketRequest:
     filename: str
     size: int
     content_type: str | None
     target: TargetFields
+    sha256: bytes | None = None  # declared: the bytes must hash to it
     # A web page's origin (its Origin header): the store's CORS must let it send the form.
     # "": a page of an origin this server does not serve, which never gets the form.
     page_origin: str | None = None
@@ -94,7 +101,8 @@ class Receipt:
 class IssuedTicket:
     ticket: Ticket
     token: str
-    post: PresignedPost | None  # method "post": the form that sends the bytes to the store
+    # How the bytes go straight to the store (a form, or a PUT); None: through Echora.
+    direct: PresignedPost | PresignedPut | None
 
 
 def _utcnow() -> dt.datetime:
@@ -142,17 +150,7 @@ class TicketService:
         token = new_secret(UPLOAD_TICKET_PREFIX)
         now = self.clock()
         key = new_key(FILES_KIND, target.workspace_id)
-        post = None
-        page = asked.page_origin
-        if policy.direct_uploads and (
-            page is None or (page != "" and await self.storage.accepts_pages_from(page))
-        ):  # the store may still say no (None)
-            post = await self.storage.presign_post(
-                key,
-                content_type=declared,
-                size=asked.size,
-                expires_in=int(self.ttl.total_seconds()),
-            )
+        direct = await self._direct(asked, key, declared) if policy.direct_uploads else None
         new = NewTicket(
             id=secrets.token_urlsafe(16),
             token_hash=digest(token),
@@ -163,10 +161,17 @@ class TicketService:
             filename=filename,
             declared_type=declared,
             size=asked.size,
-            method="post" if post else "put",
+            method=(
+                "post"
+                if isinstance(direct, PresignedPost)
+                else "store_put"
+                if isinstance(direct, PresignedPut)
+                else "put"
+            ),
             created_at=now,
             expires_at=now + self.ttl,
             finalize_before=now + self.ttl + self.horizon,
+            declared_sha256=asked.sha256,
         )
         async with self.pool.acquire() as conn, conn.transaction():
             opened = await tickets.insert_ticket(conn, new, self.max_open)
@@ -188,7 +193,27 @@ class TicketService:
                 )
         if ticket is None:  # deleted with its channel a moment after it was made
             raise NotFound(NOT_FOUND)
-        return IssuedTicket(ticket, token, post)
+        return IssuedTicket(ticket, token, direct)
+
+    async def _direct(
+        self, asked: TicketRequest, key: str, content_type: str
+    ) -> PresignedPost | PresignedPut | None:
+        """Straight to the store when it takes it (None: through Echora). A client that
+        declared the digest and is no web page gets a PUT, which the store verifies and
+        takes faster than a form; a page gets a form if the store's CORS lets it post."""
+        expires_in = int(self.ttl.total_seconds())
+        page = asked.page_origin
+        if asked.sha256 is not None and page is None:
+            put = await self.storage.presign_put(
+                key, content_type=content_type, sha256=asked.sha256, expires_in=expires_in
+            )
+            if put is not None:
+                return put
+        if page is None or (page != "" and await self.storage.accepts_pages_from(page)):
+            return await self.storage.presign_post(
+                key, content_type=content_type, size=asked.size, expires_in=expires_in
+            )
+        return None
 
     def _token_hash(self, token: str | None) -> bytes:
         if token is None or not well_formed(token, UPLOAD_TICKET_PREFIX):
@@ -237,6 +262,8 @@ class TicketService:
             stored = True
             if put.size != ticket.size:
                 raise SizeMismatch(details={"declared_bytes": ticket.size, "sent_bytes": put.size})
+            if ticket.declared_sha256 not in (None, meter.sha256):
+                raise DigestMismatch(details={"sent_sha256": meter.sha256.hex()})
             size = read_dimensions(head, media.detected) if media.detected else None
             received = tickets.Received(
                 meter.sha256, media.detected, *(size if size else (None, None))

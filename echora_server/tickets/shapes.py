@@ -11,7 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 from echora_server.core.shapes import Shape
 from echora_server.core.validation import MAX_ID, Body
 from echora_server.db.tickets import Ticket
-from echora_server.storage.base import PresignedPost
+from echora_server.storage.base import PresignedPost, PresignedPut
 
 
 class CreateTicket(Body):
@@ -24,6 +24,13 @@ class CreateTicket(Body):
     )
     channel_id: int | None = Field(None, ge=1, le=MAX_ID)
     workspace_id: int | None = Field(None, ge=1, le=MAX_ID)
+    sha256: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{64}$",
+        description="The bytes' SHA-256, lowercase hex (`sha256sum`). Optional; when given, "
+        "bytes that hash otherwise are refused, and a client that is no web page may be sent "
+        "straight to the store by a presigned PUT",
+    )
 
 
 class FinalizeTicket(Body):
@@ -32,11 +39,16 @@ class FinalizeTicket(Body):
 
 class SendBytes(Shape):
     method: Literal["PUT", "POST"] = Field(
-        description="POST (a form straight to the store) when the workspace has direct "
-        "uploads on, the store keeps form policies, and, for a request with an Origin header "
-        "(a web page), the store's CORS rules let that origin post; else PUT through Echora"
+        description="When the workspace has direct uploads on and the store takes them: "
+        "PUT straight to the store (an absolute URL) for a ticket that declared its sha256 "
+        "and came with no Origin header, if the store verifies signed checksums; else POST "
+        "(a form straight to the store) if the store keeps form policies and, for a request "
+        "with an Origin header (a web page), its CORS rules let that origin post. Otherwise "
+        "PUT through Echora (a path on this server)"
     )
-    url: str = Field(description="PUT: this server's path; POST: the store's absolute URL")
+    url: str = Field(
+        description="A path on this server (PUT through Echora) or the store's absolute URL"
+    )
     headers: dict[str, str] = Field(description="Send these headers with the bytes")
     fields: dict[str, str] | SkipJsonSchema[None] = Field(
         None,
@@ -66,14 +78,18 @@ def ticket_path(ticket: Ticket) -> str:
     return f"/api/uploads/{ticket.id}"
 
 
-def issued_json(ticket: Ticket, token: str, post: PresignedPost | None) -> dict[str, Any]:
+def issued_json(
+    ticket: Ticket, token: str, direct: PresignedPost | PresignedPut | None
+) -> dict[str, Any]:
     upload: dict[str, Any] = {
         "method": "PUT",
         "url": ticket_path(ticket),
         "headers": {"Authorization": f"Bearer {token}"},
     }
-    if post is not None:
-        upload = {"method": "POST", "url": post.url, "headers": {}, "fields": post.fields}
+    if isinstance(direct, PresignedPost):
+        upload = {"method": "POST", "url": direct.url, "headers": {}, "fields": direct.fields}
+    elif isinstance(direct, PresignedPut):
+        upload = {"method": "PUT", "url": direct.url, "headers": direct.headers}
     return {
         "id": ticket.id,
         "token": token,

@@ -514,6 +514,22 @@ async function openWorkspace(workspaceId) {
   else selectNothing();
 }
 
+// An unread message edited (a mention added or taken out) or deleted changes counts only the
+// server can tell: the lists are asked again, once for a burst of such events.
+const RECOUNT_DELAY = 700;
+let recountTimer = null;
+
+function recountIfUnread(channelId, messageId) {
+  const room = findRoom(channelId);
+  if (!room || !room.joined || !room.unread_count) return;
+  if (messageId <= (room.last_read_message_id || 0)) return;
+  if (recountTimer) return;
+  recountTimer = setTimeout(() => {
+    recountTimer = null;
+    refreshChannels().catch(() => {});
+  }, RECOUNT_DELAY);
+}
+
 async function refreshChannels() {
   const workspaceId = state.workspaceId;
   const [{ channels }, { dms }] = await Promise.all([api.channels(workspaceId), api.directMessages(workspaceId)]);
@@ -716,8 +732,12 @@ const handlers = {
       checkRead(); // seen at once if the reader is at the bottom
     }
   },
-  "message.updated": (frame) => showLive(frame.channel_id, frame.message, { edit: true }),
+  "message.updated": (frame) => {
+    recountIfUnread(frame.channel_id, frame.message.id);
+    return showLive(frame.channel_id, frame.message, { edit: true });
+  },
   "message.deleted": (frame) => {
+    recountIfUnread(frame.channel_id, frame.message_id);
     if (frame.channel_id === state.channelId) messages.remove(frame.message_id);
   },
   "channel.member_added": (frame) => {

@@ -121,3 +121,33 @@ async def test_reading_in_one_tab_clears_the_count_in_the_other(
     await expect(badge(bobs.page, "general")).to_have_text("1 unread")
     for tab in (one, two, bobs):
         tab.assert_no_problems()
+
+
+async def test_edits_and_deletions_of_unread_messages_change_the_counts_live(
+    browsers: Browsers, people: People
+) -> None:
+    alice, bob = await people.create("alice"), await people.create("bob")
+    general = await channel_with(alice, bob, name="general")
+    await channel_with(alice, bob, name="bulletin")
+    tab = await opened_on(browsers, "alice", "bulletin")
+    page = tab.page
+    first = await post(bob, general, "one")
+    second = await post(bob, general, "two")
+    await expect(badge(page, "general")).to_have_text("2 unread")
+
+    # An edit that mentions her: the server now counts a mention.
+    edited = await bob.request(
+        "PATCH", f"/api/messages/{second['id']}", json={"content": "two, @alice"}
+    )
+    assert edited.status == 200, await edited.text()
+    await expect(badge(page, "general")).to_have_text("2 unread, 1 mentioning you")
+    await expect(badge(page, "general")).to_have_class(re.compile(r"\bmention\b"))
+
+    # Deleted unread messages are unread no more.
+    assert (await bob.delete(f"/api/messages/{second['id']}")).status == 204
+    await expect(badge(page, "general")).to_have_text("1 unread")
+    assert (await bob.delete(f"/api/messages/{first['id']}")).status == 204
+    await expect(badge(page, "general")).to_have_count(0)
+    await expect(page).to_have_title("#bulletin — Echora")
+    assert await read_state(alice, general) == (None, 0, 0)
+    tab.assert_no_problems()

@@ -8,60 +8,15 @@ the cache off, the token is in the verified-token cache.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
 import pytest
-from aiohttp.test_utils import TestClient
-from support.faultproxy import FaultProxy
 from support.people import People, Person
-from support.postgres import postgres_socket
-from support.wiretap import HttpRequest, HttpTap, PgTap
+from support.tapped import ClientFactory, tapped_app
+from support.wiretap import HttpRequest
 
-from echora_server.app import create_app
-from echora_server.config import Config
-
-ClientFactory = Callable[..., Awaitable[TestClient]]
 SMALL = 10 * 1024
-
-
-@contextlib.asynccontextmanager
-async def tapped_app(
-    request: pytest.FixtureRequest,
-    database_url: str,
-    tmp_path: Path,
-    aiohttp_client: ClientFactory,
-    backend: str,
-    **settings: Any,
-) -> AsyncIterator[tuple[TestClient, PgTap, HttpTap]]:
-    pg, store = PgTap(), HttpTap()
-    socket, dbname = postgres_socket(database_url)
-    async with contextlib.AsyncExitStack() as stack:
-        pg_proxy = await stack.enter_async_context(FaultProxy(socket, tap=pg.connection))
-        values: dict[str, Any] = {"storage": "local"}
-        if backend == "s3":
-            values = request.getfixturevalue("s3_config_values")
-            endpoint = urlparse(values["s3_endpoint_url"])
-            assert endpoint.hostname is not None and endpoint.port is not None
-            s3_proxy = await stack.enter_async_context(
-                FaultProxy((endpoint.hostname, endpoint.port), tap=store.connection)
-            )
-            values = {**values, "s3_endpoint_url": s3_proxy.url}
-        config = Config(
-            database_url=f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/{dbname}",
-            data_dir=tmp_path,
-            sweep_interval=0,
-            **{**values, **settings},
-        )
-        client = await aiohttp_client(create_app(config))
-        try:
-            yield client, pg, store
-        finally:
-            await client.close()  # before the proxies it talks through
 
 
 async def upload(person: Person, body: bytes) -> str:
@@ -87,7 +42,11 @@ async def test_one_part_upload(
     cache_ttl: float,
 ) -> None:
     async with tapped_app(
-        request, database_url, tmp_path, aiohttp_client, backend, token_cache_ttl=cache_ttl
+        database_url,
+        tmp_path,
+        aiohttp_client,
+        s3=request if backend == "s3" else None,
+        token_cache_ttl=cache_ttl,
     ) as (client, pg, store):
         alice = await People(client).create("alice")
         for _ in range(3):
@@ -114,7 +73,9 @@ async def test_small_download_and_304(
     aiohttp_client: ClientFactory,
     backend: str,
 ) -> None:
-    async with tapped_app(request, database_url, tmp_path, aiohttp_client, backend) as (
+    async with tapped_app(
+        database_url, tmp_path, aiohttp_client, s3=request if backend == "s3" else None
+    ) as (
         client,
         pg,
         store,

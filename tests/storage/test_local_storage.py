@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from echora_server.storage.base import PendingUpload
+from echora_server.storage.base import ObjectNotFound, PendingUpload
 from echora_server.storage.local.storage import LocalStorage
 from echora_server.storage.local.tempfile import TEMP_DIR
 
@@ -40,3 +40,20 @@ async def test_only_a_temp_file_name_is_taken(storage: LocalStorage, name: str) 
         await storage.abort_pending_upload(
             PendingUpload("files/1/x", name, dt.datetime.now(dt.UTC))
         )
+
+
+async def test_a_copy_is_whole_and_its_own(storage: LocalStorage) -> None:
+    data = secrets.token_bytes(3 * 1024 * 1024 + 5)
+    await storage.put_stream("files/1/a", _once(data), content_type="application/octet-stream")
+    await storage.copy("files/1/a", "files/2/b")
+    await storage.delete("files/1/a")
+    async with await storage.open("files/2/b") as reader:
+        assert b"".join([chunk async for chunk in reader.chunks()]) == data
+    with pytest.raises(ObjectNotFound):
+        await storage.copy("files/1/a", "files/2/c")
+    assert await storage.stat("files/2/c") is None
+    assert list((storage.root / TEMP_DIR).iterdir()) == []  # no temp file left
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -9,12 +9,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from echora_server.app import create_app
-from echora_server.config import Config
 from echora_server.db.pool import POOL
-from support.faultproxy import FaultProxy
 from support.people import Person
-from support.postgres import postgres_socket
+from support.tapped import tapped_app
 from support.wiretap import PgTap
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -24,21 +21,9 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 async def tapped_client(
     database_url: str, tmp_path: Path, aiohttp_client: ClientFactory
 ) -> AsyncIterator[tuple[TestClient, PgTap]]:
-    """The app talking to PostgreSQL through a proxy that counts round trips."""
-    pg = PgTap()
-    socket, dbname = postgres_socket(database_url)
-    async with FaultProxy(socket, tap=pg.connection) as proxy:
-        config = Config(
-            database_url=f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}",
-            data_dir=tmp_path,
-            storage="local",
-            sweep_interval=0,
-        )
-        client = await aiohttp_client(create_app(config))
-        try:
-            yield client, pg
-        finally:
-            await client.close()
+    """The app (local storage) talking to PostgreSQL through a proxy that counts round trips."""
+    async with tapped_app(database_url, tmp_path, aiohttp_client) as (client, pg, _):
+        yield client, pg
 
 
 async def refuse_inserts_at_commit(client: TestClient, table: str) -> None:

@@ -3,6 +3,7 @@ then finalize's checks of what the store kept."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import random
 from collections.abc import AsyncIterator
@@ -15,6 +16,8 @@ from support.seaweed import S3Server, direct_s3_client
 from support.tickets import error_of, finalize, post_form, stored, ticket_for
 
 from echora_server.config import Config
+from echora_server.db.pool import POOL
+from echora_server.files.cleanup import sweep_once
 from echora_server.storage.factory import STORAGE
 
 KiB = 1024
@@ -115,6 +118,36 @@ async def test_bytes_contradicting_their_type_are_refused_at_finalize_and_delete
     left = await stored(client)
     assert (left["tickets"], left["attachments"], left["queued"]) == (0, 0, 0)
     assert (await error_of(await finalize(alice, ticket), 404))["code"] == "upload_not_found"
+
+
+async def test_a_form_posted_again_after_finalize_changes_nothing_kept(
+    client: TestClient, people: People, probed: None, s3_server: S3Server, config: Config
+) -> None:
+    """The form's policy lives until it expires: the attachment keeps the store's own copy,
+    made at finalize, at a key no presigned request names."""
+    alice = await people.create("alice")
+    data = random.Random(8).randbytes(96 * KiB)
+    ticket = await ticket_for(alice, len(data), content_type="application/pdf")
+    form_key = ticket["upload"]["fields"]["key"]
+    assert await post_form(ticket, data) in (200, 201, 204)
+    [attachment] = (await (await finalize(alice, ticket)).json())["attachments"]
+    assert await store_keys(s3_server, config) != [form_key]  # the copy, the form's deleted
+    assert len(await store_keys(s3_server, config)) == 1
+
+    other = random.Random(9).randbytes(len(data))  # the same size and type, other bytes
+    assert await post_form(ticket, other) in (200, 201, 204)
+    async with alice.client.get(attachment["url"], headers=alice.auth) as download:
+        assert await download.read() == data
+    assert attachment["sha256"] == hashlib.sha256(data).hexdigest()
+    assert form_key in await store_keys(s3_server, config)
+    # What the form put there now is claimed by nothing: the orphan sweep takes it.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=config.orphan_grace + 60)
+    swept = await sweep_once(client.app[POOL], client.app[STORAGE], config, later)
+    assert swept.orphan_objects == 1, swept
+    assert len(await store_keys(s3_server, config)) == 1
+    assert form_key not in await store_keys(s3_server, config)
+    async with alice.client.get(attachment["url"], headers=alice.auth) as download:
+        assert await download.read() == data
 
 
 async def test_a_big_object_is_read_once_for_its_digest(

@@ -131,6 +131,7 @@ async def test_check_config_says_whether_pages_of_the_public_origin_upload_strai
     done = await asyncio.to_thread(run_echora, "check-config", "--connect", env=env)
     assert done.returncode == 0, done.stderr
     assert f"direct uploads: on, to {gate.url}" in done.stderr
+    assert "direct PUTs of a declared SHA-256: on" in done.stderr
     verdict = "on" if let_in else "off: the store's CORS rules do not let that origin post"
     assert f"direct uploads from pages of {public}: {verdict}" in done.stderr
     assert gate.preflights == [public]

@@ -153,6 +153,29 @@ async def test_the_wrong_size_stores_nothing_and_the_ticket_lives_on(
     assert (await finalize(alice, ticket)).status == 201
 
 
+async def test_bytes_with_another_digest_than_declared_are_refused_and_not_kept(
+    client: TestClient, people: People
+) -> None:
+    alice = await people.create("alice")
+    data = payload(300 * KiB, seed=9)
+    digest = hashlib.sha256(data).hexdigest()
+    ticket = await ticket_for(alice, len(data), sha256=digest)
+    assert ticket["upload"]["url"] == f"/api/uploads/{ticket['id']}"  # direct uploads are off
+    other = payload(len(data), seed=10)
+    error = await error_of(await send(client, ticket, other), 400)
+    assert error["code"] == "digest_mismatch"
+    assert error["details"] == {"sent_sha256": hashlib.sha256(other).hexdigest()}
+    now = await stored(client)
+    assert (now["objects"], now["attachments"], now["open_tickets"]) == ([], 0, 1)
+    received = await send(client, ticket, data)
+    assert (await received.json())["sha256"] == digest
+    [attachment] = (await (await finalize(alice, ticket)).json())["attachments"]
+    assert attachment["sha256"] == digest
+    for malformed in ("A" * 64, "0" * 63, digest[:-1] + "g"):
+        response = await ask(alice, filename="a.bin", size=1, sha256=malformed)
+        assert response.status == 422, malformed
+
+
 async def test_tokens_are_bound_to_their_ticket_and_owner(
     client: TestClient, people: People
 ) -> None:

@@ -8,6 +8,8 @@ import datetime as dt
 import functools
 import os
 import re
+import secrets
+import shutil
 import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from echora_server.storage.base import (
     ObjectNotFound,
     PendingUpload,
     PresignedPost,
+    PresignedPut,
     StorageError,
     StoredObject,
     check_key,
@@ -32,7 +35,12 @@ from echora_server.storage.base import (
 )
 from echora_server.storage.local.paths import jailed_path, modified_at, scan_directory
 from echora_server.storage.local.reader import LocalFileReader, open_file_reader
-from echora_server.storage.local.tempfile import TEMP_DIR, TempFile, remove_stale_temp_files
+from echora_server.storage.local.tempfile import (
+    TEMP_DIR,
+    WRITE_BATCH,
+    TempFile,
+    remove_stale_temp_files,
+)
 
 _T = TypeVar("_T")
 
@@ -134,11 +142,20 @@ class LocalStorage:
 
     direct_upload_problem: str | None = "the local store takes no direct uploads"
     direct_upload_origin: str | None = None
+    direct_put_problem: str | None = "the local store takes no direct uploads"
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int
     ) -> PresignedPost | None:
         return None  # the bytes come through Echora
+
+    async def presign_put(
+        self, key: str, *, content_type: str, sha256: bytes, expires_in: int
+    ) -> PresignedPut | None:
+        return None
+
+    async def stored_sha256(self, key: str) -> bytes | None:
+        return None
 
     async def accepts_pages_from(self, origin: str) -> bool:
         return False
@@ -156,6 +173,27 @@ class LocalStorage:
             return ObjectInfo(key=key, size=st.st_size, last_modified=modified_at(st))
 
         return await self._translate(stat_sync)
+
+    async def copy(self, source: str, target: str) -> None:
+        check_key(source)
+        check_key(target)
+
+        def copy_sync() -> None:
+            temp = self._started_root / TEMP_DIR / f"{secrets.token_hex(16)}.part"
+            try:
+                with open(self._path(source), "rb") as src, open(temp, "xb") as dst:
+                    shutil.copyfileobj(src, dst, WRITE_BATCH)
+                    os.fsync(dst.fileno())
+                destination = self._path(target)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, destination)
+            except FileNotFoundError:
+                raise ObjectNotFound(source) from None
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+
+        await self._translate(copy_sync)
 
     async def delete(self, key: str) -> None:
         check_key(key)

@@ -1,10 +1,20 @@
-"""Presigned POSTs: a browser form the store takes straight, its policy pinning the key, the
-content type and the exact length. Stores differ in how they keep a policy (SeaweedFS checks
-the length only after the whole body, and answers 307 instead of 403), so one probe at start
-says whether this store refuses what breaks the policy; finalize checks every object anyway."""
+"""Presigned uploads straight to the store.
+
+A POST is a browser form, its policy pinning the key, the content type and the exact length.
+Stores differ in how they keep a policy (SeaweedFS checks the length only after the whole
+body, and answers 307 instead of 403), so one probe at start says whether this store refuses
+what breaks the policy; finalize checks every object anyway.
+
+A PUT is for a client that declared the file's SHA-256 (an agent, curl): the URL signs the
+key, the content type and ``x-amz-checksum-sha256``, so the store refuses any other bytes and
+keeps the digest it verified, which finalize reads back instead of the whole object. Stores
+form uploads less quickly than plain PUTs (SeaweedFS: about 0.77x), so this is the faster way.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from typing import Any
 
@@ -12,7 +22,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from echora_server.storage.base import PresignedPost
+from echora_server.storage.base import PresignedPost, PresignedPut
 
 log = structlog.get_logger("echora.storage")
 
@@ -47,32 +57,39 @@ async def presign_post(
     return PresignedPost(url, {k: str(v) for k, v in post["fields"].items()})
 
 
+async def presign_put(
+    client: Any, bucket: str, s3_key: str, *, content_type: str, sha256: bytes, expires_in: int
+) -> PresignedPut:
+    checksum = base64.b64encode(sha256).decode()
+    url = await client.generate_presigned_url(
+        "put_object",
+        Params={
+            "Bucket": bucket,
+            "Key": s3_key,
+            "ContentType": content_type,
+            "ChecksumSHA256": checksum,
+        },
+        ExpiresIn=expires_in,
+    )
+    return PresignedPut(str(url), {"Content-Type": content_type, "x-amz-checksum-sha256": checksum})
+
+
+async def stored_sha256(client: Any, bucket: str, s3_key: str) -> bytes | None:
+    """The SHA-256 the store verified when the object was written, if it keeps one."""
+    head = await client.head_object(Bucket=bucket, Key=s3_key, ChecksumMode="ENABLED")
+    value = head.get("ChecksumSHA256")
+    if not value or "-" in value:  # "-N": a digest of part digests, not of the bytes
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+    return decoded if len(decoded) == 32 else None
+
+
 def origin_of(url: str) -> str:
     """scheme://host[:port] of an absolute URL, the way browsers write an origin."""
     return str(URL(url).origin())
-
-
-async def cors_allows(url: str, origin: str, seconds: float) -> bool:
-    """Whether the store's CORS rules let a page of ``origin`` POST a form to ``url`` and read
-    the answer: the preflight a browser sends first (an upload with progress always has one)."""
-    headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
-            session.options(url, headers=headers, allow_redirects=False) as response,
-        ):
-            await response.read()
-            allowed_origin = response.headers.get("Access-Control-Allow-Origin", "")
-            methods = response.headers.get("Access-Control-Allow-Methods", "")
-    except (aiohttp.ClientError, TimeoutError):
-        log.warning("cors_preflight_failed", url=url, origin=origin, exc_info=True)
-        return False
-    allowed_methods = {m.strip().upper() for m in methods.split(",")}
-    return (
-        200 <= response.status < 300
-        and allowed_origin in ("*", origin)
-        and bool(allowed_methods & {"*", "POST"})
-    )
 
 
 async def _send(session: aiohttp.ClientSession, post: PresignedPost, body: bytes) -> int:
@@ -117,3 +134,41 @@ async def probe_post_policy(client: Any, bucket: str, prefix: str, seconds: floa
             await client.delete_object(Bucket=bucket, Key=key)
         except Exception:
             log.warning("post_probe_not_deleted", key=key, exc_info=True)
+
+
+async def probe_checksum_put(client: Any, bucket: str, prefix: str, seconds: float) -> str | None:
+    """None when the store keeps checksums on presigned PUTs: it refuses bytes that do not
+    match the signed digest and tells the digest of what it took. Else what it did instead.
+    Leaves nothing behind."""
+    key = f"{prefix}{PROBE_KEY}{secrets.token_urlsafe(12)}"
+    body = b"1234"
+    try:
+        put = await presign_put(
+            client,
+            bucket,
+            key,
+            content_type="text/plain",
+            sha256=hashlib.sha256(body).digest(),
+            expires_in=60,
+        )
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session:
+            for sent in (b"1235", body):
+                async with session.put(
+                    put.url, data=sent, headers=put.headers, allow_redirects=False
+                ) as response:
+                    await response.read()
+                    status = response.status
+                if sent != body and 200 <= status < 300:
+                    return f"took bytes that do not match their signed SHA-256 ({status})"
+                if sent == body and not 200 <= status < 300:
+                    return f"refused a PUT that matches its signed SHA-256 ({status})"
+        if await stored_sha256(client, bucket, key) != hashlib.sha256(body).digest():
+            return "does not tell the SHA-256 it verified"
+        return None
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+    finally:
+        try:
+            await client.delete_object(Bucket=bucket, Key=key)
+        except Exception:
+            log.warning("put_probe_not_deleted", key=key, exc_info=True)

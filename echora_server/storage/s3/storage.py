@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,20 +22,24 @@ from echora_server.storage.base import (
     ObjectNotFound,
     PendingUpload,
     PresignedPost,
+    PresignedPut,
     StorageError,
     StoredObject,
     check_key,
     check_prefix,
     check_range,
 )
+from echora_server.storage.s3.cors import PageOrigins
 from echora_server.storage.s3.errors import bounded, error_code, translated
 from echora_server.storage.s3.lean import LeanS3
 from echora_server.storage.s3.presigned import (
     PROBE_KEY,
-    cors_allows,
     origin_of,
     presign_post,
+    presign_put,
+    probe_checksum_put,
     probe_post_policy,
+    stored_sha256,
 )
 from echora_server.storage.s3.reader import S3Reader
 from echora_server.storage.s3.socket_reader import S3SocketReader, open_socket_reader
@@ -52,8 +54,6 @@ CONNECT_TIMEOUT = 5.0
 # A zero-copy read's URL is used at once; the margin covers clock skew with the store.
 PRESIGNED_SECONDS = 300
 # How long the store's CORS answer for a page origin is trusted, and for how many origins.
-CORS_SECONDS = 300.0
-CORS_ORIGINS = 64
 
 
 class S3Storage:
@@ -110,9 +110,9 @@ class S3Storage:
         # Why presigned POSTs are not offered (None: they are), known after start().
         self.direct_upload_problem: str | None = "not probed"
         self.direct_upload_origin: str | None = None
-        self._form_url = ""
-        self._page_origins: dict[str, tuple[float, bool]] = {}
-        self._page_checks: dict[str, asyncio.Future[bool]] = {}
+        self.direct_put_problem: str | None = "not probed"
+        self._presigner: Any = None  # signs PUT URLs for the host clients reach
+        self._pages = PageOrigins(self._timeout)
 
     @property
     def prefix(self) -> str:
@@ -162,12 +162,25 @@ class S3Storage:
             self._lean = lean
             if config.s3_create_bucket:
                 await self._create_bucket()
+            self._presigner = self._s3
+            if config.s3_public_url:  # SigV4 signs the host: sign for the one clients reach
+                self._presigner = await stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        endpoint_url=config.s3_public_url,
+                        region_name=config.s3_region,
+                        aws_access_key_id=key_id.get_secret_value() if key_id else None,
+                        aws_secret_access_key=secret.get_secret_value() if secret else None,
+                        config=self._aio_config,
+                    )
+                )
             if config.upload_direct:
                 await self._probe_direct_uploads()
             else:
                 self.direct_upload_problem = "ECHORA_UPLOAD_DIRECT is off"
+                self.direct_put_problem = self.direct_upload_problem
         except BaseException:
-            self._s3 = self._lean = None
+            self._s3 = self._lean = self._presigner = None
             await stack.aclose()
             raise
         self._stack = stack
@@ -188,6 +201,10 @@ class S3Storage:
                 raise
 
     async def _probe_direct_uploads(self) -> None:
+        problem = await probe_checksum_put(self._client, self._bucket, self._prefix, self._timeout)
+        self.direct_put_problem = problem and f"the store {problem}"
+        if problem:
+            log.warning("direct_puts_off", store=self.direct_put_problem)
         problem = await probe_post_policy(self._client, self._bucket, self._prefix, self._timeout)
         self.direct_upload_problem = problem and f"the store {problem}"
         if problem:
@@ -202,31 +219,14 @@ class S3Storage:
             expires_in=60,
             public_url=self._config.s3_public_url,
         )
-        self._form_url = form.url
+        self._pages.url = form.url
         self.direct_upload_origin = origin_of(form.url)
         log.info("direct_uploads_on", origin=self.direct_upload_origin)
 
     async def accepts_pages_from(self, origin: str) -> bool:
         if self.direct_upload_origin is None:
             return False
-        known = self._page_origins.get(origin)
-        if known is not None and known[0] > time.monotonic():
-            return known[1]
-        asking = self._page_checks.get(origin)
-        if asking is None:  # one question to the store per origin, however many wait
-            asking = asyncio.ensure_future(self._ask_about(origin))
-            self._page_checks[origin] = asking
-            asking.add_done_callback(lambda _: self._page_checks.pop(origin, None))
-        return await asyncio.shield(asking)
-
-    async def _ask_about(self, origin: str) -> bool:
-        allowed = await cors_allows(self._form_url, origin, self._timeout)
-        if len(self._page_origins) >= CORS_ORIGINS:
-            self._page_origins.clear()  # a few origins in practice; many means a stale mix
-        self._page_origins[origin] = (time.monotonic() + CORS_SECONDS, allowed)
-        if not allowed:
-            log.warning("direct_uploads_not_for_pages", origin=origin)
-        return allowed
+        return await self._pages.allowed(origin)
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int
@@ -244,11 +244,33 @@ class S3Storage:
                 public_url=self._config.s3_public_url,
             )
 
+    async def presign_put(
+        self, key: str, *, content_type: str, sha256: bytes, expires_in: int
+    ) -> PresignedPut | None:
+        if self.direct_put_problem is not None:
+            return None
+        with translated("PresignPut", key):
+            return await presign_put(
+                self._presigner,
+                self._bucket,
+                self._s3_key(key),
+                content_type=content_type,
+                sha256=sha256,
+                expires_in=expires_in,
+            )
+
+    async def stored_sha256(self, key: str) -> bytes | None:
+        try:
+            async with bounded("HeadObject", self._timeout, self.availability, key):
+                return await stored_sha256(self._client, self._bucket, self._s3_key(key))
+        except ObjectNotFound:
+            return None
+
     async def close(self) -> None:
-        for asking in list(self._page_checks.values()):
-            asking.cancel()
+        self._pages.close()
         await self._cleanups.drain()  # aborts of failed writes still need the client
         stack, self._stack, self._s3, self._lean = self._stack, None, None, None
+        self._presigner = None
         if stack is not None:
             await stack.aclose()
 
@@ -313,6 +335,14 @@ class S3Storage:
         return ObjectInfo(
             key=key, size=int(head["ContentLength"]), last_modified=head["LastModified"]
         )
+
+    async def copy(self, source: str, target: str) -> None:
+        async with bounded("CopyObject", self._timeout, self.availability, source):
+            await self._client.copy_object(
+                Bucket=self._bucket,
+                Key=self._s3_key(target),
+                CopySource={"Bucket": self._bucket, "Key": self._s3_key(source)},
+            )
 
     async def delete(self, key: str) -> None:
         try:
