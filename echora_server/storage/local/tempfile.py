@@ -22,6 +22,7 @@ class TempFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: BinaryIO | None = None
+        self._tail = bytearray()  # written by commit
         self._worker = ThreadWorker()
         # Set once the object is in place: a cancellation that lands after the commit
         # (the thread finishes it regardless) must still leave nothing behind.
@@ -32,6 +33,8 @@ class TempFile:
         return cls(temp_dir / f"{secrets.token_hex(16)}.part")
 
     async def write_stream(self, chunks: AsyncIterator[bytes]) -> int:
+        """Full batches are written on the way; the last one is kept for ``commit``, so a
+        small object costs one thread hop in all."""
         size = 0
         batch = bytearray()
         async for chunk in chunks:
@@ -40,12 +43,14 @@ class TempFile:
             if len(batch) >= WRITE_BATCH:
                 await self._translated(self._write_sync, batch)
                 batch = bytearray()
-        if batch:
-            await self._translated(self._write_sync, batch)
+        self._tail = batch
         return size
 
-    async def commit(self, target: Path) -> None:
-        await self._translated(self._commit_sync, target)
+    async def commit(self, locate: Callable[[], Path]) -> None:
+        """Write what is left, fsync, and move into place at ``locate()`` (called in the
+        thread: it touches the disk)."""
+        tail, self._tail = self._tail, bytearray()
+        await self._translated(self._commit_sync, tail, locate)
 
     async def discard(self) -> None:
         await self._worker.settle()
@@ -63,9 +68,10 @@ class TempFile:
             self._file = os.fdopen(fd, "wb")
         self._file.write(data)
 
-    def _commit_sync(self, target: Path) -> None:
-        if self._file is None:  # an empty object
-            self._write_sync(b"")
+    def _commit_sync(self, tail: bytearray, locate: Callable[[], Path]) -> None:
+        target = locate()
+        if tail or self._file is None:  # an empty object still gets its file
+            self._write_sync(tail)
         assert self._file is not None
         self._file.flush()
         os.fsync(self._file.fileno())
