@@ -1,6 +1,7 @@
 """Upload tickets beside the one-step upload and a direct PutObject, in one run.
 
-For each size (10 KiB and 64 MiB by default) and each round, in turn: a direct PutObject
+For each size (10 KiB and 64 MiB by default) and each round, in turn (a different one first
+each round, as the store slows while it fills): a direct PutObject
 (aiobotocore, the same SeaweedFS and bucket), the one-step ``PUT /api/upload``, a ticket
 whose bytes go through Echora (ask, PUT, finalize), and two tickets whose bytes go straight
 to the store: a form (ask, presigned POST, finalize), as web pages send, and, for a client
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import io
 import logging
@@ -148,6 +150,24 @@ async def ticket_round(
     tally.finalize_cpu_ms.append(finalize_cpu / count * 1000)
 
 
+async def direct_round(
+    s3: Any, bucket: str, data: bytes, count: int, tally: Tally, round_: int
+) -> None:
+    started = time.perf_counter()
+    for i in range(count):
+        await s3.put_object(Bucket=bucket, Key=f"direct/{len(data)}/{round_}/{i}", Body=data)
+    tally.seconds.append(time.perf_counter() - started)
+
+
+async def one_step_round(
+    client: Client, data: bytes, count: int, tally: Tally, round_: int
+) -> None:
+    started = time.perf_counter()
+    for i in range(count):
+        await client.one_step(data, f"one-{round_}-{i}.bin")
+    tally.seconds.append(time.perf_counter() - started)
+
+
 async def measure(
     args: argparse.Namespace, procs: Processes, workdir: Path, account: Account, target: S3Target
 ) -> dict[int, dict[str, Tally]]:
@@ -191,28 +211,41 @@ async def measure(
             for r in range(args.rounds):
                 tallies = results[size]
 
-                started = time.perf_counter()
-                for i in range(count):
-                    key = f"direct/{size}/{r}/{i}"
-                    await s3.put_object(Bucket=target.bucket, Key=key, Body=data)
-                tallies["direct"].seconds.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                for i in range(count):
-                    await client.one_step(data, f"one-{r}-{i}.bin")
-                tallies["one-step"].seconds.append(time.perf_counter() - started)
-                await ticket_round(client, data, count, through.pid, tallies["ticket-put"], "put")
-                await ticket_round(
-                    direct_client, data, count, straight.pid, tallies["ticket-post"], "post"
-                )
-                await ticket_round(
-                    direct_client,
-                    data,
-                    count,
-                    straight.pid,
-                    tallies["ticket-s3-put"],
-                    "s3-put",
-                    declare=True,
-                )
+                ways = {
+                    "direct": functools.partial(
+                        direct_round, s3, target.bucket, data, count, tallies["direct"], r
+                    ),
+                    "one-step": functools.partial(
+                        one_step_round, client, data, count, tallies["one-step"], r
+                    ),
+                    "ticket-put": functools.partial(
+                        ticket_round, client, data, count, through.pid, tallies["ticket-put"], "put"
+                    ),
+                    "ticket-post": functools.partial(
+                        ticket_round,
+                        direct_client,
+                        data,
+                        count,
+                        straight.pid,
+                        tallies["ticket-post"],
+                        "post",
+                    ),
+                    "ticket-s3-put": functools.partial(
+                        ticket_round,
+                        direct_client,
+                        data,
+                        count,
+                        straight.pid,
+                        tallies["ticket-s3-put"],
+                        "s3-put",
+                        declare=True,
+                    ),
+                }
+                # A different way goes first each round: the store slows as it fills, and
+                # no way should always come last.
+                order = WAYS[r % len(WAYS) :] + WAYS[: r % len(WAYS)]
+                for way in order:
+                    await ways[way]()
                 log.info("size %d round %d done", size, r + 1)
     return results
 

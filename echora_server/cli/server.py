@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import urllib.error
@@ -16,6 +17,7 @@ from yarl import URL
 from echora_server.cli.base import database, load, main, run_db
 from echora_server.config import Config, deprecated_variables, secret_sources
 from echora_server.db.migrations import MigrationError
+from echora_server.storage.base import Storage
 from echora_server.web.server import serve as serve_app
 
 
@@ -109,27 +111,7 @@ async def _reach(config: Config) -> dict[str, str]:
         await storage.start()
         await storage.ping()
         found["storage"] = "ok"
-        if storage.direct_put_problem:
-            click.echo(
-                f"direct PUTs of a declared SHA-256: off: {storage.direct_put_problem}", err=True
-            )
-        else:
-            click.echo("direct PUTs of a declared SHA-256: on", err=True)
-        problem = storage.direct_upload_problem
-        if problem:
-            click.echo(f"direct uploads: off: {problem}", err=True)
-        else:
-            click.echo(f"direct uploads: on, to {storage.direct_upload_origin}", err=True)
-            if config.public_url:
-                page = str(URL(config.public_url).origin())
-                if await storage.accepts_pages_from(page):
-                    click.echo(f"direct uploads from pages of {page}: on", err=True)
-                else:
-                    click.echo(
-                        f"direct uploads from pages of {page}: off: the store's CORS rules "
-                        "do not let that origin post (the browser client sends through Echora)",
-                        err=True,
-                    )
+        await _say_direct_uploads(config, storage)
     except Exception as exc:
         found["storage"] = f"unreachable: {type(exc).__name__}: {exc}"
     finally:
@@ -198,3 +180,33 @@ def _readyz_url(url: str) -> str:
     """Any URL of the server (``https://chat.example.com``, ``…/readyz``) to its /readyz."""
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/readyz", "", ""))
+
+
+async def _say_direct_uploads(config: Config, storage: Storage) -> None:
+    """Which ways straight to the store are on, for agents and for the browser client."""
+    say = functools.partial(click.echo, err=True)
+    page = str(URL(config.public_url).origin()) if config.public_url else None
+    if storage.direct_put_problem:
+        say(f"direct PUTs of a declared SHA-256: off: {storage.direct_put_problem}")
+    else:
+        say("direct PUTs of a declared SHA-256: on")
+        if page is not None:
+            if await storage.accepts_pages_from(page, "PUT"):
+                say(f"direct PUTs from pages of {page}: on")
+            else:
+                say(
+                    f"direct PUTs from pages of {page}: off: the store's CORS rules do not let "
+                    "that origin PUT with Content-Type and x-amz-checksum-sha256"
+                )
+    if storage.direct_upload_problem:
+        say(f"direct uploads: off: {storage.direct_upload_problem}")
+        return
+    say(f"direct uploads: on, to {storage.direct_upload_origin}")
+    if page is not None:
+        if await storage.accepts_pages_from(page):
+            say(f"direct uploads from pages of {page}: on")
+        else:
+            say(
+                f"direct uploads from pages of {page}: off: the store's CORS rules "
+                "do not let that origin post (the browser client sends through Echora)"
+            )

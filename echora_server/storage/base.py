@@ -175,8 +175,8 @@ class Storage(Protocol):
     availability: Availability
     # Why ``presign_post`` offers nothing (None: it offers forms), known after ``start``.
     direct_upload_problem: str | None
-    # Where the forms go (scheme://host[:port]): what a page's content policy must let it
-    # connect to. None while ``direct_upload_problem`` is set.
+    # Where forms and PUTs go (scheme://host[:port]): what a page's content policy must let
+    # it connect to. None while the store takes neither.
     direct_upload_origin: str | None
     # Why ``presign_put`` offers nothing (None: it offers PUTs), known after ``start``.
     direct_put_problem: str | None
@@ -225,9 +225,10 @@ class Storage(Protocol):
         """The SHA-256 the store verified when ``key`` was written by a ``presign_put`` URL;
         None when it keeps none."""
 
-    async def accepts_pages_from(self, origin: str) -> bool:
-        """Whether a web page of ``origin`` may send those forms: the store's CORS rules let
-        it POST and read the answer (asked of the store, the answer kept a few minutes)."""
+    async def accepts_pages_from(self, origin: str, method: str = "POST") -> bool:
+        """Whether a web page of ``origin`` may send those forms (``method`` "POST") or PUTs
+        ("PUT"): the store's CORS rules let it send them and read the answer (asked of the
+        store, the answer kept a few minutes)."""
 
     async def copy(self, source: str, target: str) -> None:
         """A copy of ``source``'s object at ``target``, made by the store itself (no bytes

@@ -102,7 +102,8 @@ ROUTES: tuple[Route, ...] = (
         ),
         responses={
             200: "Stored; finalize next",
-            400: "Not the declared size, or interrupted",
+            400: "Not the declared size (size_mismatch) or SHA-256 (digest_mismatch), or "
+            "interrupted",
             401: "No valid upload token",
             404: "No such ticket for this token",
             408: "The upload stalled",
@@ -128,7 +129,8 @@ ROUTES: tuple[Route, ...] = (
             410: "The ticket's finalize window is over",
             415: "The bytes contradict the declared image type, or the workspace does not "
             "accept their type (the object was deleted)",
-            422: "The stored object is not the declared size (it was deleted)",
+            422: "The stored object is not the declared size (upload_size_mismatch) or "
+            "SHA-256 (upload_digest_mismatch); it was deleted",
         },
         schemas={201: Uploaded},
         path_params={"upload_id": _UPLOAD_ID},

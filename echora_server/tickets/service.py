@@ -199,11 +199,14 @@ class TicketService:
         self, asked: TicketRequest, key: str, content_type: str
     ) -> PresignedPost | PresignedPut | None:
         """Straight to the store when it takes it (None: through Echora). A client that
-        declared the digest and is no web page gets a PUT, which the store verifies and
-        takes faster than a form; a page gets a form if the store's CORS lets it post."""
+        declared the digest gets a PUT, which the store verifies and takes faster than a
+        form; else a form. A web page gets either only if the store's CORS lets it send it.
+        """
         expires_in = int(self.ttl.total_seconds())
         page = asked.page_origin
-        if asked.sha256 is not None and page is None:
+        if asked.sha256 is not None and (
+            page is None or (page != "" and await self.storage.accepts_pages_from(page, "PUT"))
+        ):
             put = await self.storage.presign_put(
                 key, content_type=content_type, sha256=asked.sha256, expires_in=expires_in
             )

@@ -28,8 +28,8 @@ class CreateTicket(Body):
         None,
         pattern="^[0-9a-f]{64}$",
         description="The bytes' SHA-256, lowercase hex (`sha256sum`). Optional; when given, "
-        "bytes that hash otherwise are refused, and a client that is no web page may be sent "
-        "straight to the store by a presigned PUT",
+        "bytes that hash otherwise are refused, and the bytes may go straight to the store "
+        "by a presigned PUT the store verifies",
     )
 
 
@@ -40,11 +40,11 @@ class FinalizeTicket(Body):
 class SendBytes(Shape):
     method: Literal["PUT", "POST"] = Field(
         description="When the workspace has direct uploads on and the store takes them: "
-        "PUT straight to the store (an absolute URL) for a ticket that declared its sha256 "
-        "and came with no Origin header, if the store verifies signed checksums; else POST "
-        "(a form straight to the store) if the store keeps form policies and, for a request "
-        "with an Origin header (a web page), its CORS rules let that origin post. Otherwise "
-        "PUT through Echora (a path on this server)"
+        "PUT straight to the store (an absolute URL) for a ticket that declared its sha256, "
+        "if the store verifies signed checksums; else POST (a form straight to the store) "
+        "if the store keeps form policies. For a request with an Origin header (a web page), "
+        "either only if the store's CORS rules let that origin send it. Otherwise PUT "
+        "through Echora (a path on this server)"
     )
     url: str = Field(
         description="A path on this server (PUT through Echora) or the store's absolute URL"

@@ -92,7 +92,7 @@ class SettingsService:
             membership.role,
             settings,
             usage,
-            self._uploads.storage.direct_upload_problem is None,
+            self._uploads.storage.direct_upload_origin is not None,
         )
 
 

@@ -1,6 +1,7 @@
 // One file's upload. With the workspace's tickets on: ask for a ticket (POST /api/uploads),
-// send the bytes where it says (a PUT to Echora with the ticket's token, or its presigned
-// POST form straight to the store), then finalize; an expired ticket is replaced once.
+// send the bytes where it says (a PUT to Echora with the ticket's token, or straight to the
+// store: a presigned PUT of the SHA-256 hashed here, or a presigned POST form), then
+// finalize; an expired ticket is replaced once.
 // With tickets off: one POST /api/upload. Bytes go by XMLHttpRequest (fetch reports no
 // upload progress). An Upload dispatches "change" whenever its state or progress moves:
 //   uploading -> done (attachment set) | failed (error set) | cancelled; failed -> retry()
@@ -10,6 +11,10 @@ import { formatSize } from "./format.js";
 import { describeQuota, refusal } from "./limits.js";
 
 let counter = 0;
+// With direct uploads on, a file up to this size is hashed first (the browser's own
+// SHA-256, which takes the file whole): the store then takes it by a PUT it verifies,
+// faster than a form, and finalize need not read it back.
+const HASHED_UP_TO = 64 * 1024 * 1024;
 
 class Cancelled extends Error {}
 
@@ -102,6 +107,7 @@ export class Upload extends EventTarget {
   }
 
   async viaTicket() {
+    const sha256 = await this.digest();
     for (let attempt = 0; ; attempt += 1) {
       let ticket;
       try {
@@ -110,6 +116,7 @@ export class Upload extends EventTarget {
           size: this.file.size,
           content_type: this.file.type || "application/octet-stream",
           channel_id: this.channelId,
+          ...(sha256 ? { sha256 } : {}),
         });
       } catch (error) {
         // Turned off since the limits were read: the one-step upload still works.
@@ -139,6 +146,20 @@ export class Upload extends EventTarget {
     }
   }
 
+  /** The file's SHA-256 (hex) when it may go straight to the store by a PUT; else null. */
+  async digest() {
+    const limits = this.policy.limits();
+    const subtle = globalThis.crypto && globalThis.crypto.subtle; // secure contexts only
+    if (!limits || !limits.direct_uploads || !subtle || this.file.size > HASHED_UP_TO) return null;
+    try {
+      const hash = await subtle.digest("SHA-256", await this.file.arrayBuffer());
+      return Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0")).join("");
+    } catch (error) {
+      console.warn("not hashed; sent without a digest", error);
+      return null;
+    }
+  }
+
   async sendBytes(ticket) {
     const upload = ticket.upload;
     if (upload.method === "POST") {
@@ -152,6 +173,9 @@ export class Upload extends EventTarget {
     }
     const { status, body } = await this.send("PUT", upload.url, { body: this.file, headers: upload.headers });
     if (status >= 200 && status < 300) return;
+    if (/^https?:\/\//.test(upload.url)) {
+      throw new ApiError(status, "store_refused", `The file store refused the upload (${status}).`, body);
+    }
     throw errorFrom(status, body);
   }
 

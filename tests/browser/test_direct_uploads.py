@@ -1,6 +1,7 @@
-"""The browser client sends a file straight to the store when its ticket says so: the
-presigned form posted from the page (cross-origin, under the page's content policy and the
-store's CORS rules), then finalize; another member sees the file. The store (SeaweedFS)
+"""The browser client sends a file straight to the store when its ticket says so: a
+presigned PUT of the SHA-256 the page hashed, or the presigned form posted from the page
+(cross-origin, under the page's content policy and the store's CORS rules), then finalize;
+another member sees the file. The store (SeaweedFS)
 sits behind a gate with CORS rules of its own (support.corsgate), which records what
 reached it: the bytes went there and not through Echora."""
 
@@ -54,13 +55,14 @@ def requests_of(tab: Any, page_origin: str) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("let_in", [True, False], ids=["cors-allows", "cors-refuses"])
+@pytest.mark.parametrize("let_in", ["PUT", "POST", None], ids=["put", "post-only", "refused"])
 async def test_a_file_goes_straight_to_the_store_when_its_cors_lets_the_page_in(
-    client: TestClient, browsers: Browsers, people: People, gate: CorsGate, let_in: bool
+    client: TestClient, browsers: Browsers, people: People, gate: CorsGate, let_in: str | None
 ) -> None:
     page_origin = str(client.make_url("/")).rstrip("/")
     if let_in:
         gate.allowed.add(page_origin)
+        gate.methods = {"POST", "PUT"} if let_in == "PUT" else {"POST"}
     alice, bob = await people.create("alice"), await people.create("bob")
     channel_id = await make_channel(alice)
     assert (await bob.post(f"/api/channels/{channel_id}/join")).status == 200
@@ -73,18 +75,18 @@ async def test_a_file_goes_straight_to_the_store_when_its_cors_lets_the_page_in(
     await expect(tab.page.locator(".pending-item").filter(has_text="plan.txt")).to_contain_text(
         "Uploaded"
     )
+    [ask, sent_bytes, done] = sent
+    assert ask == f"POST {page_origin}/api/uploads"
+    assert done.startswith(f"POST {page_origin}/api/uploads/") and done.endswith("/finalize")
     if let_in:
-        [ask, post, done] = sent
-        assert ask == f"POST {page_origin}/api/uploads"
-        assert post.startswith(f"POST {gate.url}/")  # the form, to the store
-        assert done.startswith(f"POST {page_origin}/api/uploads/") and done.endswith("/finalize")
-        assert [f.split()[0] for f in gate.forwarded] == ["POST"]
+        assert sent_bytes.startswith(f"{let_in} {gate.url}/")  # to the store
+        assert [f.split()[0] for f in gate.forwarded] == [let_in]
     else:
-        [ask, put, done] = sent
-        assert put.startswith(f"PUT {page_origin}/api/uploads/")  # through Echora
+        assert sent_bytes.startswith(f"PUT {page_origin}/api/uploads/")  # through Echora
         assert gate.forwarded == []
-    # Echora asked the store once when issuing the ticket; a page let in asks again itself.
-    assert gate.preflights == [page_origin] * (2 if let_in else 1)
+    # Echora asked the store whether the page may PUT (the page hashed the file), then, if
+    # not, whether it may post; a page let in asks again itself.
+    assert gate.preflights == [page_origin] * {"PUT": 2, "POST": 3, None: 2}[let_in]
     ticket_id = done.split("/")[-2]
     await tab.page.get_by_label("Message", exact=True).fill("the plan")
     await tab.page.keyboard.press("Enter")

@@ -4,9 +4,11 @@ or a bucket's CORS configuration would have them (SeaweedFS lets every origin in
     async with CorsGate(s3_server.endpoint_url, allowed={"http://127.0.0.1:8080"}) as gate:
         gate.url          # what ECHORA_S3_PUBLIC_URL points at
         gate.preflights   # the origins of the preflights answered, in order
+        gate.methods      # what allowed origins may send: POST and PUT unless changed
 
-Requests other than a preflight go to the store as they came (the presigned form's signature
-covers no host); the store's own CORS headers are replaced by the gate's.
+Requests other than a preflight go to the store as they came, their Host header included
+(a presigned PUT signs the host its URL names: the gate's); the store's own CORS headers are
+replaced by the gate's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class CorsGate:
         self.upstream = upstream.rstrip("/")
         self.allowed = allowed
         self.preflights: list[str] = []
+        self.methods = {"POST", "PUT"}
         self.forwarded: list[str] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -36,7 +39,7 @@ class CorsGate:
             return {}
         return {
             "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Methods": ", ".join(sorted(self.methods)),
             "Access-Control-Allow-Headers": "*",
             "Vary": "Origin",
         }
@@ -51,6 +54,7 @@ class CorsGate:
         headers = CIMultiDict(
             (name, value) for name, value in request.headers.items() if name.lower() not in _HOP
         )
+        headers["Host"] = request.host
         async with self._session.request(
             request.method,
             self.upstream + request.path_qs,

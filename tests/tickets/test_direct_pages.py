@@ -6,10 +6,12 @@ with CORS rules of its own (support.corsgate), as behind a self-hoster's proxy."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from support.corsgate import CorsGate
@@ -42,11 +44,14 @@ def config_overrides(s3_config_values: dict[str, Any], gate: CorsGate) -> dict[s
     }
 
 
-async def ask_from(person: Any, origin: str | None, size: int) -> dict[str, Any]:
+async def ask_from(
+    person: Any, origin: str | None, size: int, sha256: str | None = None
+) -> dict[str, Any]:
     headers = {"Origin": origin} if origin else {}
-    response = await person.post(
-        "/api/uploads", json={"filename": "notes.bin", "size": size}, headers=headers
-    )
+    fields: dict[str, Any] = {"filename": "notes.bin", "size": size}
+    if sha256:
+        fields["sha256"] = sha256
+    response = await person.post("/api/uploads", json=fields, headers=headers)
     body: dict[str, Any] = await response.json()
     assert response.status == 201, body
     return body
@@ -66,6 +71,46 @@ async def test_a_page_whose_origin_the_store_lets_in_sends_straight_to_it(
     second = await ask_from(alice, PAGE, len(data))
     assert second["upload"]["method"] == "POST"
     assert gate.preflights == [PAGE]  # the store's answer is kept, not asked per ticket
+
+
+async def test_a_page_with_a_declared_digest_puts_straight_to_the_store(
+    client: TestClient, people: People, gate: CorsGate
+) -> None:
+    alice = await people.create("alice")
+    data = random.Random(3).randbytes(40 * KiB)
+    digest = hashlib.sha256(data).hexdigest()
+    ticket = await ask_from(alice, PAGE, len(data), digest)
+    upload = ticket["upload"]
+    assert upload["method"] == "PUT" and upload["url"].startswith(gate.url + "/")
+    assert set(upload["headers"]) == {"Content-Type", "x-amz-checksum-sha256"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(
+            upload["url"], data=data, headers={**upload["headers"], "Origin": PAGE}
+        ) as sent,
+    ):
+        assert sent.status == 200, await sent.text()
+        assert sent.headers["Access-Control-Allow-Origin"] == PAGE  # the page reads it
+    done = await finalize(alice, ticket)
+    body = await done.json()
+    assert done.status == 201, body
+    assert body["attachments"][0]["sha256"] == digest
+    assert gate.preflights == [PAGE]  # asked once whether it may PUT
+    # Without a digest the page gets the form (asked once more: may it post).
+    assert (await ask_from(alice, PAGE, len(data)))["upload"]["method"] == "POST"
+    assert gate.preflights == [PAGE, PAGE]
+
+
+async def test_a_page_the_store_lets_post_but_not_put_gets_the_form(
+    client: TestClient, people: People, gate: CorsGate
+) -> None:
+    gate.methods.discard("PUT")
+    alice = await people.create("alice")
+    ticket = await ask_from(alice, PAGE, 3, hashlib.sha256(b"abc").hexdigest())
+    assert ticket["upload"]["method"] == "POST"
+    assert await post_form(ticket, b"abc") in (200, 201, 204)
+    done = await finalize(alice, ticket)
+    assert done.status == 201, await done.text()
 
 
 async def test_a_page_the_store_keeps_out_sends_through_echora(
@@ -134,4 +179,6 @@ async def test_check_config_says_whether_pages_of_the_public_origin_upload_strai
     assert "direct PUTs of a declared SHA-256: on" in done.stderr
     verdict = "on" if let_in else "off: the store's CORS rules do not let that origin post"
     assert f"direct uploads from pages of {public}: {verdict}" in done.stderr
-    assert gate.preflights == [public]
+    verdict = "on" if let_in else "off: the store's CORS rules do not let that origin PUT"
+    assert f"direct PUTs from pages of {public}: {verdict}" in done.stderr
+    assert gate.preflights == [public, public]  # may it PUT, may it post

@@ -157,7 +157,7 @@ class LocalStorage:
     async def stored_sha256(self, key: str) -> bytes | None:
         return None
 
-    async def accepts_pages_from(self, origin: str) -> bool:
+    async def accepts_pages_from(self, origin: str, method: str = "POST") -> bool:
         return False
 
     async def stat(self, key: str) -> ObjectInfo | None:

@@ -16,10 +16,21 @@ CORS_SECONDS = 300.0
 CORS_ORIGINS = 64
 
 
-async def cors_allows(url: str, origin: str, seconds: float) -> bool:
-    """Whether the store's CORS rules let a page of ``origin`` POST a form to ``url`` and read
-    the answer: the preflight a browser sends first (an upload with progress always has one)."""
-    headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+# What a page sends straight to the store: a form, or a PUT with the headers it signs.
+PAGE_REQUESTS: dict[str, tuple[str, ...]] = {
+    "POST": (),
+    "PUT": ("content-type", "x-amz-checksum-sha256"),
+}
+
+
+async def cors_allows(url: str, origin: str, seconds: float, method: str = "POST") -> bool:
+    """Whether the store's CORS rules let a page of ``origin`` send ``method`` (a form, or a
+    presigned PUT with its headers) to ``url`` and read the answer: the preflight a browser
+    sends first (an upload with progress always has one)."""
+    wanted = PAGE_REQUESTS[method]
+    headers = {"Origin": origin, "Access-Control-Request-Method": method}
+    if wanted:
+        headers["Access-Control-Request-Headers"] = ",".join(wanted)
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
@@ -28,14 +39,17 @@ async def cors_allows(url: str, origin: str, seconds: float) -> bool:
             await response.read()
             allowed_origin = response.headers.get("Access-Control-Allow-Origin", "")
             methods = response.headers.get("Access-Control-Allow-Methods", "")
+            allowed_headers = response.headers.get("Access-Control-Allow-Headers", "")
     except (aiohttp.ClientError, TimeoutError):
         log.warning("cors_preflight_failed", url=url, origin=origin, exc_info=True)
         return False
     allowed_methods = {m.strip().upper() for m in methods.split(",")}
+    named = {h.strip().lower() for h in allowed_headers.split(",")}
     return (
         200 <= response.status < 300
         and allowed_origin in ("*", origin)
-        and bool(allowed_methods & {"*", "POST"})
+        and bool(allowed_methods & {"*", method})
+        and ("*" in named or named.issuperset(wanted))
     )
 
 
@@ -45,27 +59,30 @@ class PageOrigins:
     def __init__(self, seconds: float) -> None:
         self.url = ""
         self._seconds = seconds
-        self._known: dict[str, tuple[float, bool]] = {}
-        self._asking: dict[str, asyncio.Future[bool]] = {}
+        self._known: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._asking: dict[tuple[str, str], asyncio.Future[bool]] = {}
 
-    async def allowed(self, origin: str) -> bool:
-        known = self._known.get(origin)
+    async def allowed(self, origin: str, method: str = "POST") -> bool:
+        asked = (origin, method)
+        known = self._known.get(asked)
         if known is not None and known[0] > time.monotonic():
             return known[1]
-        asking = self._asking.get(origin)
+        asking = self._asking.get(asked)
         if asking is None:  # one question to the store per origin, however many wait
-            asking = asyncio.ensure_future(self._ask(origin))
-            self._asking[origin] = asking
-            asking.add_done_callback(lambda _: self._asking.pop(origin, None))
+            asking = asyncio.ensure_future(self._ask(asked))
+            self._asking[asked] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(asked, None))
         return await asyncio.shield(asking)
 
-    async def _ask(self, origin: str) -> bool:
-        allowed = await cors_allows(self.url, origin, self._seconds)
+    async def _ask(self, asked: tuple[str, str]) -> bool:
+        origin, method = asked
+        # The bucket's URL: its CORS rules are the bucket's, whatever the key.
+        allowed = await cors_allows(self.url, origin, self._seconds, method)
         if len(self._known) >= CORS_ORIGINS:
             self._known.clear()  # a few origins in practice; many means a stale mix
-        self._known[origin] = (time.monotonic() + CORS_SECONDS, allowed)
+        self._known[asked] = (time.monotonic() + CORS_SECONDS, allowed)
         if not allowed:
-            log.warning("direct_uploads_not_for_pages", origin=origin)
+            log.warning("direct_uploads_not_for_pages", origin=origin, method=method)
         return allowed
 
     def close(self) -> None:

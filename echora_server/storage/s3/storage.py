@@ -209,8 +209,9 @@ class S3Storage:
         self.direct_upload_problem = problem and f"the store {problem}"
         if problem:
             log.warning("direct_uploads_off", store=self.direct_upload_problem)
+        if self.direct_put_problem and self.direct_upload_problem:
             return
-        form = await presign_post(
+        form = await presign_post(  # only for its URL: the bucket's, where pages send
             self._client,
             self._bucket,
             self._s3_key(PROBE_KEY + "origin"),
@@ -223,10 +224,11 @@ class S3Storage:
         self.direct_upload_origin = origin_of(form.url)
         log.info("direct_uploads_on", origin=self.direct_upload_origin)
 
-    async def accepts_pages_from(self, origin: str) -> bool:
-        if self.direct_upload_origin is None:
+    async def accepts_pages_from(self, origin: str, method: str = "POST") -> bool:
+        problem = self.direct_put_problem if method == "PUT" else self.direct_upload_problem
+        if problem is not None or not self._pages.url:
             return False
-        return await self._pages.allowed(origin)
+        return await self._pages.allowed(origin, method)
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int
