@@ -58,6 +58,8 @@ function renderImage(attachment, href, onOpenImage) {
     loading: "lazy",
     decoding: "async",
   });
+  // Bytes that begin like an image yet do not decode: shown as the file they are.
+  img.addEventListener("error", () => figure.replaceWith(renderFileCard(attachment, href)), { once: true });
   if (attachment.width > 0 && attachment.height > 0) {
     const size = fitted(attachment.width, attachment.height);
     img.width = size.width;
@@ -74,7 +76,8 @@ function renderImage(attachment, href, onOpenImage) {
     img,
   );
   IMAGES.set(open, { attachment, href });
-  return h("figure", { class: "attachment image" }, open, h("figcaption", {}, caption(attachment, href)));
+  const figure = h("figure", { class: "attachment image" }, open, h("figcaption", {}, caption(attachment, href)));
+  return figure;
 }
 
 function renderMedia(tag, attachment, href) {

@@ -49,6 +49,7 @@ export function $(selector, root = document) {
 
 /** Only http(s) URLs or paths on this server may become links or media sources. */
 export function safeUrl(raw) {
+  if (typeof raw !== "string" || raw === "") return null; // new URL(undefined) is ".../undefined"
   try {
     const url = new URL(raw, location.origin);
     if (url.protocol === "http:" || url.protocol === "https:") return url.href;
