@@ -38,6 +38,12 @@ class NotReceived(ApiError):
     message = "No bytes were stored for this upload ticket yet."
 
 
+class UploadExpired(ApiError):
+    status = 410
+    code = "upload_expired"
+    message = "The upload ticket has expired; ask for a new one."
+
+
 class StoredSizeMismatch(ApiError):
     status = 422
     code = "upload_size_mismatch"
@@ -60,6 +66,8 @@ class ObjectCheck:
         uploads: UploadService,
         ticket: Ticket,
         policy: UploadPolicy,
+        *,
+        expired: bool = False,
     ) -> None:
         self.pool = pool
         self.storage = storage
@@ -69,6 +77,11 @@ class ObjectCheck:
         self.settled = False
         self.thumbnail_key: str | None = None
         self.key = ticket.storage_key  # of the bytes checked, and the attachment's
+        # Sending had to start before now: no bytes means none can come any more.
+        self.expired = expired
+
+    def not_received(self) -> ApiError:
+        return UploadExpired() if self.expired else NotReceived()
 
 
 async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> Attachment:
@@ -151,7 +164,7 @@ async def _seal(check: ObjectCheck) -> None:
     try:
         await check.storage.copy(check.ticket.storage_key, key)
     except ObjectNotFound:
-        raise NotReceived() from None
+        raise check.not_received() from None
     check.key = key
 
 
@@ -162,7 +175,7 @@ async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
     if ticket.size == 0:
         info = await check.storage.stat(check.key)
         if info is None:
-            raise NotReceived()
+            raise check.not_received()
         if info.size != 0:
             await _refuse(check, _size_mismatch(ticket, info.size))
         return b"", hashlib.sha256().digest()
@@ -171,7 +184,7 @@ async def _read_head(check: ObjectCheck) -> tuple[bytes, bytes | None]:
     try:
         reader = await check.storage.open(check.key, 0, end)
     except (ObjectNotFound, InvalidRange):
-        raise NotReceived() from None  # InvalidRange: an empty object where bytes were due
+        raise check.not_received() from None  # InvalidRange: no bytes where bytes were due
     async with reader:
         if reader.size != ticket.size:
             await _refuse(check, _size_mismatch(ticket, reader.size))

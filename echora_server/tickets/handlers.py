@@ -83,6 +83,7 @@ ROUTES: tuple[Route, ...] = (
             403: "Not in the channel, or tickets off in the workspace (tickets_disabled)",
             404: "No such channel or workspace of mine",
             413: "Larger than the server's or workspace's limit (details.limit_bytes)",
+            415: "A type the workspace refuses, as declared or named (type_not_allowed)",
             422: "Invalid fields, or no content_type and a name that tells none",
             429: "Too many open tickets (Retry-After: when one frees)",
             507: "A quota has no room for the declared size (quota_exceeded)",

@@ -35,18 +35,21 @@ from echora_server.db.tickets import NewTicket, Ticket
 from echora_server.files.filenames import sanitize_filename
 from echora_server.files.images import read_dimensions
 from echora_server.files.mediatypes import (
+    OCTET_STREAM,
     classify,
+    expected_type,
     normalize_declared,
     served_type,
     type_from_name,
 )
 from echora_server.files.meter import FileMeter
-from echora_server.files.policy import TicketsDisabled, quota_exceeded
+from echora_server.files.policy import TicketsDisabled, TypeNotAllowed, quota_exceeded
 from echora_server.files.upload_body import ChunkReader, TargetFields
 from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, UploadService
 from echora_server.storage.base import ObjectTooLarge, PresignedPost, PresignedPut, new_key
 from echora_server.tickets.checks import (
     ObjectCheck,
+    UploadExpired,
     check_object,
     discard_refused,
     record_refusal,
@@ -58,12 +61,6 @@ Clock = Callable[[], dt.datetime]
 FINALIZE_HOLD = dt.timedelta(minutes=10)
 
 NOT_FOUND = "No such upload ticket, or not yours."
-
-
-class UploadExpired(ApiError):
-    status = 410
-    code = "upload_expired"
-    message = "The upload ticket has expired; ask for a new one."
 
 
 class SizeMismatch(ApiError):
@@ -147,6 +144,11 @@ class TicketService:
             raise TicketsDisabled()
         if asked.size > policy.max_bytes:
             raise FileTooLarge(details={"limit_bytes": policy.max_bytes})
+        # A type the workspace refuses, as declared or named, before a byte is sent; a file
+        # that says nothing of itself is judged by its bytes when they come.
+        expected = expected_type(declared, filename)
+        if expected != OCTET_STREAM and not policy.admits(expected):
+            raise TypeNotAllowed(details={"type": expected, "filename": filename})
         token = new_secret(UPLOAD_TICKET_PREFIX)
         now = self.clock()
         key = new_key(FILES_KIND, target.workspace_id)
@@ -324,7 +326,12 @@ class TicketService:
                 raise await self._why_not_finalizing(conn, identity, ticket_id, token_hash, now)
         ticket, settings = held
         check = ObjectCheck(
-            self.pool, self.storage, self.uploads, ticket, self.uploads.policy(settings)
+            self.pool,
+            self.storage,
+            self.uploads,
+            ticket,
+            self.uploads.policy(settings),
+            expired=ticket.expires_at <= now,
         )
         try:
             return await self.uploads.tasks.run(check_object(check, self.clock))

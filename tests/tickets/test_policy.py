@@ -99,6 +99,26 @@ async def test_sniffed_type_at_put_and_finalize(client: TestClient, people: Peop
     assert (after["tickets"], after["attachments"], after["objects"]) == (0, 0, [])
 
 
+async def test_a_refused_type_named_or_declared_gets_no_ticket(
+    client: TestClient, people: People
+) -> None:
+    olive = await people.create("olive")
+    await settle(olive, denied_types=["video"], allowed_types=["images", "video", "documents"])
+    for fields in (
+        {"filename": "talk.mp4"},  # named
+        {"filename": "talk.bin", "content_type": "video/mp4"},  # declared
+        {"filename": "notes.zip"},  # not among the allowed
+    ):
+        response = await ask(olive, size=1000, **fields)
+        refused = await error_of(response, 415)
+        assert refused["code"] == "type_not_allowed", fields
+    assert (await stored(client))["tickets"] == 0
+    # Saying nothing of itself, a file is judged by its bytes when they come.
+    asked = await ask(olive, filename="blob.bin", size=3, content_type="application/octet-stream")
+    assert asked.status == 201, await asked.text()
+    assert (await send(client, await asked.json(), b"abc")).status == 200
+
+
 async def test_rollout_flags(client: TestClient, people: People) -> None:
     olive = await people.create("olive")
     await settle(olive, tickets=False)

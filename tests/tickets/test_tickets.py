@@ -241,6 +241,8 @@ async def test_expiry_by_the_services_clock(client: TestClient, people: People) 
     finalize_before = dt.datetime.fromisoformat(late["finalize_before"])
     service.clock = lambda: expires_at + dt.timedelta(seconds=1)
     assert (await error_of(await send(client, late, data), 410))["code"] == "upload_expired"
+    # Nothing was sent, and nothing can be now: finalize says so too, not "not yet".
+    assert (await error_of(await finalize(alice, late), 410))["code"] == "upload_expired"
     service.clock = lambda: finalize_before + dt.timedelta(seconds=1)
     assert (await error_of(await finalize(alice, unfinished), 410))["code"] == "upload_expired"
     # A new ticket works at once, at that time.
