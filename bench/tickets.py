@@ -68,7 +68,10 @@ class Client:
 
     async def one_step(self, data: bytes, name: str) -> None:
         async with self.session.put(
-            f"{self.base}/api/upload", params={"filename": name}, data=data, headers=self.auth
+            f"{self.base}/api/upload",
+            params={"filename": name},
+            data=io.BytesIO(data),
+            headers=self.auth,
         ) as response:
             assert response.status == 201, await response.text()
 
@@ -91,7 +94,10 @@ class Client:
         upload = ticket["upload"]
         if upload["method"] == "PUT":  # to this server's path, or to the store's URL
             url = upload["url"] if "://" in upload["url"] else self.base + upload["url"]
-            async with self.session.put(url, data=data, headers=upload["headers"]) as response:
+            # A file-like body, as aiobotocore sends the direct PutObject's: written in chunks
+            # (whole bytes are copied into the transport's buffer, about 5% slower at 64 MiB).
+            body = io.BytesIO(data)
+            async with self.session.put(url, data=body, headers=upload["headers"]) as response:
                 assert response.status == 200, await response.text()
             return
         form = aiohttp.FormData()
