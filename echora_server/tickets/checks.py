@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 
 from echora_server.audit.record import UPLOAD_FINALIZED, UPLOAD_REFUSED, origin, record
-from echora_server.core.errors import ApiError, Conflict, NotFound
+from echora_server.core.errors import ApiError
 from echora_server.db import attachments, tickets
 from echora_server.db.attachments import NewAttachment
 from echora_server.db.records import Attachment
@@ -28,32 +28,16 @@ from echora_server.files.meter import HEAD_BYTES
 from echora_server.files.policy import UploadPolicy
 from echora_server.files.uploads import FILES_KIND, THUMBNAIL_SUFFIX, UploadService
 from echora_server.storage.base import InvalidRange, ObjectNotFound, Storage, new_key
+from echora_server.tickets.refusals import (
+    NotReceived,
+    StoredDigestMismatch,
+    StoredSizeMismatch,
+    UploadExpired,
+    finalized_already,
+    not_found,
+)
 
 log = structlog.get_logger("echora.tickets")
-
-
-class NotReceived(ApiError):
-    status = 409
-    code = "upload_not_received"
-    message = "No bytes were stored for this upload ticket yet."
-
-
-class UploadExpired(ApiError):
-    status = 410
-    code = "upload_expired"
-    message = "The upload ticket has expired; ask for a new one."
-
-
-class StoredSizeMismatch(ApiError):
-    status = 422
-    code = "upload_size_mismatch"
-    message = "The stored object is not the size the ticket declared; it was deleted."
-
-
-class StoredDigestMismatch(ApiError):
-    status = 422
-    code = "upload_digest_mismatch"
-    message = "The stored object does not have the SHA-256 the ticket declared; it was deleted."
 
 
 class ObjectCheck:
@@ -110,9 +94,9 @@ async def check_object(check: ObjectCheck, clock: Callable[[], dt.datetime]) -> 
                     # Another finalize won (this one outlived its hold): its row names the
                     # same thumbnail key, so that object stays.
                     check.thumbnail_key = None
-                raise Conflict("The upload is finalized already.", code="upload_finalized")
+                raise finalized_already()
             # The owner left the channel or workspace since, or the channel was deleted.
-            raise NotFound("No such upload ticket, or not yours.", code="upload_not_found")
+            raise not_found()
         check.settled = True
     except BaseException:
         unclaimed = [k for k in (check.thumbnail_key,) if k is not None]

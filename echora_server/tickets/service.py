@@ -22,9 +22,7 @@ from echora_server.auth.secrets import UPLOAD_TICKET_PREFIX, digest, new_secret,
 from echora_server.config import CONFIG, Config
 from echora_server.core.errors import (
     ApiError,
-    Conflict,
     InvalidRequest,
-    NotFound,
     TooManyRequests,
     Unauthorized,
 )
@@ -49,30 +47,22 @@ from echora_server.files.uploads import FILES_KIND, UPLOADS, FileTooLarge, Uploa
 from echora_server.storage.base import ObjectTooLarge, PresignedPost, PresignedPut, new_key
 from echora_server.tickets.checks import (
     ObjectCheck,
-    UploadExpired,
     check_object,
     discard_refused,
     record_refusal,
     record_step,
 )
+from echora_server.tickets.refusals import (
+    DigestMismatch,
+    SizeMismatch,
+    not_found,
+    why_not_finalizing,
+    why_not_sending,
+)
 
 Clock = Callable[[], dt.datetime]
 # A finalize reads the object's head and maybe all of it: no holder waits longer.
 FINALIZE_HOLD = dt.timedelta(minutes=10)
-
-NOT_FOUND = "No such upload ticket, or not yours."
-
-
-class SizeMismatch(ApiError):
-    status = 400
-    code = "size_mismatch"
-    message = "The bytes sent are not the size the ticket declared."
-
-
-class DigestMismatch(ApiError):
-    status = 400
-    code = "digest_mismatch"
-    message = "The bytes sent do not have the SHA-256 the ticket declared."
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +184,7 @@ class TicketService:
                     method=ticket.method,
                 )
         if ticket is None:  # deleted with its channel a moment after it was made
-            raise NotFound(NOT_FOUND)
+            raise not_found()
         return IssuedTicket(ticket, token, direct)
 
     async def _direct(
@@ -275,7 +265,7 @@ class TicketService:
             )
             async with self.pool.acquire() as conn, conn.transaction():
                 if not await tickets.mark_received(conn, ticket.id, self.clock(), received):
-                    raise NotFound(NOT_FOUND)  # gone meanwhile (its channel was deleted)
+                    raise not_found()  # gone meanwhile (its channel was deleted)
                 await record_step(
                     conn,
                     UPLOAD_RECEIVED,
@@ -302,18 +292,7 @@ class TicketService:
         ticket = await tickets.select_ticket(conn, ticket_id, token_hash)
         if ticket is None:
             self.tally.token_refused("upload_not_found", kind="upload_ticket")
-            return NotFound(NOT_FOUND, code="upload_not_found")
-        if ticket.finalized_at is not None:
-            return Conflict("The upload is finalized already.", code="upload_finalized")
-        if ticket.received_at is not None:
-            return Conflict("The bytes were sent already.", code="upload_already_sent")
-        if ticket.expires_at <= now:
-            return UploadExpired()
-        if ticket.method != "put":
-            return Conflict(
-                "Send this ticket's bytes to the store's URL.", code="upload_goes_to_store"
-            )
-        return Conflict("Another request is sending the bytes.", code="upload_in_progress")
+        return why_not_sending(ticket, now)
 
     async def finalize(self, identity: Identity, ticket_id: str, token: str) -> Attachment:
         token_hash = self._token_hash(token)
@@ -356,12 +335,8 @@ class TicketService:
             self.tally.token_refused(
                 "upload_not_found", None, identity.user.id, kind="upload_ticket"
             )
-            return NotFound(NOT_FOUND, code="upload_not_found")
-        if ticket.finalized_at is not None:
-            return Conflict("The upload is finalized already.", code="upload_finalized")
-        if ticket.finalize_before <= now:
-            return UploadExpired()
-        return Conflict("The bytes are still being sent or checked.", code="upload_in_progress")
+            ticket = None
+        return why_not_finalizing(ticket, now)
 
 
 TICKETS = web.AppKey("tickets", TicketService)

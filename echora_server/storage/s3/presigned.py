@@ -14,8 +14,10 @@ form uploads less quickly than plain PUTs (SeaweedFS: about 0.77x), so this is t
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -105,70 +107,78 @@ async def _send(session: aiohttp.ClientSession, post: PresignedPost, body: bytes
 async def probe_post_policy(client: Any, bucket: str, prefix: str, seconds: float) -> str | None:
     """None when the store keeps POST policies (takes a conforming form, refuses a longer
     body); else what it did instead. Leaves nothing behind."""
-    key = f"{prefix}{PROBE_KEY}{secrets.token_urlsafe(12)}"
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session:
-            post = await presign_post(
-                client,
-                bucket,
-                key,
-                content_type="text/plain",
-                size=4,
-                expires_in=60,
-                public_url=None,
-            )
-            status = await _send(session, post, b"12345")
-            if 200 <= status < 300:
-                return f"took a body longer than its policy allows ({status})"
-            status = await _send(session, post, b"1234")
-            if not 200 <= status < 300:
-                return f"refused a form that keeps its policy ({status})"
-            head = await client.head_object(Bucket=bucket, Key=key)
-            if int(head["ContentLength"]) != 4:
-                return "stored another size than it was sent"
-            return None
-    except Exception as exc:
-        return f"failed: {type(exc).__name__}: {exc}"
-    finally:
+    async with _probe_object(client, bucket, prefix) as key:
         try:
-            await client.delete_object(Bucket=bucket, Key=key)
-        except Exception:
-            log.warning("post_probe_not_deleted", key=key, exc_info=True)
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=seconds)
+            ) as session:
+                post = await presign_post(
+                    client,
+                    bucket,
+                    key,
+                    content_type="text/plain",
+                    size=4,
+                    expires_in=60,
+                    public_url=None,
+                )
+                status = await _send(session, post, b"12345")
+                if 200 <= status < 300:
+                    return f"took a body longer than its policy allows ({status})"
+                status = await _send(session, post, b"1234")
+                if not 200 <= status < 300:
+                    return f"refused a form that keeps its policy ({status})"
+                head = await client.head_object(Bucket=bucket, Key=key)
+                if int(head["ContentLength"]) != 4:
+                    return "stored another size than it was sent"
+                return None
+        except Exception as exc:
+            return f"failed: {type(exc).__name__}: {exc}"
 
 
 async def probe_checksum_put(client: Any, bucket: str, prefix: str, seconds: float) -> str | None:
     """None when the store keeps checksums on presigned PUTs: it refuses bytes that do not
     match the signed digest and tells the digest of what it took. Else what it did instead.
     Leaves nothing behind."""
-    key = f"{prefix}{PROBE_KEY}{secrets.token_urlsafe(12)}"
     body = b"1234"
+    async with _probe_object(client, bucket, prefix) as key:
+        try:
+            put = await presign_put(
+                client,
+                bucket,
+                key,
+                content_type="text/plain",
+                sha256=hashlib.sha256(body).digest(),
+                expires_in=60,
+            )
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=seconds)
+            ) as session:
+                for sent in (b"1235", body):
+                    async with session.put(
+                        put.url, data=sent, headers=put.headers, allow_redirects=False
+                    ) as response:
+                        await response.read()
+                        status = response.status
+                    if sent != body and 200 <= status < 300:
+                        return f"took bytes that do not match their signed SHA-256 ({status})"
+                    if sent == body and not 200 <= status < 300:
+                        return f"refused a PUT that matches its signed SHA-256 ({status})"
+            if await stored_sha256(client, bucket, key) != hashlib.sha256(body).digest():
+                return "does not tell the SHA-256 it verified"
+            return None
+        except Exception as exc:
+            return f"failed: {type(exc).__name__}: {exc}"
+
+
+@contextlib.asynccontextmanager
+async def _probe_object(client: Any, bucket: str, prefix: str) -> AsyncIterator[str]:
+    """A fresh key for a probe, under the swept prefix; deleted afterwards, whatever
+    happened (a delete that fails leaves it to the orphan sweep)."""
+    key = f"{prefix}{PROBE_KEY}{secrets.token_urlsafe(12)}"
     try:
-        put = await presign_put(
-            client,
-            bucket,
-            key,
-            content_type="text/plain",
-            sha256=hashlib.sha256(body).digest(),
-            expires_in=60,
-        )
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session:
-            for sent in (b"1235", body):
-                async with session.put(
-                    put.url, data=sent, headers=put.headers, allow_redirects=False
-                ) as response:
-                    await response.read()
-                    status = response.status
-                if sent != body and 200 <= status < 300:
-                    return f"took bytes that do not match their signed SHA-256 ({status})"
-                if sent == body and not 200 <= status < 300:
-                    return f"refused a PUT that matches its signed SHA-256 ({status})"
-        if await stored_sha256(client, bucket, key) != hashlib.sha256(body).digest():
-            return "does not tell the SHA-256 it verified"
-        return None
-    except Exception as exc:
-        return f"failed: {type(exc).__name__}: {exc}"
+        yield key
     finally:
         try:
             await client.delete_object(Bucket=bucket, Key=key)
         except Exception:
-            log.warning("put_probe_not_deleted", key=key, exc_info=True)
+            log.warning("probe_not_deleted", key=key, exc_info=True)
