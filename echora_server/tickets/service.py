@@ -72,8 +72,8 @@ class TicketRequest:
     content_type: str | None
     target: TargetFields
     sha256: bytes | None = None  # declared: the bytes must hash to it
-    # A web page's origin (its Origin header): the store's CORS must let it send the form.
-    # "": a page of an origin this server does not serve, which never gets the form.
+    # A web page's origin (its Origin header): the store's CORS must let it send the bytes.
+    # "": a page of an origin this server does not serve, which never gets the store's URL.
     page_origin: str | None = None
 
 
@@ -90,6 +90,14 @@ class IssuedTicket:
     token: str
     # How the bytes go straight to the store (a form, or a PUT); None: through Echora.
     direct: PresignedPost | PresignedPut | None
+
+
+def _method(direct: PresignedPost | PresignedPut | None) -> tickets.Method:
+    if isinstance(direct, PresignedPost):
+        return "post"
+    if isinstance(direct, PresignedPut):
+        return "store_put"
+    return "put"
 
 
 def _utcnow() -> dt.datetime:
@@ -153,13 +161,7 @@ class TicketService:
             filename=filename,
             declared_type=declared,
             size=asked.size,
-            method=(
-                "post"
-                if isinstance(direct, PresignedPost)
-                else "store_put"
-                if isinstance(direct, PresignedPut)
-                else "put"
-            ),
+            method=_method(direct),
             created_at=now,
             expires_at=now + self.ttl,
             finalize_before=now + self.ttl + self.horizon,

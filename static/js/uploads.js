@@ -108,6 +108,7 @@ export class Upload extends EventTarget {
 
   async viaTicket() {
     const sha256 = await this.digest();
+    if (this.state !== "uploading") throw new Cancelled(); // cancelled while hashing
     for (let attempt = 0; ; attempt += 1) {
       let ticket;
       try {
