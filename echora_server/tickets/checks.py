@@ -23,7 +23,7 @@ from echora_server.db.records import Attachment
 from echora_server.db.tickets import Ticket
 from echora_server.files.deletion import delete_queued, discard
 from echora_server.files.images import THUMBNAIL_TYPE, decodable, read_dimensions
-from echora_server.files.mediatypes import MediaType, classify
+from echora_server.files.mediatypes import MediaType, classify, served_type
 from echora_server.files.meter import HEAD_BYTES
 from echora_server.files.policy import UploadPolicy
 from echora_server.files.uploads import FILES_KIND, THUMBNAIL_SUFFIX, UploadService
@@ -125,8 +125,12 @@ async def _checked(check: ObjectCheck) -> tuple[MediaType, tuple[int, int] | Non
             raise RuntimeError("a received ticket has its digest (sql/0007)")
         size = (ticket.width, ticket.height) if ticket.width and ticket.height else None
         return media, size, ticket.sha256
-    if ticket.method == "post":
-        await _seal(check)
+    # A form's policy lets whoever holds it post again until it expires, finalize or not:
+    # the bytes checked and kept are at a key no presigned request names. (A presigned PUT
+    # needs none: it takes only the bytes of its signed digest.)
+    small_form = ticket.method == "post" and 0 < ticket.size <= HEAD_BYTES
+    if ticket.method == "post" and not small_form:
+        await _seal_by_copy(check)
     head, head_digest = await _read_head(check)
     try:
         media = classify(ticket.declared_type, ticket.filename, head)
@@ -137,13 +141,15 @@ async def _checked(check: ObjectCheck) -> tuple[MediaType, tuple[int, int] | Non
     sha256 = head_digest or await _store_digest(check)
     if ticket.declared_sha256 not in (None, sha256):
         await _refuse(check, StoredDigestMismatch(details={"stored_sha256": sha256.hex()}))
+    if small_form:  # all of it was just read and checked: those very bytes are kept
+        key = new_key(FILES_KIND, ticket.workspace_id)
+        await check.storage.put_stream(key, _single(head), content_type=served_type(media.detected))
+        check.key = key
     return media, size, sha256
 
 
-async def _seal(check: ObjectCheck) -> None:
-    """A form's policy lets whoever holds it post again until it expires, finalize or not:
-    the bytes checked and kept are the store's own copy, at a key no presigned request
-    names. (A presigned PUT needs none: it takes only the bytes of its signed digest.)"""
+async def _seal_by_copy(check: ObjectCheck) -> None:
+    """The store's own copy of a form's object, made before any check reads it."""
     key = new_key(FILES_KIND, check.ticket.workspace_id)
     try:
         await check.storage.copy(check.ticket.storage_key, key)
